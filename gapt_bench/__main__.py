@@ -1,0 +1,3 @@
+from gapt_bench.cli import main
+
+raise SystemExit(main())

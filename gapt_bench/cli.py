@@ -1,0 +1,362 @@
+"""Command line: argument parsing, printing and exit codes only (no science here).
+
+Exit codes: 0 ok; 1 a gate found a regression (or runs failed); 2 bad input (one line on stderr naming the
+problem and the fix; nothing written); 3 inconclusive gate under --strict.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+DEFAULT_TASKS = "all"
+DEFAULT_METHODS = "baseline,gapt"
+
+
+class UsageError(Exception):
+    """Bad command-line input; printed as one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line instead of argparse's usage block
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _progress_enabled(flag: bool) -> bool:
+    return flag and sys.stdout.isatty() and not os.environ.get("CI") and not os.environ.get("TQDM_DISABLE")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="gapt-bench", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="verb", parser_class=_Parser)
+
+    def plan_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--tasks", default=DEFAULT_TASKS, help="comma list of tasks, or 'all' (default)")
+        sp.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma list (default {DEFAULT_METHODS})")
+        sp.add_argument("--seeds", default="0-2", help="seeds as a range or list: 0-2, 0,3,5 (default 0-2)")
+        sp.add_argument("--preset", default="quick", help="preset name from tasks/<task>.yaml (default quick)")
+        sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config value, type-checked (repeatable)")
+
+    r = sub.add_parser("run", help="train and evaluate a plan of runs; append records to OUT/runs.jsonl")
+    plan_args(r)
+    r.add_argument("--out", default="results", help="results folder (default results/)")
+    r.add_argument("--workers", type=int, default=None, help="parallel runs, one CPU thread each (default: cores on CPU, 1 on GPU)")
+    r.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS", help="checkpoint interval (0 = off)")
+    r.add_argument("--resume", action="store_true", help="continue interrupted runs, skip finished ones")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--no-report", action="store_true", help="do not print the summary report at the end")
+
+    v = sub.add_parser("validate", help="resolve and print the run plan without training")
+    plan_args(v)
+    v.add_argument("--show-config", action="store_true", help="print each resolved config as JSON")
+
+    ls = sub.add_parser("ls", help="list tasks, methods and presets")
+    ls.add_argument("what", nargs="?", default="all", choices=("all", "tasks", "methods", "presets"))
+
+    rep = sub.add_parser("report", help="statistics over seeds, one table per task")
+    rep.add_argument("results", nargs="?", default="results")
+    rep.add_argument("--format", default="rich", choices=("rich", "md", "json"))
+    rep.add_argument("--reference", default="baseline")
+    rep.add_argument("--plots", metavar="DIR", default=None, help="also write PNG plots to DIR")
+
+    pa = sub.add_parser("paper", help="the papers' claims side by side with what the results show")
+    pa.add_argument("results", nargs="?", default="results")
+    pa.add_argument("--format", default="rich", choices=("rich", "md", "json"))
+
+    lb = sub.add_parser("leaderboard", help="methods ranked per task and by mean win rate")
+    lb.add_argument("results", nargs="*", default=["results"])
+    lb.add_argument("--format", default="rich", choices=("rich", "md", "json"))
+
+    cp = sub.add_parser("compare", help="verdicts of results B against results A")
+    cp.add_argument("a")
+    cp.add_argument("b")
+    cp.add_argument("--tolerance", type=float, default=0.05)
+    cp.add_argument("--alpha", type=float, default=0.05)
+    cp.add_argument("--format", default="rich", choices=("rich", "md", "json"))
+
+    g = sub.add_parser("gate", help="regression gate: exit 1 on a significant regression past the tolerance")
+    g.add_argument("--baseline", required=True, help="reference results (e.g. baselines/cpu-quick.jsonl)")
+    g.add_argument("--candidate", required=True, help="candidate results folder or runs.jsonl")
+    g.add_argument("--tolerance", type=float, default=0.05, help="relative tolerance (default 0.05)")
+    g.add_argument("--alpha", type=float, default=0.05)
+    g.add_argument("--min-n", type=int, default=3)
+    g.add_argument("--strict", action="store_true", help="inconclusive verdicts exit 3")
+    g.add_argument("--format", default="rich", choices=("rich", "md", "json"))
+
+    pl = sub.add_parser("plot", help="write PNG plots of a results folder")
+    pl.add_argument("results", nargs="?", default="results")
+    pl.add_argument("--out", default=None, help="folder for the PNGs (default RESULTS/plots)")
+    return p
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _plan_from(args) -> list:
+    from gapt_bench.registry import TASKS
+    from gapt_bench.runner import make_plan, parse_names, parse_seeds
+
+    tasks = TASKS.names() if args.tasks == "all" else parse_names(args.tasks, "task")
+    methods = parse_names(args.methods, "method")
+    return make_plan(tasks, methods, parse_seeds(args.seeds), args.preset, args.overrides)
+
+
+def cmd_ls(args) -> int:
+    from gapt_bench.config import load_presets
+    from gapt_bench.registry import METHODS, TASKS
+
+    if args.what in ("all", "tasks", "presets"):
+        print("tasks:")
+        for name in TASKS.names():
+            cls = TASKS.get(name)
+            presets = ", ".join(load_presets(name)) if args.what != "tasks" else ""
+            print(f"  {name:<24} v{cls.version}  {cls.description}" + (f"  [presets: {presets}]" if presets else ""))
+    if args.what in ("all", "methods"):
+        print("methods:")
+        for name in METHODS.names():
+            print(f"  {name:<24} {METHODS.get(name).description}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from gapt_bench.train import steps_for_budget
+
+    plan = _plan_from(args)
+    print(f"plan: {len(plan)} runs")
+    for cfg in plan:
+        t = cfg.train
+        print(f"  {cfg.task:<22} {cfg.method:<10} seed={cfg.seed:<3} hash={cfg.config_hash()} setup={cfg.setup_hash()} "
+              f"model=L{cfg.model.n_layer}/d{cfg.model.n_embd} V={cfg.model.vocab_size} tokens={t.tokens:,} "
+              f"steps={steps_for_budget(cfg)} batch={t.batch_size}x{t.seq_len}")
+        if args.show_config:
+            print(json.dumps(cfg.to_dict(), indent=2, default=str))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from gapt_bench.runner import run_plan
+    from gapt_bench.store import check_writable
+
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if args.checkpoint_every < 0:
+        raise UsageError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+    plan = _plan_from(args)
+    out = Path(args.out)
+    check_writable(out)
+    workers = args.workers or _default_workers(plan)
+    print(f"gapt-bench run: {len(plan)} runs -> {out}/runs.jsonl ({workers} worker{'s' if workers > 1 else ''})", flush=True)
+    rows: list[tuple] = []
+    progress = None
+    if _progress_enabled(not args.no_progress) and workers == 1:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                            TimeRemainingColumn())
+        progress.start()
+
+    def factory(cfg):
+        if progress is None:
+            return None
+        tid = progress.add_task(f"{cfg.task}/{cfg.method}/s{cfg.seed}", total=None)
+
+        def update(step: int, total: int) -> None:
+            progress.update(tid, completed=step, total=total)
+        return update
+
+    def on_done(cfg, outcome) -> None:
+        if outcome.skipped:
+            line = f"skip  {cfg.task}/{cfg.method}/seed{cfg.seed}: already finished"
+        elif outcome.interrupted:
+            line = f"stop  {outcome.message}"
+        else:
+            rec = outcome.record
+            rows.append((cfg, rec))
+            shown = ", ".join(f"{k}={_fmt(v)}" for k, v in list(rec["metrics"].items())[:6])
+            extra = f" {rec['error']['message']}" if rec.get("error") else ""
+            line = f"{rec['status']:<5} {cfg.task}/{cfg.method}/seed{cfg.seed} ({rec['wall_time_s']:.0f}s): {shown}{extra}"
+        if progress:
+            progress.console.print(line)
+        else:
+            print(line, flush=True)
+
+    try:
+        outcomes = run_plan(plan, out, workers=workers, checkpoint_every=args.checkpoint_every, resume=args.resume,
+                            on_done=on_done, progress_factory=factory)
+    finally:
+        if progress:
+            progress.stop()
+    if any(o.interrupted for o in outcomes) or len(outcomes) < len(plan):
+        print(f"interrupted: checkpoints kept; continue with the same command plus --resume "
+              f"(gapt-bench run ... --out {out} --resume)", file=sys.stderr)
+        return 130
+    _print_run_table(rows)
+    if not args.no_report:
+        _print_summary(out)
+    bad = [r for _, r in rows if r["status"] != "ok"]
+    if bad:
+        print(f"{len(bad)} run(s) did not finish ok: " + ", ".join(f"{r['run_id']} ({r['status']})" for r in bad))
+    return 0
+
+
+def _default_workers(plan) -> int:
+    import torch
+
+    if any(c.train.device.startswith("cuda") for c in plan) or (torch.cuda.is_available() and any(c.train.device == "auto" for c in plan)):
+        return 1
+    return max(1, min(os.cpu_count() or 1, len(plan)))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _print_run_table(rows: list[tuple]) -> None:
+    if not rows:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    for task in sorted({c.task for c, _ in rows}):
+        recs = [r for c, r in rows if c.task == task]
+        names = sorted({k for r in recs for k in r["metrics"] if not k.startswith(("val_mbe_layer", "ood_mbe_layer"))})
+        table = Table(title=f"{task}: per-run metrics", show_lines=False)
+        for col in ("method", "seed", "status", *names):
+            table.add_column(col, justify="right" if col not in ("method", "status") else "left")
+        for r in sorted(recs, key=lambda r: (r["method"], r["seed"])):
+            table.add_row(r["method"], str(r["seed"]), r["status"], *[_fmt(r["metrics"].get(n, "")) for n in names])
+        Console(width=200).print(table)
+
+
+def _print_summary(out: Path) -> None:
+    from gapt_bench import report
+    from gapt_bench.store import read_records
+
+    rep = report.build_report(read_records(out))
+    report.render_rich(rep)
+
+
+def _load(path: str) -> list[dict]:
+    from gapt_bench.store import read_records
+
+    return read_records(path)
+
+
+def cmd_report(args) -> int:
+    from gapt_bench import report
+
+    rep = report.build_report(_load(args.results), reference=args.reference)
+    if args.format == "json":
+        print(json.dumps(rep, indent=2, default=str))
+    elif args.format == "md":
+        print(report.render_markdown(rep))
+    else:
+        report.render_rich(rep)
+    if args.plots:
+        from gapt_bench import plots
+
+        for path in plots.plot_all(Path(args.results), Path(args.plots)):
+            print(f"wrote {path}")
+    return 0
+
+
+def cmd_paper(args) -> int:
+    from gapt_bench import report
+
+    rows = report.paper_table(_load(args.results))
+    if args.format == "json":
+        print(json.dumps(rows, indent=2, default=str))
+    elif args.format == "md":
+        print(report.render_paper_markdown(rows))
+    else:
+        report.render_paper_rich(rows)
+    return 0
+
+
+def cmd_leaderboard(args) -> int:
+    from gapt_bench import report
+
+    records = [r for path in args.results for r in _load(path)]
+    board = report.leaderboard(records)
+    if args.format == "json":
+        print(json.dumps(board, indent=2, default=str))
+    elif args.format == "md":
+        print(report.render_leaderboard_markdown(board))
+    else:
+        report.render_leaderboard_rich(board)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from gapt_bench import report
+
+    rows, _ = report.gate(_load(args.a), _load(args.b), tolerance=args.tolerance, alpha=args.alpha)
+    _print_gate(rows, args.format)
+    return 0
+
+
+def cmd_gate(args) -> int:
+    from gapt_bench import report
+
+    rows, code = report.gate(_load(args.baseline), _load(args.candidate), tolerance=args.tolerance, alpha=args.alpha,
+                             min_n=args.min_n, strict=args.strict)
+    _print_gate(rows, args.format)
+    return code
+
+
+def _print_gate(rows, fmt: str) -> None:
+    from gapt_bench import report
+
+    if fmt == "json":
+        print(json.dumps(rows, indent=2, default=str))
+    elif fmt == "md":
+        print(report.render_gate_markdown(rows))
+    else:
+        report.render_gate_rich(rows)
+
+
+def cmd_plot(args) -> int:
+    from gapt_bench import plots
+
+    out = Path(args.out) if args.out else Path(args.results) / "plots"
+    paths = plots.plot_all(Path(args.results), out)
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "ls": cmd_ls, "report": cmd_report, "paper": cmd_paper,
+            "leaderboard": cmd_leaderboard, "compare": cmd_compare, "gate": cmd_gate, "plot": cmd_plot}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from gapt_bench.config import ConfigError
+    from gapt_bench.registry import RegistryError
+    from gapt_bench.store import StoreError
+
+    user_errors: tuple[type[BaseException], ...] = (UsageError, ConfigError, RegistryError, StoreError)
+    try:
+        from gapt_bench.textdata import DataError
+
+        user_errors += (DataError,)
+    except ImportError:
+        pass
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else None)
+        verb = args.verb or "run"
+        if args.verb is None:
+            args = parser.parse_args(["run", *(argv if argv is not None else sys.argv[1:])])
+        return COMMANDS[verb](args)
+    except user_errors as e:
+        print(f"gapt-bench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gapt-bench: interrupted", file=sys.stderr)
+        return 130

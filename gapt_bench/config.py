@@ -1,0 +1,372 @@
+"""Typed run configuration: dataclasses, YAML presets, `--set a.b=value` overrides and validation.
+
+A run is fully described by one `RunConfig`. Sections shared by every arm of a comparison (`model`, `train`,
+`mbe`, `data`) form the *setup*; `reg` and `gapt` only matter to the methods that read them. Every option that
+settles an ambiguity of the papers is a field here (with its choices in the field metadata) and lands in the
+run record, so two results can be compared knowing exactly what each measured.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import itertools
+import json
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad config value, key or preset. str() is a one-line message naming the problem and the fix."""
+
+
+def opt(default: Any, help: str, choices: tuple | None = None, min: float | None = None) -> Any:
+    """A dataclass field carrying its own documentation and validation rules."""
+    meta = {"help": help, "choices": choices, "min": min}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    n_layer: int = opt(2, "transformer blocks", min=1)
+    n_embd: int = opt(64, "model width d", min=1)
+    n_head: int = opt(4, "attention heads (must divide n_embd)", min=1)
+    vocab_size: int = opt(0, "vocabulary size V; 0 = the task's", min=0)
+    n_positions: int = opt(0, "learned positions S; 0 = the task's sequence length", min=0)
+    dropout: float = opt(0.0, "dropout everywhere (GPT-2 default 0.1 slows CPU steps 1.3-1.5x)", min=0.0)
+
+
+@dataclass
+class TrainConfig:
+    tokens: int = opt(1_000_000, "training budget in tokens: the unit of fairness between arms", min=1)
+    batch_size: int = opt(32, "sequences per optimizer step, identical for every method", min=1)
+    seq_len: int = opt(64, "tokens per training sequence", min=2)
+    grad_accum: int = opt(1, "micro-batches per optimizer step (batch_size must divide evenly)", min=1)
+    optimizer: str = opt("adamw", "optimizer", choices=("adamw", "adam", "muon"))
+    lr: float = opt(3e-3, "peak learning rate", min=0.0)
+    schedule: str = opt("cosine", "lr schedule after warmup", choices=("cosine", "constant", "linear_cooldown"))
+    warmup_steps: int = opt(50, "linear warmup steps", min=0)
+    min_lr_ratio: float = opt(0.1, "final lr as a fraction of the peak", min=0.0)
+    cooldown_frac: float = opt(0.4, "linear_cooldown: fraction of steps spent cooling down", min=0.0)
+    weight_decay: float = opt(0.0, "AdamW weight decay", min=0.0)
+    beta1: float = opt(0.9, "Adam beta1", min=0.0)
+    beta2: float = opt(0.95, "Adam beta2", min=0.0)
+    grad_clip: float = opt(1.0, "clip the global grad norm to this; 0 = off", min=0.0)
+    diverge_grad_norm: float = opt(1e6, "a pre-clip grad norm above this ends the run as diverged", min=0.0)
+    device: str = opt("auto", "auto (cuda if available), cpu or cuda[:i]")
+    precision: str = opt("auto", "auto = bf16 autocast on CUDA, fp32 on CPU", choices=("auto", "fp32", "bf16"))
+    compile: bool = opt(False, "torch.compile the model (CUDA; slower on CPU)")
+    threads: int = opt(1, "torch CPU threads per run (one per parallel worker)", min=1)
+    log_every: int = opt(10, "steps between training-curve rows", min=1)
+    eval_every: int = opt(0, "steps between task checks on training-side data (0 = end only)", min=0)
+
+
+@dataclass
+class MBEConfig:
+    """How matrix-based entropy is measured (shared by every arm: the baseline's MBE is measured the same way)."""
+
+    alpha: float = opt(2.0, "Renyi order; 2 = closed form, 1 = von Neumann", min=0.0)
+    patch_size: int = opt(8, "tokens per patch P (the paper's 8)", min=2)
+    eval_batches: int = opt(4, "validation batches for per-layer MBE", min=1)
+
+
+@dataclass
+class RegConfig:
+    """The MBE regularizer used by the mbe, gapt and periodic methods."""
+
+    weight: float = opt(1.0, "lambda: loss = CE + lambda * MBE_agg in the compression phase", min=0.0)
+    layers: str = opt(
+        "middle",
+        "regularised layers: all, middle (1..L-2, later author code) or rotate (one middle layer per step, May-2025)",
+        choices=("all", "middle", "rotate"),
+    )
+    centered: bool = opt(False, "regularise the centred MBE (the collapse control) instead of the paper's uncentred")
+
+
+@dataclass
+class GAPTConfig:
+    """The phase gate. Defaults are the May-2025 code's values (gapt-paper.md section 2.2)."""
+
+    delta_e: float = opt(0.01, "CE improvement that resets the memorization patience", min=0.0)
+    delta_m: float = opt(0.002, "MBE improvement (any layer) that resets the compression patience", min=0.0)
+    patience_m: int = opt(125, "p_m: steps without CE improvement before compressing", min=1)
+    patience_c: int = opt(125, "p_c: steps without MBE improvement before memorizing again", min=1)
+    tau: float = opt(0.1, "spike tolerance: CE above (1+tau)*E_min ends compression", min=0.0)
+    thresholds: str = opt("absolute", "absolute deltas (May-2025) or relative to the minimum (later code)",
+                          choices=("absolute", "relative"))
+    spike_reference: str = opt("phase", "E_min for the spike test: within the compression phase, or global",
+                               choices=("phase", "global"))
+    patience_unit: str = opt("step", "count patience in optimizer steps, or in micro-batches (later code)",
+                             choices=("step", "micro_batch"))
+    smoothing: float = opt(0.0, "EMA factor on the gate inputs; 0 = raw last value (paper)", min=0.0)
+    initial_phase: int = opt(1, "phase at step 0", choices=(1, 2))
+
+
+@dataclass
+class AlignConfig:
+    every: int = opt(0, "steps between CE/MBE gradient-cosine measurements (0 = off)", min=0)
+
+
+@dataclass
+class RunConfig:
+    task: str
+    method: str
+    seed: int
+    preset: str
+    data: Any  # the task's own Options dataclass
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mbe: MBEConfig = field(default_factory=MBEConfig)
+    reg: RegConfig = field(default_factory=RegConfig)
+    gapt: GAPTConfig = field(default_factory=GAPTConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+
+    SECTIONS = ("data", "model", "train", "mbe", "reg", "gapt", "align")
+    METHOD_SECTIONS = ("reg", "gapt")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    # Execution-only fields: they change how fast a run goes, not what it measures.
+    EXECUTION_FIELDS = ("threads", "log_every", "compile")
+
+    def _science(self) -> dict:
+        d = self.to_dict()
+        for k in self.EXECUTION_FIELDS:
+            d["train"].pop(k)
+        return d
+
+    def config_hash(self) -> str:
+        """Hash of the resolved config without the seed: seeds of one config form a group."""
+        d = self._science()
+        d.pop("seed")
+        return _hash(d)
+
+    def setup_hash(self) -> str:
+        """Hash of what every arm shares (task data, model, training budget, MBE measurement).
+
+        Two groups are comparable only if their setup hashes agree: same tokens, batch, model and data.
+        """
+        d = self._science()
+        for key in ("seed", "method", "preset", *self.METHOD_SECTIONS):
+            d.pop(key)
+        return _hash(d)
+
+
+def _hash(d: dict) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Presets
+
+
+def preset_path(task: str) -> Path | Any:
+    """The YAML file of a task's presets: tasks/<task>.yaml, installed as gapt_bench.presets."""
+    return resources.files("gapt_bench.presets").joinpath(f"{task}.yaml")
+
+
+def load_presets(task: str) -> dict:
+    path = preset_path(task)
+    if not path.is_file():
+        raise ConfigError(f"task '{task}' has no preset file {task}.yaml; add one under tasks/")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"preset file {task}.yaml is not valid YAML ({str(e).splitlines()[0]}); fix the file")
+    if not isinstance(data, dict):
+        raise ConfigError(f"preset file {task}.yaml must map preset names to sections")
+    return data
+
+
+def resolve_preset(task: str, preset: str) -> dict:
+    """A preset's sections, with `extends: other` resolved (later keys win)."""
+    presets = load_presets(task)
+    chain: list[str] = []
+    name: str | None = preset
+    merged: dict = {}
+    while name is not None:
+        if name not in presets:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(presets), n=2)
+            hint = f"did you mean {close[0]!r}?" if close else f"presets: {', '.join(presets)}"
+            raise ConfigError(f"task '{task}' has no preset '{name}': {hint}")
+        if name in chain:
+            raise ConfigError(f"preset '{name}' of task '{task}' extends itself; fix `extends:`")
+        chain.append(name)
+        name = (presets[name] or {}).get("extends")
+    for name in reversed(chain):
+        merged = deep_merge(merged, {k: v for k, v in (presets[name] or {}).items() if k != "extends"})
+    return merged
+
+
+def deep_merge(a: dict, b: dict) -> dict:
+    out = copy.deepcopy(a)
+    for k, v in b.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def expand_grid(sections: dict) -> list[dict]:
+    """A preset's `grid:` (dotted key -> list of values or of section dicts) as a list of section dicts."""
+    grid = sections.pop("grid", None) or {}
+    if not isinstance(grid, dict):
+        raise ConfigError("`grid:` must map dotted keys to lists of values")
+    keys = list(grid)
+    for k in keys:
+        if not isinstance(grid[k], list) or not grid[k]:
+            raise ConfigError(f"grid key '{k}' needs a non-empty list of values")
+    points = []
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        point = copy.deepcopy(sections)
+        for k, v in zip(keys, combo):
+            _set_nested(point, k.split("."), v)
+        points.append(point)
+    return points or [sections]
+
+
+def _set_nested(d: dict, path: list[str], value: Any) -> None:
+    for p in path[:-1]:
+        d = d.setdefault(p, {})
+    if isinstance(value, dict) and isinstance(d.get(path[-1]), dict):
+        d[path[-1]] = deep_merge(d[path[-1]], value)
+    else:
+        d[path[-1]] = value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Building typed configs from plain dicts
+
+
+def build_run_config(task: str, method: str, seed: int, preset: str, sections: dict, options_cls: type) -> RunConfig:
+    unknown = set(sections) - set(RunConfig.SECTIONS)
+    if unknown:
+        raise ConfigError(f"unknown config section '{sorted(unknown)[0]}'; sections are {', '.join(RunConfig.SECTIONS)}")
+    hints = typing.get_type_hints(RunConfig)
+    kwargs = {}
+    for name in RunConfig.SECTIONS:
+        cls = options_cls if name == "data" else hints[name]
+        kwargs[name] = from_dict(cls, sections.get(name) or {}, name)
+    cfg = RunConfig(task=task, method=method, seed=seed, preset=preset, **kwargs)
+    return cfg
+
+
+def from_dict(cls: type, values: dict, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section '{where}' must be a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in fields:
+            import difflib
+
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f"did you mean '{where}.{close[0]}'?" if close else f"fields: {', '.join(fields)}"
+            raise ConfigError(f"unknown config key '{where}.{key}': {hint}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
+    obj = cls(**kwargs)
+    check_values(obj, where)
+    return obj
+
+
+def coerce(value: Any, typ: Any, where: str) -> Any:
+    """Check `value` against the annotation `typ`; ints are accepted for floats, nothing else is converted."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        args = typing.get_args(typ)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return coerce(value, a, where)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0]
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        (inner,) = typing.get_args(typ) or (Any,)
+        return [coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if typ is Any:
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def check_values(obj: Any, where: str) -> None:
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        choices, lo = f.metadata.get("choices"), f.metadata.get("min")
+        if choices is not None and v not in choices:
+            raise ConfigError(f"{where}.{f.name}={v!r} is not allowed; choose one of {', '.join(map(str, choices))}")
+        if lo is not None and v is not None and isinstance(v, (int, float)) and v < lo:
+            raise ConfigError(f"{where}.{f.name}={v!r} must be >= {lo}")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b=value` -> (['a', 'b'], parsed YAML value)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like section.key=value (e.g. train.lr=3e-3)")
+    key, _, raw = text.partition("=")
+    path = [p for p in key.strip().split(".") if p]
+    if len(path) < 2:
+        raise ConfigError(f"override '{text}' must name a section and a key, e.g. train.lr=3e-3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str) and _looks_like_float(value):
+        value = float(value)  # YAML 1.1 reads "3e-3" as a string
+    return path, value
+
+
+def _looks_like_float(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return any(c in s.lower() for c in "e.") and s.strip().lower() not in ("nan", "inf", "-inf", "infinity")
+
+
+def apply_overrides(sections: dict, overrides: list[str]) -> dict:
+    out = copy.deepcopy(sections)
+    for text in overrides:
+        path, value = parse_override(text)
+        _set_nested(out, path, value)
+    return out
+
+
+def describe_fields(cls: type) -> list[tuple[str, Any, str]]:
+    return [(f.name, f.default if f.default is not dataclasses.MISSING else "-", f.metadata.get("help", ""))
+            for f in dataclasses.fields(cls)]

@@ -1,0 +1,12 @@
+"""Cross-entropy only: the reference arm."""
+from __future__ import annotations
+
+from gapt_bench.methods.base import Method, StepInfo
+
+
+class Baseline(Method):
+    name = "baseline"
+    description = "cross-entropy only (the reference arm)"
+
+    def loss(self, ce, hidden, step):
+        return ce, StepInfo(ce=float(ce.detach()))

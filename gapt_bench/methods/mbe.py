@@ -1,0 +1,14 @@
+"""CE + lambda * MBE at every step: the IBLM Lagrangian, the fixed-weight control for GAPT."""
+from __future__ import annotations
+
+from gapt_bench.methods.base import Method
+
+
+class FixedMBE(Method):
+    name = "mbe"
+    description = "CE + lambda*MBE always on (fixed-weight IBLM control)"
+
+    def loss(self, ce, hidden, step):
+        loss, info = self.regularised_loss(ce, hidden, step, self.cfg.reg.weight)
+        info.phase = 2
+        return loss, info

@@ -1,0 +1,1 @@
+"""Benchmark tasks: each module is one registered Task (data + evaluation). See base.Task."""

@@ -1,0 +1,1 @@
+"""Task presets (YAML). Installed as the package `gapt_bench.presets`."""
