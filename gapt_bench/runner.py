@@ -87,6 +87,11 @@ def check_run(cfg: RunConfig) -> None:
     m, t = cfg.model, cfg.train
     if m.n_embd % m.n_head:
         raise ConfigError(f"model.n_embd={m.n_embd} is not divisible by model.n_head={m.n_head}; change one of them")
+    from gapt_bench.tasks.base import LMTask
+
+    if issubclass(TASKS.get(cfg.task), LMTask) and t.seq_len % cfg.mbe.patch_size:
+        raise ConfigError(f"train.seq_len={t.seq_len} is not a multiple of mbe.patch_size={cfg.mbe.patch_size}; "
+                          "change one so MBE patches tile the sequence")
     if t.batch_size % t.grad_accum:
         raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
     if t.warmup_steps and t.warmup_steps >= max(1, t.tokens // (t.batch_size * t.seq_len)):
