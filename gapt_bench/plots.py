@@ -1,0 +1,301 @@
+"""PNG figures: training curves with GAPT phases shaded, per-layer MBE bars, the capacity plateau, and the
+gradient-alignment cosine.
+
+Figures are built on `matplotlib.figure.Figure` directly (Agg canvas, no pyplot state), so plotting is safe in
+worker processes and tests, and never opens a window. Each writer takes plain rows/records and an output path and
+returns the path; `plot_all` finds what a results folder holds and writes every figure it can.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from gapt_bench import report as rep
+from gapt_bench import stats
+
+PHASE2_COLOR = "#f4a261"
+PHASE2_LABEL = "phase 2 (compression)"
+CAPACITY_ALPHA = 3.64  # bits per parameter, the capacity paper's slope (bf16)
+METHOD_COLORS = {"baseline": "#6c757d", "gapt": "#1d3557", "periodic": "#e76f51", "mbe": "#2a9d8f"}
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    """Tolerant JSONL reader for curves: a torn last line (a run killed mid-write) is skipped, not fatal."""
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def read_curve(path: Path | str) -> list[dict]:
+    return _read_jsonl(Path(path))
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", s).strip("-") or "x"
+
+
+def _save(fig: Figure, out_path: Path | str) -> Path:
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    return out
+
+
+def _series(rows: Sequence[dict], key: str, x: str = "step") -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    for r in rows:
+        v = r.get(key)
+        if isinstance(v, (int, float)) and math.isfinite(v) and r.get(x) is not None:
+            xs.append(r[x])
+            ys.append(float(v))
+    return xs, ys
+
+
+def phase_spans(rows: Sequence[dict], x: str = "step") -> list[tuple[float, float]]:
+    """[start, end) x-ranges where phase == 2; a span ends at the next logged row."""
+    spans, start = [], None
+    for i, r in enumerate(rows):
+        if r.get("phase") == 2 and start is None:
+            start = r[x]
+        elif r.get("phase") != 2 and start is not None:
+            spans.append((start, r[x]))
+            start = None
+    if start is not None and rows:
+        spans.append((start, rows[-1][x]))
+    return spans
+
+
+def _shade(ax: Any, spans: list[tuple[float, float]]) -> None:
+    for a, b in spans:
+        ax.axvspan(a, b, color=PHASE2_COLOR, alpha=0.25, lw=0)
+
+
+def _layer_keys(rows: Sequence[dict], prefix: str) -> list[str]:
+    pat = re.compile(rf"^{re.escape(prefix)}_layer_(\d+)$")
+    keys = {k for r in rows for k in r if pat.match(k)}
+    return sorted(keys, key=lambda k: int(pat.match(k).group(1)))  # type: ignore[union-attr]
+
+
+def plot_training_curve(rows: Sequence[dict], out_path: Path | str, title: str = "") -> Path:
+    """CE (top) and MBE (bottom: mean bold, each layer thin) over steps, compression phases shaded."""
+    layer_keys = _layer_keys(rows, "mbe")
+    has_mbe = any(r.get("mbe") is not None for r in rows) or bool(layer_keys)
+    fig = Figure(figsize=(8, 6.5 if has_mbe else 3.8))
+    axes = fig.subplots(2 if has_mbe else 1, 1, sharex=True, squeeze=False)[:, 0]
+    spans = phase_spans(rows)
+    ax = axes[0]
+    ax.plot(*_series(rows, "ce"), color="#1d3557", lw=1.5, label="train CE")
+    ax.set_ylabel("cross-entropy (nats)")
+    if has_mbe:
+        ax2 = axes[1]
+        for i, k in enumerate(layer_keys):
+            color = _cmap_color(i, len(layer_keys))
+            ax2.plot(*_series(rows, k), lw=0.8, alpha=0.8, color=color, label=k.replace("mbe_", ""))
+        ax2.plot(*_series(rows, "mbe"), color="black", lw=2, label="mean MBE")
+        ax2.set_ylabel("matrix-based entropy")
+    for a in axes:
+        _shade(a, spans)
+        a.grid(alpha=0.3)
+    axes[-1].set_xlabel("optimizer step")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if spans:
+        handles.append(Patch(color=PHASE2_COLOR, alpha=0.4, label=PHASE2_LABEL))
+    axes[0].legend(handles=handles, loc="upper right", fontsize=8)
+    if has_mbe:
+        axes[1].legend(loc="upper right", fontsize=7, ncol=2 if len(layer_keys) > 6 else 1)
+    fig.suptitle(title or "training curve")
+    return _save(fig, out_path)
+
+
+def _cmap_color(i: int, n: int) -> Any:
+    from matplotlib import colormaps
+
+    return colormaps["viridis"](i / max(1, n - 1) * 0.9)
+
+
+def _method_color(method: str, i: int) -> Any:
+    from matplotlib import colormaps
+
+    return METHOD_COLORS.get(method, colormaps["tab10"](i % 10))
+
+
+def plot_layer_mbe(records: Sequence[dict], out_path: Path | str, prefix: str = "val_mbe", title: str = "",
+                   reference: str = "baseline") -> Path:
+    """Per-layer MBE (mean over seeds, 95% t-CI whiskers), one bar per method group, for records of one setup."""
+    groups = [g for g in rep.group_records(records) if g.ok]
+    keys = sorted({k for g in groups for r in g.ok for k in (r.get("metrics") or {})
+                   if re.match(rf"^{re.escape(prefix)}_layer_\d+$", k)}, key=rep._natural)
+    order = {m: i for i, m in enumerate(rep.method_order({g.method for g in groups}, reference))}
+    groups.sort(key=lambda g: (order[g.method], g.variant))
+    fig = Figure(figsize=(max(6.0, 0.9 * len(keys) + 2), 4))
+    ax = fig.subplots()
+    width = 0.8 / max(1, len(groups))
+    for j, g in enumerate(groups):
+        means, errs = [], []
+        for k in keys:
+            d = stats.describe([v for _, v in g.seed_values(k)])
+            means.append(d["mean"] if d["mean"] is not None else float("nan"))
+            errs.append(0.0 if d["ci_low"] is None else (d["ci_high"] - d["ci_low"]) / 2)
+        xs = [i + (j - (len(groups) - 1) / 2) * width for i in range(len(keys))]
+        n = len(g.ok)
+        ax.bar(xs, means, width, yerr=errs, capsize=2, color=_method_color(g.method, j),
+               label=f"{g.label} (n={n})")
+    ax.set_xticks(range(len(keys)))
+    ax.set_xticklabels([k.rsplit("_", 1)[-1] for k in keys])
+    ax.set_xlabel("layer")
+    ax.set_ylabel(f"{prefix} (matrix-based entropy)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or f"per-layer {prefix}: mean ± 95% CI over seeds")
+    return _save(fig, out_path)
+
+
+def plot_capacity(records: Sequence[dict], out_path: Path | str, alpha: float = CAPACITY_ALPHA,
+                  title: str = "") -> Path:
+    """Memorized bits vs data entropy, one line per model (mean over seeds per data size), each with its α·P
+    ceiling dashed, and the y = x line (a model cannot memorize more than the data holds)."""
+    by_model: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    params: dict[tuple, list[float]] = defaultdict(list)
+    for r in records:
+        m = r.get("metrics") or {}
+        if r.get("status", "ok") != "ok" or m.get("data_bits") is None or m.get("mem_bits") is None:
+            continue
+        model = (r.get("config") or {}).get("model") or {}
+        key = (model.get("n_layer"), model.get("n_embd"))
+        by_model[key][float(m["data_bits"])].append(float(m["mem_bits"]))
+        if r.get("n_params"):
+            params[key].append(float(r["n_params"]))
+    fig = Figure(figsize=(7.5, 5))
+    ax = fig.subplots()
+    all_x: list[float] = []
+    for i, key in enumerate(sorted(by_model, key=lambda k: (k[0] or 0, k[1] or 0))):
+        pts = sorted(by_model[key].items())
+        xs = [x for x, _ in pts]
+        ys = [sum(v) / len(v) for _, v in pts]
+        all_x += xs
+        color = _cmap_color(i, len(by_model))
+        p = sum(params[key]) / len(params[key]) if params[key] else None
+        label = f"L={key[0]}, d={key[1]}" + (f" (P={_fmt_params(p)})" if p else "")
+        ax.plot(xs, ys, "o-", color=color, label=label)
+        if p:
+            ax.axhline(alpha * p, color=color, ls="--", lw=1)
+    if all_x:
+        lo, hi = min(all_x), max(all_x)
+        ax.plot([lo, hi], [lo, hi], ":", color="gray", label="memorized = data entropy")
+        if hi / max(lo, 1e-12) > 20:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+    ax.plot([], [], "--", color="black", lw=1, label=f"α·P, α = {alpha:g} bits/param")
+    ax.set_xlabel("data entropy H(X) (bits)")
+    ax.set_ylabel("memorized bits")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    ax.set_title(title or "capacity plateau: memorization saturates at α·P")
+    return _save(fig, out_path)
+
+
+def _fmt_params(p: float) -> str:
+    return f"{p / 1e6:.3g}M" if p >= 1e6 else f"{p / 1e3:.3g}k" if p >= 1e3 else f"{p:.0f}"
+
+
+def plot_alignment(curves: dict[str, Sequence[dict]], out_path: Path | str, title: str = "") -> Path:
+    """Cosine between the CE and MBE gradients over steps, one line per run; phases shaded when one run has them."""
+    fig = Figure(figsize=(8, 3.8))
+    ax = fig.subplots()
+    phased = [(label, rows) for label, rows in curves.items() if any(r.get("phase") == 2 for r in rows)]
+    if len(phased) == 1:
+        _shade(ax, phase_spans(phased[0][1]))
+    for i, (label, rows) in enumerate(curves.items()):
+        ax.plot(*_series(rows, "align_cos"), "-", lw=1.2, color=_method_color(label.split()[0], i), label=label)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cos(∇CE, ∇MBE)")
+    ax.grid(alpha=0.3)
+    handles, _ = ax.get_legend_handles_labels()
+    if len(phased) == 1:
+        handles.append(Patch(color=PHASE2_COLOR, alpha=0.4, label=f"{PHASE2_LABEL} of {phased[0][0]}"))
+    ax.legend(handles=handles, fontsize=8)
+    ax.set_title(title or "gradient alignment of CE and MBE")
+    return _save(fig, out_path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def find_curve(results_dir: Path, record: dict) -> Path | None:
+    """A run's curve.jsonl: <results>/runs/<run_id>/curve.jsonl (or <results>/<run_id>/curve.jsonl)."""
+    run_id = str(record.get("run_id", ""))
+    for p in (results_dir / "runs" / run_id / "curve.jsonl", results_dir / run_id / "curve.jsonl"):
+        if run_id and p.is_file():
+            return p
+    return None
+
+
+def _representative(g: rep.Group) -> dict:
+    """The lowest-seed ok run: one curve per group, the same seed for every method."""
+    return min(g.ok, key=lambda r: (str(r.get("seed")), str(r.get("run_id"))))
+
+
+def plot_all(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
+    """Every figure the results allow: curves per group, alignment and layer bars per setup, capacity plateau."""
+    from gapt_bench.store import read_records, runs_file
+
+    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    runs = runs_file(results_dir)
+    results_dir = runs.parent
+    records = read_records(runs, warn=False) if runs.is_file() else []
+    groups = [g for g in rep.group_records(records) if g.ok]
+    written: list[Path] = []
+    by_setup: dict[tuple, list[rep.Group]] = defaultdict(list)
+    for g in groups:
+        by_setup[(g.task, g.setup_hash)].append(g)
+    for (task, setup_hash), gs in sorted(by_setup.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+        setup = gs[0].setup_label
+        suffix = f"{task}_{str(setup_hash)[:8]}"
+        written += _curves_for_setup(results_dir, out_dir, task, setup, gs)
+        recs = [r for g in gs for r in g.ok]
+        for prefix in ("val_mbe", "ood_mbe", "mbe"):
+            if any(re.match(rf"^{prefix}_layer_\d+$", k) for r in recs for k in (r.get("metrics") or {})):
+                written.append(plot_layer_mbe(recs, out_dir / f"layers_{prefix}_{_slug(suffix)}.png", prefix,
+                                              title=f"{task}{f' [{setup}]' if setup else ''}: per-layer {prefix}"))
+    cap = [r for g in groups if g.task == "synthetic_capacity" for r in g.ok]
+    if any("mem_bits" in (r.get("metrics") or {}) for r in cap):
+        written.append(plot_capacity(cap, out_dir / "capacity_plateau.png"))
+    return written
+
+
+def _curves_for_setup(results_dir: Path, out_dir: Path, task: str, setup: str, gs: list[rep.Group]) -> list[Path]:
+    written, aligned = [], {}
+    for g in gs:
+        rec = _representative(g)
+        path = find_curve(results_dir, rec)
+        if path is None:
+            continue
+        rows = read_curve(path)
+        if not rows:
+            continue
+        name = f"curve_{task}_{g.label}_{str(g.config_hash)[:8]}"
+        title = f"{task} / {g.label}{f' [{setup}]' if setup else ''} (seed {rec.get('seed')})"
+        written.append(plot_training_curve(rows, out_dir / f"{_slug(name)}.png", title))
+        if any(r.get("align_cos") is not None for r in rows):
+            aligned[f"{g.label} (seed {rec.get('seed')})"] = rows
+    if aligned:
+        name = f"alignment_{task}_{gs[0].setup_hash}"[:60]
+        written.append(plot_alignment(aligned, out_dir / f"{_slug(name)}.png",
+                                      f"{task}{f' [{setup}]' if setup else ''}: cos(∇CE, ∇MBE)"))
+    return written
