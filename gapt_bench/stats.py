@@ -93,7 +93,8 @@ def min_rank_p(n: int, m: int) -> float:
     """Smallest two-sided Mann-Whitney p attainable with n vs m values: 2 / C(n+m, n) (3 vs 3 -> 0.10)."""
     if n < 1 or m < 1:
         return 1.0
-    return min(1.0, 2.0 / math.comb(n + m, n))
+    log_comb = math.lgamma(n + m + 1) - math.lgamma(n + 1) - math.lgamma(m + 1)  # no overflow at large n
+    return min(1.0, 2.0 * math.exp(-log_comb))
 
 
 def _mann_whitney(a: np.ndarray, b: np.ndarray) -> float | None:
