@@ -112,8 +112,12 @@ def cmd_ls(args) -> int:
     if args.what in ("all", "tasks", "presets"):
         print("tasks:")
         for name in TASKS.names():
-            cls = TASKS.get(name)
-            presets = ", ".join(load_presets(name)) if args.what != "tasks" else ""
+            try:
+                cls = TASKS.get(name)
+                presets = ", ".join(load_presets(name)) if args.what != "tasks" else ""
+            except Exception as e:  # a broken plug-in must not hide the others
+                print(f"  {name:<24} (cannot load: {type(e).__name__}: {e})")
+                continue
             print(f"  {name:<24} v{cls.version}  {cls.description}" + (f"  [presets: {presets}]" if presets else ""))
     if args.what in ("all", "methods"):
         print("methods:")
