@@ -242,8 +242,19 @@ def _print_summary(out: Path) -> None:
     from gapt_bench import report
     from gapt_bench.store import read_records
 
-    rep = report.build_report(read_records(out))
-    report.render_rich(rep)
+    records = read_records(out)
+    report.render_rich(report.build_report(records))
+    _print_capacity(records)
+
+
+def _print_capacity(records: list[dict]) -> None:
+    """Capacity and bits/param per model with CIs, when the results hold synthetic_capacity runs."""
+    if any(r.get("task") == "synthetic_capacity" for r in records):
+        from rich.console import Console
+
+        from gapt_bench import capacity
+
+        capacity.render_capacity(capacity.analyse(records), console=Console(width=200))
 
 
 def _load(path: str) -> list[dict]:
@@ -255,13 +266,19 @@ def _load(path: str) -> list[dict]:
 def cmd_report(args) -> int:
     from gapt_bench import report
 
-    rep = report.build_report(_load(args.results), reference=args.reference)
+    from gapt_bench import capacity
+
+    records = _load(args.results)
+    rep = report.build_report(records, reference=args.reference)
     if args.format == "json":
+        if any(r.get("task") == "synthetic_capacity" for r in records):
+            rep["capacity"] = capacity.analyse(records, reference=args.reference)
         print(json.dumps(rep, indent=2, default=str))
     elif args.format == "md":
         print(report.render_markdown(rep))
     else:
         report.render_rich(rep)
+        _print_capacity(records)
     if args.plots:
         from gapt_bench import plots
 

@@ -614,51 +614,26 @@ def _no_runs_row(claim: Claim, reference: str) -> dict:
             "p": None, "preset": None, "n_params": None, "verdict": "no runs", "note": ""}
 
 
-def capacity_alpha(groups: list[dict], precision: str) -> tuple[dict, list[dict]]:
-    """Measured bits/param for one precision, and the per-model values behind it.
+def _capacity_row(claim: Claim, capacity_analysis: dict | None) -> dict:
+    """The capacity claim (mean of per-model ratios, as the paper's 3.51/3.83) from `capacity.analyse`.
 
-    Per model (n_layer, n_embd, n_head) and seed: capacity = max over data sizes N of `mem_bits`, divided by the
-    run's n_params (falling back to the max of `bits_per_param` where mem_bits is absent). Per model: the mean over
-    seeds. Measured: the mean over models with a t-CI across models (the paper averages per-model ratios); with a
-    single model, the t-CI is across its seeds instead.
+    Runs that failed the held-out sanity check are already excluded there; the CI is over seeds.
     """
-    per_model_seed: dict[str, dict[Any, float]] = defaultdict(dict)
-    params: dict[str, list] = defaultdict(list)
-    metric = "mem_bits" if any(g["metric"] == "mem_bits" for g in groups) else "bits_per_param"
-    for g in groups:
-        if g["task"] != "synthetic_capacity" or g["metric"] != metric or g.get("precision") != precision or not g["n"]:
-            continue
-        model = json.dumps(g["model"], sort_keys=True)
-        params[model].append(g.get("n_params"))
-        scale = (g.get("n_params") or float("nan")) if metric == "mem_bits" else 1.0
-        for seed, v in zip(g["seeds"], g["values"]):
-            per_model_seed[model][seed] = max(per_model_seed[model].get(seed, -math.inf), v / scale)
-    models = [{"model": json.loads(m), "n_params": _mean(params[m]), **stats.describe(list(s.values()))}
-              for m, s in per_model_seed.items()]
-    if len(models) >= 2:
-        overall = stats.describe([m["mean"] for m in models])
-    elif models:
-        overall = stats.describe(models[0]["values"])
-    else:
-        overall = stats.describe([])
-    overall["n_models"] = len(models)
-    return overall, models
-
-
-def _capacity_row(claim: Claim, report: dict) -> dict:
-    overall, models = capacity_alpha(report["groups"], claim.precision or "fp32")
-    if not models:
+    precision = claim.precision or "fp32"
+    group = next((g for g in (capacity_analysis or {}).get("groups", [])
+                  if g["method"] == claim.method and g["precision"] == precision and g["alpha_mean"]["n"]), None)
+    if group is None:
         return _no_runs_row(claim, claim.method)
-    verdict, note = absolute_verdict(claim.claimed, overall["mean"], overall["ci_low"], overall["ci_high"])
-    presets = sorted({g["preset"] for g in report["groups"]
-                      if g["task"] == claim.task and g.get("precision") == claim.precision})
-    n_what = f"{overall['n_models']} models" if overall["n_models"] >= 2 else f"{overall['n']} seeds, 1 model"
+    alpha = group["alpha_mean"]
+    verdict, note = absolute_verdict(claim.claimed, alpha["mean"], alpha["ci_low"], alpha["ci_high"])
+    models = group["models"]
     return {"claim": claim.text, "task": claim.task, "metric": claim.metric, "method": claim.method,
-            "reference": None, "role": "claim", "setup": claim.precision, "kind": "absolute",
-            "claimed": claim.claimed, "measured": overall["mean"], "ci_low": overall["ci_low"],
-            "ci_high": overall["ci_high"], "n": overall["n"], "test": None, "p": None,
-            "preset": ",".join(p for p in presets if p), "n_params": _mean([m["n_params"] for m in models]),
-            "verdict": verdict, "note": f"{note}; n = {n_what}", "models": models}
+            "reference": None, "role": "claim", "setup": precision, "kind": "absolute",
+            "claimed": claim.claimed, "measured": alpha["mean"], "ci_low": alpha["ci_low"],
+            "ci_high": alpha["ci_high"], "n": alpha["n"], "test": None, "p": None,
+            "preset": ",".join(group["presets"]), "n_params": _mean([m.get("n_params") for m in models]),
+            "verdict": verdict, "note": f"{note}; mean of per-model ratios over {len(models)} models, CI over seeds",
+            "models": models}
 
 
 def paper_table(report_or_records: dict | Sequence[dict], reference: str = "baseline",
@@ -667,17 +642,20 @@ def paper_table(report_or_records: dict | Sequence[dict], reference: str = "base
 
     Relative claims use the method-vs-reference comparison of the report (relative change = Δ / |reference mean|
     with the CI scaled the same way); the Holm family is every row of this table that has a p-value (claims and
-    controls). Capacity claims are absolute (see `capacity_alpha`, `absolute_verdict`). Claim rows are judged by
+    controls). Capacity claims are absolute (see `_capacity_row`, `absolute_verdict`). Claim rows are judged by
     `claim_verdict`; control rows carry the plain statistical verdict (better/worse/...).
     """
+    from gapt_bench import capacity
+
     if isinstance(report_or_records, dict):
-        report = report_or_records
+        report, cap = report_or_records, report_or_records.get("capacity")
     else:
         report = build_report(report_or_records, reference, alpha)
+        cap = capacity.analyse(report_or_records, reference=reference)
     rows: list[dict] = []
     for claim in PAPER_CLAIMS:
         if claim.kind == "absolute":
-            rows.append(_capacity_row(claim, report))
+            rows.append(_capacity_row(claim, cap))
         else:
             rows += _relative_rows(claim, report, reference)
     for row, p_adj in zip(rows, stats.holm([r["p"] for r in rows])):

@@ -158,30 +158,39 @@ def execute(cfg: RunConfig, out: Path, *, checkpoint_every: int = 0, resume: boo
     """Train and evaluate one run, append its record. Interrupted runs leave a checkpoint and no record."""
     import torch
 
+    from gapt_bench import distributed
     from gapt_bench import env as envmod
     from gapt_bench.train import Diverged, Interrupted, RunContext, resolve_device
 
     torch.set_num_threads(cfg.train.threads)
-    run_dir = find_unfinished(out, cfg) if resume else None
-    resuming = run_dir is not None
-    if run_dir is None:
-        run_id = f"{cfg.task}-{cfg.method}-s{cfg.seed}-{cfg.config_hash()[:8]}-{uuid.uuid4().hex[:6]}"
-        run_dir = out / "runs" / run_id
-        run_dir.mkdir(parents=True, exist_ok=False)
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
-        _write_state(run_dir, cfg, "running")
+    # DDP (torchrun): rank 0 alone creates and writes the run folder; the others learn its path by broadcast.
+    dist = distributed.setup()
+    run_dir, resuming = None, False
+    if dist.is_main:
+        run_dir = find_unfinished(out, cfg) if resume else None
+        resuming = run_dir is not None
+        if run_dir is None:
+            run_id = f"{cfg.task}-{cfg.method}-s{cfg.seed}-{cfg.config_hash()[:8]}-{uuid.uuid4().hex[:6]}"
+            run_dir = out / "runs" / run_id
+            run_dir.mkdir(parents=True, exist_ok=False)
+            (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
+            _write_state(run_dir, cfg, "running")
+    if dist.enabled:
+        run_dir, resuming = distributed.broadcast_object((run_dir, resuming))
     run_id = run_dir.name
-    log_file = open(run_dir / "log.txt", "a")
+    log_file = open(run_dir / "log.txt", "a") if dist.is_main else None
 
     def log(msg: str) -> None:
-        log_file.write(f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')} {msg}\n")
-        log_file.flush()
-        if not quiet:
+        if log_file is not None:
+            log_file.write(f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')} {msg}\n")
+            log_file.flush()
+        if not quiet and dist.is_main:
             print(msg, flush=True)
 
-    device = resolve_device(cfg.train.device)
+    device = distributed.device_for(cfg.train.device) if dist.enabled else resolve_device(cfg.train.device)
     ctx = RunContext(run_dir=run_dir, device=device, checkpoint_every=checkpoint_every, resume=resuming,
-                     progress=progress, stop_requested=lambda: _STOP["flag"], log=log)
+                     progress=progress, stop_requested=lambda: _STOP["flag"], log=log, rank=dist.rank,
+                     world_size=dist.world_size)
     task_cls, method_cls = TASKS.get(cfg.task), METHODS.get(cfg.method)
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
@@ -191,7 +200,8 @@ def execute(cfg: RunConfig, out: Path, *, checkpoint_every: int = 0, resume: boo
         result = task_cls(cfg).run(method_cls, ctx)
     except Interrupted as e:
         log(str(e))
-        log_file.close()
+        if log_file is not None:
+            log_file.close()
         return RunOutcome(None, interrupted=True, message=f"{run_id}: {e}")
     except Diverged as e:
         status, error = "diverged", {"step": e.step, "message": str(e)}
@@ -216,13 +226,15 @@ def execute(cfg: RunConfig, out: Path, *, checkpoint_every: int = 0, resume: boo
         "started_at": started.isoformat(timespec="seconds"),
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    append_record(out, record)
-    _write_state(run_dir, cfg, "done")
-    ckpt = run_dir / "checkpoint.pt"
-    if ckpt.exists():
-        ckpt.unlink()
-    log(f"end status={status} wall={wall:.1f}s")
-    log_file.close()
+    if dist.is_main:
+        append_record(out, record)
+        _write_state(run_dir, cfg, "done")
+        ckpt = run_dir / "checkpoint.pt"
+        if ckpt.exists():
+            ckpt.unlink()
+        log(f"end status={status} wall={wall:.1f}s")
+        log_file.close()
+    distributed.barrier(long=True)  # DDP: the record exists before any rank moves on
     return RunOutcome(record)
 
 
@@ -254,6 +266,10 @@ def run_plan(plan: list[RunConfig], out: Path, *, workers: int = 1, checkpoint_e
         else:
             todo.append(cfg)
     install_signal_handlers()
+    from gapt_bench.distributed import launched
+
+    if launched():  # under torchrun every process is one rank of each run: no pool of workers
+        workers = 1
     if workers <= 1:
         for cfg in todo:
             if _STOP["flag"]:

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from gapt_bench import distributed
 from gapt_bench.alignment import cycle_stats, gradient_alignment
 from gapt_bench.entropy import matrix_entropy
 from gapt_bench.models import forward_with_hidden
@@ -194,9 +195,14 @@ def train_lm(model: torch.nn.Module, task, method, cfg, ctx: RunContext) -> Trai
     curve = open(ctx.curve_path, "a") if ctx.is_main else None
     stop_reason = "budget"
     step = start
+    # Throughput: timed from the end of the first few steps (compilation, CUDA warm-up) to the end of training.
+    steady_from, steady_t0 = start + min(10, (total - start) // 5), None
     try:
         t0 = time.perf_counter()
         while step < total:
+            if step == steady_from:
+                _sync(device)
+                steady_t0 = time.perf_counter()
             factor = lr_factor(step, total, t)
             for opt in optimizers:
                 for g in opt.param_groups:
@@ -205,6 +211,7 @@ def train_lm(model: torch.nn.Module, task, method, cfg, ctx: RunContext) -> Trai
             x, y = x[ctx.rank::ctx.world_size], y[ctx.rank::ctx.world_size]
             micro = x.shape[0] // t.grad_accum
             infos, last_hidden, losses = [], None, []
+            align_now, row_align = bool(cfg.align.every) and step % cfg.align.every == 0, {}
             for i in range(t.grad_accum):
                 xb = x[i * micro:(i + 1) * micro].to(device, non_blocking=True)
                 yb = y[i * micro:(i + 1) * micro].to(device, non_blocking=True)
@@ -212,8 +219,15 @@ def train_lm(model: torch.nn.Module, task, method, cfg, ctx: RunContext) -> Trai
                     logits, hidden = forward_with_hidden(model, xb)
                     ce = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), yb.reshape(-1), ignore_index=-100)
                     loss, info = method.loss(ce, hidden, step)
-                if not torch.isfinite(loss):
+                # Under DDP a non-finite loss on one rank reaches every rank through the gradient all-reduce and
+                # ends the run at the grad-norm test below; raising here alone would leave the others waiting.
+                if ctx.world_size == 1 and not torch.isfinite(loss):
                     raise Diverged(step, f"loss is {float(loss)}")
+                if align_now and i == t.grad_accum - 1:  # before backward frees the graph; .grad untouched
+                    row_align = gradient_alignment(raw_model, ce, hidden, method.reg_layers_all(),
+                                                   cfg.mbe.patch_size, cfg.mbe.alpha)
+                    align_log["steps"].append(step)
+                    align_log["cos"].append(row_align["align_cos"])
                 sync = i == t.grad_accum - 1 or ctx.world_size == 1
                 if ctx.world_size > 1 and not sync:
                     with model.no_sync():
@@ -222,19 +236,16 @@ def train_lm(model: torch.nn.Module, task, method, cfg, ctx: RunContext) -> Trai
                     (loss / t.grad_accum).backward()
                 infos.append(info)
                 losses.append(float(loss.detach()))
-                last_hidden, last_ce = hidden, ce
+                last_hidden = hidden
             grad_norm = float(torch.nn.utils.clip_grad_norm_(raw_model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf")))
             if not math.isfinite(grad_norm) or grad_norm > t.diverge_grad_norm:
                 raise Diverged(step, f"gradient norm {grad_norm:.3g}")
             for opt in optimizers:
                 opt.step()
-            row_align = {}
-            if cfg.align.every and step % cfg.align.every == 0:
-                row_align = gradient_alignment(raw_model, last_ce, last_hidden, method.reg_layers_all(), cfg.mbe.patch_size, cfg.mbe.alpha)
-                align_log["steps"].append(step)
-                align_log["cos"].append(row_align["align_cos"])
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
+            # DDP: the gate and the curve see the global batch's CE/MBE; stopping is a collective decision.
+            stop_now = distributed.mean_step_values(infos, losses, ctx.stop_requested()) if ctx.world_size > 1 else None
             method.observe(infos, step)
             step += 1
             if ctx.is_main and (step % t.log_every == 0 or step == total or row_align):
@@ -252,18 +263,27 @@ def train_lm(model: torch.nn.Module, task, method, cfg, ctx: RunContext) -> Trai
                 elapsed_now = elapsed + time.perf_counter() - t0
                 elapsed, t0 = elapsed_now, time.perf_counter()
                 checkpoint(step)
-            if ctx.stop_requested():
+            if (ctx.stop_requested() if stop_now is None else stop_now):
                 elapsed, t0 = elapsed + time.perf_counter() - t0, time.perf_counter()
                 checkpoint(step)
                 raise Interrupted(f"stopped at step {step}/{total}; checkpoint written")
-        elapsed += time.perf_counter() - t0
+        _sync(device)
+        t_end = time.perf_counter()
+        elapsed += t_end - t0
     finally:
         if curve is not None:
             curve.close()
     model.eval()
     summary: dict[str, Any] = {"train_time_s": elapsed, "steps_total": total}
+    if steady_t0 is not None and step > steady_from:
+        summary.update({"steady_time_s": t_end - steady_t0, "steady_tokens": (step - steady_from) * tokens_per_step})
     summary.update(cycle_stats(align_log["steps"], align_log["cos"]))
     return TrainOutput(model=raw_model, tokens=step * tokens_per_step, steps=step, stop_reason=stop_reason, summary=summary)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _curve_row(step, tokens, infos, losses, hidden, cfg, lr, grad_norm) -> dict:

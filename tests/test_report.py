@@ -72,8 +72,9 @@ def capacity_records() -> list[dict]:
             for data_bits in (1e4, 5e4, 2e5):
                 mem = min(data_bits * 0.95, 3.8 * p) * (1 + 0.01 * s)
                 out.append(make_record("synthetic_capacity", "baseline", s,
-                                       {"mem_bits": mem, "data_bits": data_bits, "bits_per_param": mem / p},
-                                       data={"n_samples": data_bits}, model={"n_layer": n_layer, "n_embd": n_embd},
+                                       {"mem_bits": mem, "data_bits": data_bits, "bits_per_param": mem / p,
+                                        "heldout_ok": 1.0, "heldout_bits_per_token": 6.0},
+                                       data={"n_sequences": int(data_bits // 100)}, model={"n_layer": n_layer, "n_embd": n_embd},
                                        n_params=p))
     return out
 

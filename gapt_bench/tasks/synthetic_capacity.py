@@ -1,16 +1,31 @@
 """Memorization capacity on uniform random sequences (Morris et al. 2025, capacity-paper.md).
 
-N sequences of S tokens, i.i.d. uniform over V, fixed by the data seed and reused every epoch. The estimator is
-the strict first-token convention with no per-sample clipping:
+N sequences of S tokens, i.i.d. uniform over V, fixed by the data seed and reused every epoch, plus a fresh held-out
+set of the same shape. The estimator is the *strict* first-token convention with no per-sample clipping:
 
     mem_bits = N * (S - 1) * log2(V) - sum over the N*(S-1) predicted tokens of NLL in bits
 
-(the first token of a sequence is never predicted, so it is excluded from both terms). A fresh held-out set of the
-same shape must score at least about log2(V) bits per token; a run that scores clearly less has leaked or
-mis-accounted, and is flagged (`heldout_ok` = 0) rather than reported as capacity.
+(a causal LM without BOS never predicts token 1, so it is excluded from both terms; the paper's numbers fit
+mem * S / (S - 1), reported alongside as `mem_bits_paper_conv`). The convention is stated in the config
+(`data.convention`) and in the run summary.
+
+Sanity check: the held-out set must score at least (1 - heldout_tolerance) * log2(V) bits per token; a run that
+scores less has leaked or mis-accounted, and is flagged (`heldout_ok` = 0) so the capacity analysis lists it
+instead of using it.
+
+Convergence: every train.eval_every steps `check` measures mem_bits on the whole training set and appends it to
+`<run_dir>/memorization.jsonl` (the memorization curve). The run stops ("converged") once the last
+`converge_window` evaluations after warmup differ by at most converge_rtol * |mem_bits|; otherwise it runs to its
+step budget ("budget"). `converged` is 1 only for the former; `curve_rel_change` is the relative movement over the
+last window including the final evaluation (how far from flat a budget-stopped run still was).
+
+Dataset size: `n_sequences` directly, or `capacity_ratio` = data bits / (expected_bpp * P) with P the paper's
+parameter count, so that one ratio grid spans the same range of data-to-capacity for every model size.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from dataclasses import dataclass
 
@@ -18,13 +33,20 @@ import torch
 import torch.nn.functional as F
 
 from gapt_bench.config import ConfigError, opt
-from gapt_bench.models import forward_with_hidden
-from gapt_bench.tasks.base import LMTask
+from gapt_bench.models import forward_with_hidden, paper_param_count
+from gapt_bench.tasks.base import LMTask, TaskResult
+
+CURVE_FILE = "memorization.jsonl"
+CONVENTION_TEXT = ("strict: mem_bits = N*(S-1)*log2(V) - sum of NLL bits over the N*(S-1) predicted tokens "
+                   "(first token of each sequence excluded from both terms), dataset-level, no per-sample clipping")
 
 
 @dataclass
 class CapacityOptions:
-    n_sequences: int = opt(256, "N: training sequences (the dataset size being memorized)", min=1)
+    n_sequences: int = opt(256, "N: training sequences (ignored when capacity_ratio is set)", min=1)
+    capacity_ratio: float | None = opt(None, "if set, N = round(ratio * expected_bpp * P / ((S-1) log2 V)): data "
+                                             "bits as a multiple of the expected capacity (P: paper count)", min=0.0)
+    expected_bpp: float = opt(3.6, "bits/param assumed when sizing N from capacity_ratio", min=0.0)
     vocab_size: int = opt(64, "V: uniform token alphabet (keep small so parameters sit in the blocks)", min=2)
     data_seed: int | None = opt(None, "dataset seed; null = the run seed (the paper: a seed sets data and init)")
     heldout_sequences: int = opt(256, "fresh sequences for the sanity check", min=1)
@@ -32,97 +54,214 @@ class CapacityOptions:
     converge_rtol: float = opt(0.01, "stop when mem_bits moved less than this (relative) over the window", min=0.0)
     converge_window: int = opt(3, "evaluations in the convergence window (train.eval_every apart)", min=2)
     eval_batch: int = opt(512, "sequences per evaluation forward pass", min=1)
+    convention: str = opt("strict", "first-token convention of the estimator (see the module docstring)",
+                          choices=("strict",))
     leak_heldout: bool = opt(False, "TEST ONLY: evaluate the held-out check on training data (must be flagged)")
+
+
+_N_DEFAULT = next(f.default for f in dataclasses.fields(CapacityOptions) if f.name == "n_sequences")
+
+
+def sequence_bits(seq_len: int, vocab_size: int) -> float:
+    """Entropy of one sequence under the strict convention: (S - 1) log2 V."""
+    return (seq_len - 1) * math.log2(vocab_size)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    return ("bf16" if device.type == "cuda" else "fp32") if precision == "auto" else precision
 
 
 class SyntheticCapacity(LMTask):
     name = "synthetic_capacity"
-    version = "1"
+    version = "2"
     description = "bits/parameter memorized on uniform random sequences (Morris et al. 2025)"
     Options = CapacityOptions
-    metrics = {"mem_bits": "max", "data_bits": "max", "bits_per_param": "max", "heldout_bits_per_token": "max",
-               "converged": "max", "mem_fraction": "max", "heldout_ok": "max", "train_bits_per_token": "min"}
+    metrics = {"mem_bits": "max", "mem_bits_paper_conv": "max", "data_bits": "max", "bits_per_param": "max",
+               "bits_per_param_paper_conv": "max", "heldout_bits_per_token": "max", "converged": "max",
+               "mem_fraction": "max", "heldout_ok": "max", "train_bits_per_token": "min",
+               "curve_rel_change": "min", "mbe": "min", "mbe_centered": "min"}
 
     @classmethod
     def finalize(cls, cfg) -> None:
-        d, m = cfg.data, cfg.model
+        d, m, t = cfg.data, cfg.model, cfg.train
         m.vocab_size = m.vocab_size or d.vocab_size
-        m.n_positions = m.n_positions or cfg.train.seq_len
+        m.n_positions = m.n_positions or t.seq_len
         if m.vocab_size != d.vocab_size:
             raise ConfigError(f"model.vocab_size={m.vocab_size} differs from data.vocab_size={d.vocab_size}; set only data.vocab_size")
-        if cfg.train.batch_size > d.n_sequences:
-            raise ConfigError(f"train.batch_size={cfg.train.batch_size} exceeds data.n_sequences={d.n_sequences}; lower the batch")
-        if m.n_positions < cfg.train.seq_len:
-            raise ConfigError(f"model.n_positions={m.n_positions} < train.seq_len={cfg.train.seq_len}")
+        if m.n_positions < t.seq_len:
+            raise ConfigError(f"model.n_positions={m.n_positions} < train.seq_len={t.seq_len}")
+        if d.capacity_ratio is not None:
+            if d.capacity_ratio <= 0 or d.expected_bpp <= 0:
+                raise ConfigError("data.capacity_ratio and data.expected_bpp must be > 0 to size N; or set data.n_sequences")
+            p = paper_param_count(m.n_layer, m.n_embd, m.vocab_size, m.n_positions)
+            n = max(1, round(d.capacity_ratio * d.expected_bpp * p / sequence_bits(t.seq_len, d.vocab_size)))
+            if d.n_sequences not in (n, _N_DEFAULT):
+                raise ConfigError(f"data.n_sequences={d.n_sequences} conflicts with data.capacity_ratio="
+                                  f"{d.capacity_ratio} (which gives N={n}); set data.capacity_ratio=null to fix N")
+            d.n_sequences = n
 
+    # -- data ------------------------------------------------------------------------------------------------------
     def setup(self) -> None:
         d, S = self.cfg.data, self.cfg.train.seq_len
         seed = self.cfg.seed if d.data_seed is None else d.data_seed
         g = torch.Generator().manual_seed(10_000 + seed)
         self.train = torch.randint(0, d.vocab_size, (d.n_sequences, S), generator=g)
-        self.heldout = torch.randint(0, d.vocab_size, (d.heldout_sequences, S), generator=g)
-        self.curve: list[float] = []
+        g_held = torch.Generator().manual_seed(20_000_000 + seed)  # independent of N: same held-out set for every N
+        self.heldout = torch.randint(0, d.vocab_size, (d.heldout_sequences, S), generator=g_held)
+        self.curve: list[tuple[int, float]] = []
+        self._converged_at: int | None = None
+        self._curve_loaded = False
 
     @property
     def data_bits(self) -> float:
-        d = self.cfg.data
-        return d.n_sequences * (self.cfg.train.seq_len - 1) * math.log2(d.vocab_size)
+        return self.cfg.data.n_sequences * sequence_bits(self.cfg.train.seq_len, self.cfg.data.vocab_size)
 
     def get_batch(self, step: int):
-        """Epoch-wise shuffles: batch `step` is a slice of the permutation of its epoch (seeded by seed, epoch)."""
+        """Batch `step` = sequences [step*B, (step+1)*B) of an endless stream of per-epoch permutations.
+
+        Every sequence is seen once per epoch whatever B and N (B need not divide N, and B > N is allowed); the
+        permutation of epoch e is seeded by (seed, e), so the order is a pure function of (config, step).
+        """
         n, b = self.cfg.data.n_sequences, self.cfg.train.batch_size
-        per_epoch = n // b
-        epoch, k = divmod(step, per_epoch)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch))
-        x = self.train[perm[k * b:(k + 1) * b]]
+        start = step * b
+        idx = []
+        while len(idx) < b:
+            epoch, k = divmod(start + len(idx), n)
+            perm = self._perm(epoch)
+            idx.extend(perm[k:k + b - len(idx)].tolist())
+        x = self.train[torch.tensor(idx)]
         return x, _targets(x)
 
+    def _perm(self, epoch: int) -> torch.Tensor:
+        cache = getattr(self, "_perm_cache", None)
+        if cache is None or cache[0] != epoch:
+            g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+            cache = (epoch, torch.randperm(self.cfg.data.n_sequences, generator=g))
+            self._perm_cache = cache
+        return cache[1]
+
+    # -- measurement -----------------------------------------------------------------------------------------------
     @torch.no_grad()
     def nll_bits(self, model, data: torch.Tensor, device) -> float:
-        """Sum of NLL in bits over the predicted tokens (positions 2..S) of `data`."""
+        """Sum of NLL in bits over the predicted tokens (positions 2..S) of `data`, at the training precision."""
+        from gapt_bench.train import _autocast
+
         total = 0.0
         was_training = model.training
         model.eval()
-        for i in range(0, data.shape[0], self.cfg.data.eval_batch):
-            x = data[i:i + self.cfg.data.eval_batch].to(device)
-            logits = model(input_ids=x, use_cache=False).logits.float()
-            total += float(F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1), reduction="sum"))
-        model.train(was_training)
+        try:
+            for i in range(0, data.shape[0], self.cfg.data.eval_batch):
+                x = data[i:i + self.cfg.data.eval_batch].to(device)
+                with _autocast(torch.device(device), self.cfg.train.precision):
+                    logits = model(input_ids=x, use_cache=False).logits
+                logits = logits.float()
+                total += float(F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1),
+                                               reduction="sum"))
+        finally:
+            model.train(was_training)
         return total / math.log(2)
 
-    def check(self, model, step, ctx) -> bool:
-        mem = self.data_bits - self.nll_bits(model, self.train, ctx.device)
-        self.curve.append(mem)
+    def mem_bits(self, model, device) -> float:
+        return self.data_bits - self.nll_bits(model, self.train, device)
+
+    def _window_flat(self, values: list[float]) -> bool:
         w = self.cfg.data.converge_window
-        if len(self.curve) < w:
+        if len(values) < w:
             return False
-        recent = self.curve[-w:]
+        recent = values[-w:]
         return (max(recent) - min(recent)) <= self.cfg.data.converge_rtol * max(abs(recent[-1]), 1.0)
 
-    def evaluate(self, model, ctx) -> dict[str, float]:
-        d, S = self.cfg.data, self.cfg.train.seq_len
-        train_nll = self.nll_bits(model, self.train, ctx.device)
-        held = self.train[: d.heldout_sequences] if d.leak_heldout else self.heldout
-        held_bpt = self.nll_bits(model, held, ctx.device) / (held.shape[0] * (S - 1))
-        mem = self.data_bits - train_nll
+    def _rel_change(self, values: list[float]) -> dict[str, float]:
+        """{"curve_rel_change": movement over the last window / |last|}, or {} with fewer than two points."""
+        recent = values[-self.cfg.data.converge_window:]
+        if len(recent) < 2:
+            return {}
+        return {"curve_rel_change": (max(recent) - min(recent)) / max(abs(recent[-1]), 1.0)}
+
+    def _load_curve(self, ctx, step: int) -> None:
+        """On the first check of this process: keep rows of an interrupted earlier attempt up to `step` (resume)."""
+        self._curve_loaded = True
+        path = ctx.run_dir / CURVE_FILE
+        if not path.exists():
+            return
+        rows = []
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if row.get("step", 1 << 62) < step and not row.get("final"):
+                rows.append(row)
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        self.curve = [(r["step"], r["mem_bits"]) for r in rows]
+
+    def _log_point(self, ctx, step: int, mem: float, final: bool = False) -> None:
+        if not getattr(ctx, "is_main", True):
+            return
+        row = {"step": step, "mem_bits": mem, "mem_fraction": mem / self.data_bits,
+               "bits_per_param": mem / self._n_params if self._n_params else None, "final": final}
+        with open(ctx.run_dir / CURVE_FILE, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def check(self, model, step, ctx) -> bool:
+        if not self._curve_loaded:
+            self._load_curve(ctx, step)
         from gapt_bench.models import param_count
 
-        n_params = param_count(model)
+        self._n_params = param_count(model)
+        mem = self.mem_bits(model, ctx.device)
+        self.curve.append((step, mem))
+        self._log_point(ctx, step, mem)
+        after_warmup = [v for s, v in self.curve if s >= self.cfg.train.warmup_steps]
+        if self._window_flat(after_warmup):
+            self._converged_at = step
+            return True
+        return False
+
+    def evaluate(self, model, ctx) -> dict[str, float]:
+        from gapt_bench.models import param_count
+
+        d, S = self.cfg.data, self.cfg.train.seq_len
+        self._n_params = n_params = param_count(model)
+        train_nll = self.nll_bits(model, self.train, ctx.device)
+        mem = self.data_bits - train_nll
+        held = self.train[: d.heldout_sequences] if d.leak_heldout else self.heldout
+        held_bpt = self.nll_bits(model, held, ctx.device) / (held.shape[0] * (S - 1))
         heldout_ok = held_bpt >= (1 - d.heldout_tolerance) * math.log2(d.vocab_size)
-        hidden_mbe = self._mbe(model, ctx)
+        if self._converged_at is None:  # stopped at the budget: the final model is one more point of the curve
+            final_step = self._final_step
+            if not self.curve or self.curve[-1][0] != final_step:
+                self.curve.append((final_step, mem))
+            self._log_point(ctx, final_step, mem, final=True)
+        paper_conv = S / (S - 1)
         return {
-            "mem_bits": mem, "data_bits": self.data_bits, "bits_per_param": mem / n_params,
+            "mem_bits": mem, "mem_bits_paper_conv": mem * paper_conv, "data_bits": self.data_bits,
+            "bits_per_param": mem / n_params, "bits_per_param_paper_conv": mem * paper_conv / n_params,
             "mem_fraction": mem / self.data_bits,
             "train_bits_per_token": train_nll / (d.n_sequences * (S - 1)),
             "heldout_bits_per_token": held_bpt, "heldout_ok": float(heldout_ok),
-            "converged": float(len(self.curve) >= d.converge_window and self.check_converged()),
-            **hidden_mbe,
+            "converged": float(self._converged_at is not None),
+            **self._rel_change([v for _, v in self.curve]),
+            **self._mbe(model, ctx),
         }
 
-    def check_converged(self) -> bool:
-        w = self.cfg.data.converge_window
-        recent = self.curve[-w:]
-        return (max(recent) - min(recent)) <= self.cfg.data.converge_rtol * max(abs(recent[-1]), 1.0)
+    def run(self, method_cls: type, ctx) -> TaskResult:
+        from gapt_bench.train import steps_for_budget
+
+        self._final_step = steps_for_budget(self.cfg)
+        self._n_params = 1
+        result = super().run(method_cls, ctx)
+        self._final_step = result.steps
+        d = self.cfg.data
+        result.summary.update({
+            "convention": d.convention, "estimator": CONVENTION_TEXT,
+            "precision": resolve_precision(self.cfg.train.precision, ctx.device),
+            "n_sequences": d.n_sequences, "data_bits": self.data_bits,
+            "paper_param_count": paper_param_count(self.cfg.model.n_layer, self.cfg.model.n_embd,
+                                                   self.cfg.model.vocab_size, self.cfg.model.n_positions),
+            "converged_at_step": self._converged_at, "n_evals": len(self.curve), "memorization_curve": CURVE_FILE,
+        })
+        return result
 
     @torch.no_grad()
     def _mbe(self, model, ctx) -> dict[str, float]:
@@ -131,6 +270,8 @@ class SyntheticCapacity(LMTask):
         m = self.cfg.mbe
         x = self.train[: min(64, self.cfg.data.n_sequences)].to(ctx.device)
         S = x.shape[1] - x.shape[1] % m.patch_size
+        if S == 0:
+            return {}
         _, hidden = forward_with_hidden(model, x[:, :S])
         plain = layer_entropies(hidden, m.alpha, m.patch_size).tolist()
         centred = layer_entropies(hidden, m.alpha, m.patch_size, centered=True).tolist()

@@ -1,0 +1,219 @@
+"""fineweb_lm: the FineWeb loader path on a local parquet file, split disjointness, token-cache reuse, the offline
+hub error, batch determinism, throughput helpers and a short run that learns (CPU, no network, under a minute)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from gapt_bench import textdata as td
+from gapt_bench.cli import main
+from gapt_bench.registry import TASKS
+from gapt_bench.runner import make_plan
+from gapt_bench.tasks import fineweb_lm as fw
+
+N_DOCS = 160
+
+
+@pytest.fixture(autouse=True)
+def offline_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_datasets"))
+    monkeypatch.setenv("GAPT_BENCH_CACHE", str(tmp_path / "gapt_cache"))
+
+
+@pytest.fixture(scope="module")
+def fineweb_parquet(tmp_path_factory) -> Path:
+    """A parquet file in FineWeb's schema (text, id, dump, url, date, file_path, language, language_score,
+    token_count), its text taken from the bundled corpus."""
+    texts = [d.text for d in td.load_texts("offline", limit=N_DOCS)]
+    n = len(texts)
+    table = pa.table({
+        "text": texts,
+        "id": [f"<urn:uuid:{hashlib.md5(t.encode()).hexdigest()}>" for t in texts],
+        "dump": ["CC-MAIN-2024-10"] * n,
+        "url": [f"https://example.org/page/{i}" for i in range(n)],
+        "date": ["2024-02-21T00:00:00Z"] * n,
+        "file_path": ["s3://commoncrawl/crawl-data/CC-MAIN-2024-10/segments/x.warc.gz"] * n,
+        "language": ["en"] * n,
+        "language_score": pa.array([0.95] * n, pa.float64()),
+        "token_count": pa.array([len(t) // 4 for t in texts], pa.int64()),
+    })
+    path = tmp_path_factory.mktemp("fineweb") / "000_00000.parquet"
+    pq.write_table(table, path)
+    return path
+
+
+def _task(overrides: list[str], seed: int = 0, preset: str = "tiny"):
+    (cfg,) = make_plan(["fineweb_lm"], ["baseline"], [seed], preset, overrides)
+    task = TASKS.get("fineweb_lm")(cfg)
+    task.setup()
+    return task
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+
+
+def test_local_parquet_runs_through_the_task(fineweb_parquet, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["run", "--tasks", "fineweb_lm", "--preset", "tiny", "--methods", "baseline,gapt", "--seeds", "0",
+                 "--out", str(out), "--workers", "1", "--no-progress", "--no-report",
+                 "--set", f"data.source={fineweb_parquet}", "--set", "gapt.delta_e=0.5"])
+    assert code == 0, capsys.readouterr()
+    recs = _records(out)
+    assert [r["status"] for r in recs] == ["ok", "ok"]
+    for r in recs:
+        m, s = r["metrics"], r["summary"]
+        assert set(m) >= {"val_ce", "val_bpb", "val_mbe", "val_mbe_centered", "val_mbe_layer_0", "val_mbe_layer_1"}
+        assert all(math.isfinite(v) for v in m.values())
+        assert m["val_mbe"] == pytest.approx((m["val_mbe_layer_0"] + m["val_mbe_layer_1"]) / 2)
+        assert 0 <= m["val_mbe"] <= math.log(8) + 1e-6  # patch 8
+        # bytes tokenizer: EOT is the only token without a byte, so bits/byte ~ bits/token
+        assert m["val_bpb"] == pytest.approx(m["val_ce"] / math.log(2) / s["val_bytes_per_token"])
+        assert r["tokens"] == 16384 and s["tokenizer"] == "bytes" and s["model_vocab_size"] == 257
+        assert s["data_source"].startswith("local:") and s["mfu"] is None and s["tokens_per_s"] > 0
+        assert s["val_tokens_evaluated"] == (8192 // 32) * 32
+    assert recs[1]["summary"]["gate_switches"] >= 1  # patience 5, delta_e 0.5 on 32 steps: the gate moves
+    assert recs[0]["metrics"] != recs[1]["metrics"]
+
+
+def test_validation_is_disjoint_from_training(fineweb_parquet):
+    task = _task([f"data.source={fineweb_parquet}", "data.val_tokens=30000"])
+    data = task.data
+    assert data.val.n_docs > 0 and data.overlap() == set()
+    docs = {d.index: d for d in td.load_texts(str(fineweb_parquet))}
+    assert all(docs[i].split == "val" for i in data.val.doc_index)
+    assert all(docs[i].split == "train" for i in data.train.doc_index)
+    # no validation window occurs in the training stream, nor in any training batch
+    train_bytes = np.asarray(data.train.tokens, dtype=np.uint8).tobytes()  # bytes tokenizer: EOT 256 wraps to 0
+    val = np.asarray(data.val.tokens)
+    S = task.cfg.train.seq_len
+    for w in range(0, task.n_val_windows, 7):
+        window = val[w * S:(w + 1) * S + 1]
+        if (window == data.eot_id).any():
+            continue
+        assert window.astype(np.uint8).tobytes() not in train_bytes
+    val_docs = {docs[i].text for i in data.val.doc_index}
+    train_text = "".join(docs[i].text for i in data.train.doc_index)
+    assert all(t not in train_text for t in val_docs)
+    x, y = task.get_batch(3)
+    for row in x.numpy():
+        if (row != data.eot_id).all():
+            assert row.astype(np.uint8).tobytes() in train_bytes
+
+
+def test_token_cache_is_reused(fineweb_parquet, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = td._iter_local
+
+    def counting(src):
+        calls["n"] += 1
+        return real(src)
+
+    monkeypatch.setattr(td, "_iter_local", counting)
+    first = _task([f"data.source={fineweb_parquet}"])
+    assert not first.data.cache_hit and calls["n"] == 1
+    second = _task([f"data.source={fineweb_parquet}"])
+    assert second.data.cache_hit and calls["n"] == 1  # nothing re-read, nothing re-tokenised
+    assert np.array_equal(np.asarray(first.data.train.tokens), np.asarray(second.data.train.tokens))
+    # and through the CLI: the record says so
+    out = tmp_path / "out"
+    for _ in range(2):
+        assert main(["run", "--tasks", "fineweb_lm", "--preset", "tiny", "--methods", "baseline", "--seeds", "0",
+                     "--out", str(out), "--workers", "1", "--no-progress", "--no-report",
+                     "--set", f"data.source={fineweb_parquet}"]) == 0
+    assert [r["summary"]["token_cache_hit"] for r in _records(out)] == [True, True]
+    assert calls["n"] == 1
+
+
+def test_hub_source_offline_fails_fast_writing_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    t0 = time.perf_counter()
+    code = main(["run", "--tasks", "fineweb_lm", "--preset", "tiny", "--seeds", "0", "--out", str(out),
+                 "--workers", "1", "--set", "data.source=HuggingFaceFW/fineweb", "--set", "data.name=sample-10BT"])
+    elapsed = time.perf_counter() - t0
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and elapsed < 5
+    assert len(err.splitlines()) == 1
+    assert "unreachable" in err and "data.source=/path/to/fineweb.parquet" in err
+    assert not out.exists()
+
+
+def test_missing_local_path_is_a_usage_error(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["run", "--tasks", "fineweb_lm", "--preset", "tiny", "--seeds", "0", "--out", str(out),
+                 "--set", f"data.source={tmp_path / 'nope.parquet'}"])
+    assert code == 2 and "does not exist" in capsys.readouterr().err and not out.exists()
+
+
+def test_batches_are_a_pure_function_of_seed_and_step(fineweb_parquet):
+    a = _task([f"data.source={fineweb_parquet}"])
+    b = _task([f"data.source={fineweb_parquet}"])
+    c = _task([f"data.source={fineweb_parquet}"], seed=1)
+    for step in (0, 5, 999):  # step 999 is in a later epoch
+        xa, ya = a.get_batch(step)
+        xb, yb = b.get_batch(step)
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+        assert torch.equal(xa[:, 1:], ya[:, :-1])  # targets are the inputs shifted by one
+        assert xa.dtype == torch.int64 and xa.shape == (16, 32)
+    assert not torch.equal(a.get_batch(0)[0], c.get_batch(0)[0])
+    # one epoch visits every packed sequence once
+    S, B = a.cfg.train.seq_len, a.cfg.train.batch_size
+    seen = np.concatenate([a._perm(0)[i * B:(i + 1) * B] for i in range(a.n_seq // B)])
+    assert len(set(seen.tolist())) == len(seen)
+
+
+def test_vocab_and_config_checks():
+    from gapt_bench.config import ConfigError
+
+    (cfg,) = make_plan(["fineweb_lm"], ["baseline"], [0], "tiny", ["data.tokenizer=gpt2",
+                                                                    "data.pad_vocab_multiple=64"])
+    assert cfg.model.vocab_size == 50304
+    (cfg,) = make_plan(["fineweb_lm"], ["baseline"], [0], "tiny", ["data.tokenizer=bpe512"])
+    assert cfg.model.vocab_size == 512
+    with pytest.raises(ConfigError, match="tokenizer"):
+        make_plan(["fineweb_lm"], ["baseline"], [0], "tiny", ["data.tokenizer=words"])
+    with pytest.raises(ConfigError, match="val_tokens"):
+        make_plan(["fineweb_lm"], ["baseline"], [0], "tiny", ["data.val_tokens=10"])
+    for preset in ("quick", "tiny"):
+        make_plan(["fineweb_lm"], ["baseline", "gapt"], [0], preset)
+
+
+def test_throughput_helpers():
+    from gapt_bench.models import build_model
+
+    assert fw.peak_for_name("NVIDIA H100 80GB HBM3") == 989e12
+    assert fw.peak_for_name("NVIDIA H100 PCIe") == 756e12
+    assert fw.peak_for_name("NVIDIA H200") == 989e12
+    assert fw.peak_for_name("NVIDIA A100-SXM4-80GB") == 312e12
+    assert fw.peak_for_name("Some Other GPU") is None
+    assert fw.peak_flops(torch.device("cpu")) == (None, None)
+    L, d, V, S = 12, 768, 50304, 1024
+    with torch.device("meta"):
+        model = build_model(n_layer=L, n_embd=d, n_head=12, vocab_size=V, n_positions=S)
+    n_nonemb = sum(p.numel() for p in model.parameters()) - V * d - S * d
+    assert n_nonemb == 12 * L * d * d + 13 * L * d + 2 * d  # GPT-2 blocks with biases and LayerNorms
+    assert fw.flops_per_token(model, L, d, S) == 6 * (n_nonemb + V * d) + 12 * L * d * S
+
+
+def test_short_run_learns_well_below_log_vocab(tmp_path, capsys):
+    out = tmp_path / "out"
+    t0 = time.perf_counter()
+    code = main(["run", "--tasks", "fineweb_lm", "--preset", "quick", "--methods", "baseline", "--seeds", "0",
+                 "--out", str(out), "--workers", "1", "--no-progress", "--no-report",
+                 "--set", "model.n_layer=2", "--set", "train.tokens=204800", "--set", "data.val_tokens=32768"])
+    assert code == 0, capsys.readouterr()
+    (rec,) = _records(out)
+    log_v = math.log(rec["config"]["model"]["vocab_size"])
+    assert rec["status"] == "ok" and rec["metrics"]["val_ce"] < 0.55 * log_v, rec["metrics"]
+    assert time.perf_counter() - t0 < 40
