@@ -381,3 +381,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gapt-bench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `gapt-bench validate | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

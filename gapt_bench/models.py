@@ -73,17 +73,35 @@ def blocks(model: nn.Module) -> nn.ModuleList:
     return inner.transformer.h
 
 
+class _Capture:
+    """Per-model block-output capture; records only inside `forward_with_hidden`, so plain calls keep nothing."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.outputs: list[torch.Tensor] = []
+
+    def __call__(self, _module: nn.Module, _inputs: Any, output: Any) -> None:
+        if self.active:
+            self.outputs.append(output[0] if isinstance(output, tuple) else output)
+
+
 def forward_with_hidden(model: nn.Module, input_ids: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Logits and the per-block residual outputs (list of (B, S, D), pre final LayerNorm)."""
-    captured: list[torch.Tensor] = []
+    """Logits and the per-block residual outputs (list of (B, S, D), pre final LayerNorm).
 
-    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-        captured.append(output[0] if isinstance(output, tuple) else output)
-
-    handles = [b.register_forward_hook(hook) for b in blocks(model)]
+    The capture hooks are registered once per model (not per call), so a compiled model is not recompiled.
+    """
+    inner = getattr(model, "module", model)
+    inner = getattr(inner, "_orig_mod", inner)
+    capture: _Capture | None = getattr(inner, "_gapt_capture", None)
+    if capture is None:
+        capture = _Capture()
+        for b in blocks(inner):
+            b.register_forward_hook(capture)
+        inner._gapt_capture = capture
+    capture.outputs, capture.active = [], True
     try:
         out = model(input_ids=input_ids, use_cache=False)
     finally:
-        for h in handles:
-            h.remove()
-    return out.logits, captured
+        capture.active = False
+    hidden, capture.outputs = capture.outputs, []
+    return out.logits, hidden

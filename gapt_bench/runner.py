@@ -244,6 +244,12 @@ def _write_state(run_dir: Path, cfg: RunConfig, status: str) -> None:
     os.replace(tmp, run_dir / STATE_FILE)
 
 
+def _init_worker(gpu_queue) -> None:
+    """Pin each worker process to its own GPU (round robin), so `--workers N` on N GPUs runs one run per GPU."""
+    if gpu_queue is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_queue.get())
+
+
 def _worker(cfg: RunConfig, out: str, checkpoint_every: int, resume: bool) -> RunOutcome:
     install_signal_handlers()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -285,7 +291,17 @@ def run_plan(plan: list[RunConfig], out: Path, *, workers: int = 1, checkpoint_e
 
     for cfg in todo:
         cfg.train.threads = 1  # execution-only field: not part of the config hash
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+    ctx = mp.get_context("spawn")
+    gpu_queue = None
+    import torch
+
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n_gpus:
+        gpu_queue = ctx.Queue()
+        for i in range(workers):
+            gpu_queue.put(i % n_gpus)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(gpu_queue,)) as pool:
         def forward_stop(signum, frame) -> None:  # workers finish their step, checkpoint and return
             _STOP["flag"] = True
             for fut in futures:

@@ -121,7 +121,9 @@ def _muon(model, t, device):
     hidden, other = [], []
     for name, p in model.named_parameters():
         (hidden if p.dim() == 2 and "wte" not in name and "wpe" not in name and "lm_head" not in name else other).append(p)
-    muon = torch.optim.Muon(hidden, lr=t.lr, weight_decay=t.weight_decay, momentum=0.95, nesterov=True)
+    # adjust_lr_fn="match_rms_adamw" scales Muon's update to AdamW's RMS, so one train.lr serves both parts.
+    muon = torch.optim.Muon(hidden, lr=t.lr, weight_decay=t.weight_decay, momentum=0.95, nesterov=True,
+                            adjust_lr_fn="match_rms_adamw")
     adam = torch.optim.AdamW(other, lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=0.0)
     return [muon, adam]
 
@@ -256,7 +258,7 @@ def train_lm(model: torch.nn.Module, task, method, cfg, ctx: RunContext) -> Trai
                 curve_rows += 1
             if ctx.progress:
                 ctx.progress(step, total)
-            if t.eval_every and step % t.eval_every == 0 and step < total and task.check(raw_model, step, ctx):
+            if t.eval_every and step % t.eval_every == 0 and step < total and _check(task, raw_model, step, ctx):
                 stop_reason = "converged"
                 break
             if ctx.checkpoint_every and step % ctx.checkpoint_every == 0 and step < total:
@@ -284,6 +286,12 @@ def train_lm(model: torch.nn.Module, task, method, cfg, ctx: RunContext) -> Trai
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _check(task, model, step: int, ctx: RunContext) -> bool:
+    """The task's convergence check; under DDP rank 0 decides for all, so no rank is left waiting."""
+    decision = bool(task.check(model, step, ctx))
+    return distributed.broadcast_object(decision) if ctx.world_size > 1 else decision
 
 
 def _curve_row(step, tokens, infos, losses, hidden, cfg, lr, grad_norm) -> dict:
