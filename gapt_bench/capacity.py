@@ -63,13 +63,13 @@ def slope_through_origin(params: Sequence[float], capacities: Sequence[float]) -
 
 
 def precision_of(record: dict) -> str:
-    """fp32 or bf16: the task's summary, else the config, else what "auto" means on the run's device."""
+    """fp32, bf16 or bf16-weights: the task's summary, else the config, else what "auto" means on the device."""
     summary = record.get("summary") or {}
-    if summary.get("precision") in ("fp32", "bf16"):
+    if summary.get("precision") in ("fp32", "bf16", "bf16-weights"):
         return summary["precision"]
     train = (record.get("config") or {}).get("train") or {}
     p = train.get("precision", "auto")
-    if p in ("fp32", "bf16"):
+    if p in ("fp32", "bf16", "bf16-weights"):
         return p
     device = str((record.get("env") or {}).get("device") or train.get("device") or "cpu")
     return "bf16" if device.startswith("cuda") else "fp32"

@@ -61,7 +61,8 @@ class TrainConfig:
     grad_clip: float = opt(1.0, "clip the global grad norm to this; 0 = off", min=0.0)
     diverge_grad_norm: float = opt(1e6, "a pre-clip grad norm above this ends the run as diverged", min=0.0)
     device: str = opt("auto", "auto (cuda if available), cpu or cuda[:i]")
-    precision: str = opt("auto", "auto = bf16 autocast on CUDA, fp32 on CPU", choices=("auto", "fp32", "bf16"))
+    precision: str = opt("auto", "auto = bf16 autocast on CUDA, fp32 on CPU; bf16-weights keeps the parameters in bf16",
+                         choices=("auto", "fp32", "bf16", "bf16-weights"))
     compile: bool = opt(False, "torch.compile the model (CUDA; slower on CPU)")
     threads: int = opt(1, "torch CPU threads per run (one per parallel worker)", min=1)
     log_every: int = opt(10, "steps between training-curve rows", min=1)

@@ -128,9 +128,13 @@ def _muon(model, t, device):
     return [muon, adam]
 
 
-def _autocast(device: torch.device, precision: str):
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if use_bf16:
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """What train.precision means on `device`: fp32, bf16 (autocast, fp32 weights) or bf16-weights."""
+    return ("bf16" if device.type == "cuda" else "fp32") if precision == "auto" else precision
+
+
+def autocast_context(device: torch.device, precision: str):
+    if resolve_precision(precision, device) == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -156,6 +160,8 @@ def train_lm(model: torch.nn.Module, task, method, cfg, ctx: RunContext) -> Trai
     t = cfg.train
     device = ctx.device
     model.to(device)
+    if t.precision == "bf16-weights":  # parameters and optimizer state in bfloat16, no fp32 master copy
+        model.to(torch.bfloat16)
     model.train()
     raw_model = model
     if ctx.world_size > 1:
@@ -217,7 +223,7 @@ def train_lm(model: torch.nn.Module, task, method, cfg, ctx: RunContext) -> Trai
             for i in range(t.grad_accum):
                 xb = x[i * micro:(i + 1) * micro].to(device, non_blocking=True)
                 yb = y[i * micro:(i + 1) * micro].to(device, non_blocking=True)
-                with _autocast(device, t.precision):
+                with autocast_context(device, t.precision):
                     logits, hidden = forward_with_hidden(model, xb)
                     ce = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), yb.reshape(-1), ignore_index=-100)
                     loss, info = method.loss(ce, hidden, step)

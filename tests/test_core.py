@@ -145,3 +145,11 @@ def test_validate_resolves_without_training(tmp_path, capsys):
                      "--seeds", "0-1"]) == 0
     out = capsys.readouterr().out
     assert "plan: 4 runs" in out
+
+
+def test_bf16_weights_precision_runs_and_is_recorded(tmp_path, tiny_capacity_args):
+    assert cli.main(["run", *tiny_capacity_args, "--methods", "gapt", "--seeds", "0", "--workers", "1", "--no-report",
+                     "--out", str(tmp_path), "--set", "train.precision=bf16-weights"]) == 0
+    (rec,) = read_records(tmp_path)
+    assert rec["status"] == "ok" and rec["summary"]["precision"] == "bf16-weights"
+    assert rec["metrics"]["mem_bits"] == rec["metrics"]["mem_bits"]  # finite, not NaN

@@ -53,6 +53,7 @@ import torch.nn.functional as F
 
 from gapt_bench.config import ConfigError, opt
 from gapt_bench.tasks.base import LMTask, TaskResult
+from gapt_bench.train import resolve_precision
 
 # Dense bf16 peak FLOP/s by device-name substring, most specific first.
 PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
@@ -218,7 +219,7 @@ class FineWebLM(LMTask):
         from gapt_bench import distributed
         from gapt_bench.entropy import matrix_entropy_per_patch
         from gapt_bench.models import forward_with_hidden
-        from gapt_bench.train import _autocast
+        from gapt_bench.train import autocast_context
 
         S, d, mb = self.cfg.train.seq_len, self.cfg.data, self.cfg.mbe
         L = self.cfg.model.n_layer
@@ -235,7 +236,7 @@ class FineWebLM(LMTask):
                 w = mine[i:i + d.eval_batch_size]
                 rows = self._rows(self.val_tokens, w * S).to(device)
                 x, y = rows[:, :-1], rows[:, 1:]
-                with _autocast(device, self.cfg.train.precision):
+                with autocast_context(device, self.cfg.train.precision):
                     logits, hidden = forward_with_hidden(model, x)
                 acc[0] += float(F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1),
                                                 reduction="sum"))
@@ -278,7 +279,7 @@ class FineWebLM(LMTask):
             "epochs": result.tokens / seq_tokens, "val_tokens_split": data.val.n_tokens,
             "val_docs": data.val.n_docs, "val_bytes_per_token": data.val.bytes_per_token,
             "token_cache_hit": data.cache_hit, "world_size": ctx.world_size,
-            "precision": _precision(t.precision, ctx.device),
+            "precision": resolve_precision(t.precision, ctx.device),
             **getattr(self, "_eval_info", {}),
         })
         result.summary.update(self.throughput(result, ctx))
@@ -302,10 +303,6 @@ class FineWebLM(LMTask):
         mfu = fpt * tps / (peak * max(1, ctx.world_size)) if (peak and tps) else None
         return {"tokens_per_s": tps, "mfu": mfu, "flops_per_token": fpt, "peak_flops": peak, "gpu_name": gpu,
                 "mfu_formula": "6*(N_nonemb + V*d) + 12*L*d*S per token, dense bf16 peak"}
-
-
-def _precision(precision: str, device: torch.device) -> str:
-    return ("bf16" if device.type == "cuda" else "fp32") if precision == "auto" else precision
 
 
 def check_source(cfg) -> None:

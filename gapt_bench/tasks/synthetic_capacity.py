@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from gapt_bench.config import ConfigError, opt
 from gapt_bench.models import forward_with_hidden, paper_param_count
 from gapt_bench.tasks.base import LMTask, TaskResult
+from gapt_bench.train import resolve_precision
 
 CURVE_FILE = "memorization.jsonl"
 CONVENTION_TEXT = ("strict: mem_bits = N*(S-1)*log2(V) - sum of NLL bits over the N*(S-1) predicted tokens "
@@ -65,10 +66,6 @@ _N_DEFAULT = next(f.default for f in dataclasses.fields(CapacityOptions) if f.na
 def sequence_bits(seq_len: int, vocab_size: int) -> float:
     """Entropy of one sequence under the strict convention: (S - 1) log2 V."""
     return (seq_len - 1) * math.log2(vocab_size)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    return ("bf16" if device.type == "cuda" else "fp32") if precision == "auto" else precision
 
 
 class SyntheticCapacity(LMTask):
@@ -144,7 +141,7 @@ class SyntheticCapacity(LMTask):
     @torch.no_grad()
     def nll_bits(self, model, data: torch.Tensor, device) -> float:
         """Sum of NLL in bits over the predicted tokens (positions 2..S) of `data`, at the training precision."""
-        from gapt_bench.train import _autocast
+        from gapt_bench.train import autocast_context
 
         total = 0.0
         was_training = model.training
@@ -152,7 +149,7 @@ class SyntheticCapacity(LMTask):
         try:
             for i in range(0, data.shape[0], self.cfg.data.eval_batch):
                 x = data[i:i + self.cfg.data.eval_batch].to(device)
-                with _autocast(torch.device(device), self.cfg.train.precision):
+                with autocast_context(torch.device(device), self.cfg.train.precision):
                     logits = model(input_ids=x, use_cache=False).logits
                 logits = logits.float()
                 total += float(F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1),
