@@ -89,12 +89,13 @@ def check_run(cfg: RunConfig) -> None:
         raise ConfigError(f"model.n_embd={m.n_embd} is not divisible by model.n_head={m.n_head}; change one of them")
     from gapt_bench.tasks.base import LMTask
 
-    if issubclass(TASKS.get(cfg.task), LMTask) and t.seq_len % cfg.mbe.patch_size:
+    lm = issubclass(TASKS.get(cfg.task), LMTask)
+    if lm and t.seq_len % cfg.mbe.patch_size:
         raise ConfigError(f"train.seq_len={t.seq_len} is not a multiple of mbe.patch_size={cfg.mbe.patch_size}; "
                           "change one so MBE patches tile the sequence")
     if t.batch_size % t.grad_accum:
         raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
-    if t.warmup_steps and t.warmup_steps >= max(1, t.tokens // (t.batch_size * t.seq_len)):
+    if lm and t.warmup_steps and t.warmup_steps >= max(1, t.tokens // (t.batch_size * t.seq_len)):
         raise ConfigError(f"train.warmup_steps={t.warmup_steps} is not below the run's steps; lower it or raise train.tokens")
     if t.precision == "bf16" and t.device == "cpu":
         pass  # allowed (slow) so CPU tests can exercise the bf16 path

@@ -1,0 +1,340 @@
+"""Conflicting experience: forgetting and representation separation in a small MLP (gapt-paper.md section 3.c).
+
+Setup (the author's `ce_exp.py` / later `forget.py`):
+- Inputs in R^10 from two mirrored Gaussians: p1 has dimensions 0-4 ~ N(input_mean, input_std^2) and 5-9 ~
+  N(0, input_std^2); p2 is the mirror image.
+- A random teacher MLP theta0 (10 -> H -> O, ReLU; PyTorch's default uniform init) and a shift Delta: for each
+  weight matrix W a rank-`shift_rank` product u v^T of Gaussians rescaled to ||W||_F * U(shift_scale), for each
+  bias Gaussian noise rescaled to ||b|| * U(shift_scale); the whole shift is multiplied by `magnitude`.
+- Group A: x ~ p1 with targets f(x; theta0 + Delta); group B: x ~ p2 with targets f(x; theta0 - Delta).
+  `n_train` training and `n_val` held-out samples per group. Teacher, shift and samples come from `data_seed`
+  (null = the run seed, so each seed is a fresh problem instance).
+- The student is the same MLP architecture, trained with L1 loss and Adam (one optimizer across both phases).
+
+Protocols (`protocol`): `mix->A` pretrains on both groups (half of each batch from each) for `steps_first` steps,
+then fine-tunes on A only for `steps_second` steps (B is the group that can be forgotten); `A->B` trains on A,
+then on B (A can be forgotten).
+
+MBE: the hidden layer (after ReLU), with the batch as the sequence: the method sees one "layer" of shape
+(1, batch, H) and takes patches of `mbe.patch_size` consecutive samples. Which samples share a patch therefore
+matters, and is the option `batch_layout`: `grouped` orders a mixed batch as an A block then a B block (block sizes
+are multiples of the patch, so each patch holds one group, as when half a batch is A and half B) and `shuffled`
+permutes the batch so patches mix the groups. MBE pulls together what shares a patch, so the layout alone can
+create separation: run both. Single-group batches are laid out the same way (a shuffle of one group changes no
+patch's composition).
+
+Every method sees the same student initialisation (torch seeded with the run seed before the student is built)
+and the same batches (drawn from an explicit torch.Generator seeded by the run seed, never from the global RNG).
+
+Metrics (on the held-out samples; `_pre` = at the end of the first phase, the others after the second):
+- `separation` (and `separation_pre`) = ||mu_A - mu_B|| / sqrt(1/2 (E||h_A - mu_A||^2 + E||h_B - mu_B||^2)).
+- `l1_a`, `l1_b`, `l1_a_pre`, `l1_b_pre`: mean absolute error per group.
+- `forgetting`: increase of the forgettable group's L1 over the second phase (this run).
+- `alleviation_pct` = (L1f_base - L1f_method) / (L1f_base - L1f_base_pre) * 100, with L1f the forgettable group's
+  L1 after the second phase and L1f_base_pre the baseline's before it. The baseline is a CE-only (here L1-only)
+  student trained inside the same run with the same seed, initialisation and batches, so the metric needs no other
+  run; for the baseline arm it is 0 by construction. Its numbers are in the record's summary (`ref_*`).
+- `specialization`: fraction of hidden units whose selectivity |(m_A - m_B) / (m_A + m_B)| exceeds 0.5 (m = mean
+  activation per group; a unit silent on both groups has selectivity 0).
+- `mbe`: MBE of the held-out hidden states with group-pure patches (the A samples, then the B samples);
+  `mbe_centered`: the same with centred patches (the collapse control); `mbe_mixed`: patches mixing the groups (a
+  fixed shuffle).
+The curve (`curve.jsonl`) has one row every `log_every` steps: step, tokens (samples seen), ce (the L1 loss),
+loss, phase (the method's gate phase), stage (1 or 2: the protocol's phase) and mbe (of that step's batch).
+Runs on the CPU whatever `train.device` says: the model is tiny.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gapt_bench.config import ConfigError, opt
+from gapt_bench.entropy import matrix_entropy
+from gapt_bench.tasks.base import Task, TaskResult
+from gapt_bench.train import Diverged
+
+INPUT_DIM = 10
+GROUP_A, GROUP_B = 0, 1
+PROTOCOLS = {"mix->A": ((GROUP_A, GROUP_B), (GROUP_A,)), "A->B": ((GROUP_A,), (GROUP_B,))}
+
+
+@dataclass
+class ForgettingOptions:
+    protocol: str = opt("mix->A", "mix->A: pretrain on both groups, fine-tune on A (forgetting B); A->B: sequential",
+                        choices=tuple(PROTOCOLS))
+    batch_layout: str = opt("grouped", "grouped: each MBE patch holds one group (A block then B block); shuffled: "
+                            "patches mix the groups", choices=("grouped", "shuffled"))
+    hidden: int = opt(20, "H: hidden units (paper 50, later config 20)", min=1)
+    outputs: int = opt(10, "O: outputs (paper 1, later config 10)", min=1)
+    input_mean: float = opt(1.0, "mean of the active half of the input dimensions (the other half has mean 0)")
+    input_std: float = opt(0.25, "standard deviation of every input dimension", min=0.0)
+    shift_rank: int = opt(3, "rank of the weight shift Delta", min=1)
+    shift_scale: list[float] = opt([0.5, 5.0], "Delta's norm is ||W|| times U(lo, hi), per weight matrix and bias")
+    magnitude: float = opt(1.0, "multiplier on Delta (later code sweeps 0.1-1.0)", min=0.0)
+    n_train: int = opt(500, "training samples per group", min=1)
+    n_val: int = opt(100, "held-out samples per group (all metrics)", min=8)
+    steps_first: int = opt(1000, "optimizer steps of the first phase", min=1)
+    steps_second: int = opt(1000, "optimizer steps of the second phase", min=1)
+    batch_size: int = opt(32, "samples per micro-batch (a multiple of the MBE patch; of 2 patches for mix)", min=1)
+    grad_accum: int = opt(1, "micro-batches per optimizer step (later protocol: 32)", min=1)
+    lr: float = opt(0.01, "Adam learning rate", min=0.0)
+    data_seed: int | None = opt(None, "teacher, shift and samples seed; null = the run seed")
+    log_every: int = opt(10, "steps between curve rows", min=1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Problem construction
+
+
+def _uniform(shape, bound: float, g: torch.Generator) -> torch.Tensor:
+    return (torch.rand(shape, generator=g) * 2 - 1) * bound
+
+
+def teacher_params(hidden: int, outputs: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+    """A random MLP with PyTorch's default Linear init (uniform, bound 1/sqrt(fan_in))."""
+    b1, b2 = 1 / math.sqrt(INPUT_DIM), 1 / math.sqrt(hidden)
+    return {"w1": _uniform((hidden, INPUT_DIM), b1, g), "b1": _uniform((hidden,), b1, g),
+            "w2": _uniform((outputs, hidden), b2, g), "b2": _uniform((outputs,), b2, g)}
+
+
+def shift_params(theta: dict[str, torch.Tensor], rank: int, scale: Sequence[float], magnitude: float,
+                 g: torch.Generator) -> dict[str, torch.Tensor]:
+    """Delta: rank-`rank` Gaussian products for matrices, Gaussian noise for biases, norm ||p|| * U(scale)."""
+    lo, hi = scale
+    out = {}
+    for name, p in theta.items():
+        if p.dim() == 2:
+            d = torch.randn((p.shape[0], rank), generator=g) @ torch.randn((rank, p.shape[1]), generator=g)
+        else:
+            d = torch.randn(p.shape, generator=g)
+        target = p.norm() * (lo + (hi - lo) * torch.rand((), generator=g))
+        out[name] = magnitude * d * (target / d.norm().clamp_min(1e-12))
+    return out
+
+
+def mlp(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    return F.relu(x @ p["w1"].T + p["b1"]) @ p["w2"].T + p["b2"]
+
+
+def sample_inputs(n: int, group: int, mean: float, std: float, g: torch.Generator) -> torch.Tensor:
+    """p1 (group A): dims 0-4 ~ N(mean, std^2), 5-9 ~ N(0, std^2); p2 (group B): the mirror image."""
+    mu = torch.zeros(INPUT_DIM)
+    half = INPUT_DIM // 2
+    if group == GROUP_A:
+        mu[:half] = mean
+    else:
+        mu[half:] = mean
+    return mu + std * torch.randn((n, INPUT_DIM), generator=g)
+
+
+@dataclass
+class Problem:
+    x: tuple[torch.Tensor, torch.Tensor]  # training inputs of A, B
+    y: tuple[torch.Tensor, torch.Tensor]
+    x_val: tuple[torch.Tensor, torch.Tensor]
+    y_val: tuple[torch.Tensor, torch.Tensor]
+
+
+def make_problem(d: ForgettingOptions, seed: int) -> Problem:
+    g = torch.Generator().manual_seed(7_919 * seed + 104_729)
+    theta = teacher_params(d.hidden, d.outputs, g)
+    delta = shift_params(theta, d.shift_rank, d.shift_scale, d.magnitude, g)
+    plus = {k: theta[k] + delta[k] for k in theta}
+    minus = {k: theta[k] - delta[k] for k in theta}
+    xs, ys = [], []
+    for n in (d.n_train, d.n_val):
+        xa = sample_inputs(n, GROUP_A, d.input_mean, d.input_std, g)
+        xb = sample_inputs(n, GROUP_B, d.input_mean, d.input_std, g)
+        xs.append((xa, xb))
+        ys.append((mlp(xa, plus), mlp(xb, minus)))
+    return Problem(x=xs[0], y=ys[0], x_val=xs[1], y_val=ys[1])
+
+
+def build_batch(groups: Sequence[int], batch_size: int, layout: str, n_per_group: int,
+                g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample indices and group labels of one batch, in the order the MBE patches will see them.
+
+    Each group in `groups` contributes batch_size / len(groups) samples (without replacement within the batch).
+    `grouped`: blocks in group order; `shuffled`: a random permutation of the whole batch.
+    Returns (index within its group, group label), both (batch_size,).
+    """
+    k = batch_size // len(groups)
+    idx = torch.cat([torch.randperm(n_per_group, generator=g)[:k] for _ in groups])
+    lab = torch.cat([torch.full((k,), grp, dtype=torch.long) for grp in groups])
+    if layout == "shuffled":
+        perm = torch.randperm(len(idx), generator=g)
+        idx, lab = idx[perm], lab[perm]
+    return idx, lab
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Metrics
+
+
+def separation(ha: torch.Tensor, hb: torch.Tensor) -> float:
+    """||mu_A - mu_B|| / sqrt(1/2 (E||h_A - mu_A||^2 + E||h_B - mu_B||^2)); 0 when the means coincide."""
+    ha, hb = ha.double(), hb.double()
+    mu_a, mu_b = ha.mean(0), hb.mean(0)
+    between = float((mu_a - mu_b).norm())
+    within = 0.5 * (float((ha - mu_a).pow(2).sum(1).mean()) + float((hb - mu_b).pow(2).sum(1).mean()))
+    if between == 0.0:
+        return 0.0
+    return between / math.sqrt(within) if within > 0 else math.inf
+
+
+def specialization(ha: torch.Tensor, hb: torch.Tensor, threshold: float = 0.5) -> float:
+    """Fraction of units with |(m_A - m_B) / (m_A + m_B)| > threshold (activations are >= 0 after ReLU)."""
+    ma, mb = ha.double().mean(0), hb.double().mean(0)
+    denom = ma + mb
+    sel = torch.where(denom.abs() > 1e-12, (ma - mb).abs() / denom.abs().clamp_min(1e-12), torch.zeros_like(ma))
+    return float((sel > threshold).double().mean())
+
+
+class Student(nn.Module):
+    def __init__(self, hidden: int, outputs: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(INPUT_DIM, hidden)
+        self.fc2 = nn.Linear(hidden, outputs)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = F.relu(self.fc1(x))
+        return self.fc2(h), h
+
+
+@dataclass
+class Snapshot:
+    l1: tuple[float, float]
+    separation: float
+    specialization: float
+    mbe: float
+    mbe_centered: float
+    mbe_mixed: float
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The task
+
+
+class ForgettingSeparation(Task):
+    name = "forgetting_separation"
+    version = "1"
+    description = "MLP on conflicting groups: forgetting of the first experience and hidden-layer separation"
+    Options = ForgettingOptions
+    metrics = {"separation": "max", "separation_pre": "max", "l1_a": "min", "l1_b": "min", "l1_a_pre": "min",
+               "l1_b_pre": "min", "forgetting": "min", "alleviation_pct": "max", "specialization": "max",
+               "mbe": "min", "mbe_centered": "min", "mbe_mixed": "min"}
+
+    @classmethod
+    def finalize(cls, cfg) -> None:
+        d, p = cfg.data, cfg.mbe.patch_size
+        if len(d.shift_scale) != 2 or not 0 <= d.shift_scale[0] <= d.shift_scale[1]:
+            raise ConfigError(f"data.shift_scale={d.shift_scale} must be [lo, hi] with 0 <= lo <= hi")
+        mixes = any(len(groups) > 1 for groups in PROTOCOLS[d.protocol])
+        unit = 2 * p if mixes else p
+        if d.batch_size % unit:
+            what = "two MBE patches (one block per group)" if mixes else "the MBE patch"
+            raise ConfigError(f"data.batch_size={d.batch_size} is not a multiple of {what} ({unit} for "
+                              f"mbe.patch_size={p}); change data.batch_size")
+        if d.batch_size // (2 if mixes else 1) > d.n_train:
+            raise ConfigError(f"data.batch_size={d.batch_size} needs more samples per group than data.n_train={d.n_train}")
+        if d.n_val < p:
+            raise ConfigError(f"data.n_val={d.n_val} is below mbe.patch_size={p}")
+
+    # -- training ----------------------------------------------------------------------------------------------
+    def _train(self, method, prob: Problem, curve=None) -> tuple[Student, Snapshot, Snapshot, float]:
+        """Both phases; method None = plain L1 (the in-run baseline). Returns model, pre and post snapshots."""
+        cfg, d = self.cfg, self.cfg.data
+        torch.manual_seed(cfg.seed)  # same student init for every method of a seed
+        model = Student(d.hidden, d.outputs)
+        opt = torch.optim.Adam(model.parameters(), lr=d.lr)
+        g = torch.Generator().manual_seed(1_000_003 * cfg.seed + 12_345)  # same batches for every method
+        stages = PROTOCOLS[d.protocol]
+        total = d.steps_first + d.steps_second
+        samples_per_step = d.batch_size * d.grad_accum
+        pre = None
+        t0 = time.perf_counter()
+        for step in range(total):
+            stage = 0 if step < d.steps_first else 1
+            if stage == 1 and pre is None:
+                pre = self.snapshot(model, prob)
+            infos, losses, last_h, ce_sum = [], [], None, 0.0
+            for _ in range(d.grad_accum):
+                idx, lab = build_batch(stages[stage], d.batch_size, d.batch_layout, d.n_train, g)
+                x = torch.where((lab == GROUP_A)[:, None], prob.x[0][idx], prob.x[1][idx])
+                y = torch.where((lab == GROUP_A)[:, None], prob.y[0][idx], prob.y[1][idx])
+                out, h = model(x)
+                l1 = F.l1_loss(out, y)
+                hidden = [h.reshape(1, d.batch_size, d.hidden)]
+                if method is None:
+                    loss, info = l1, None
+                else:
+                    loss, info = method.loss(l1, hidden, step)
+                    infos.append(info)
+                if not torch.isfinite(loss):
+                    raise Diverged(step, f"loss is {float(loss)}")
+                (loss / d.grad_accum).backward()
+                losses.append(float(loss.detach()))
+                ce_sum += float(l1.detach())
+                last_h = h.detach()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if method is not None:
+                method.observe(infos, step)
+            if curve is not None and ((step + 1) % d.log_every == 0 or step + 1 == total):
+                row = {"step": step + 1, "tokens": (step + 1) * samples_per_step, "ce": ce_sum / d.grad_accum,
+                       "loss": sum(losses) / len(losses), "phase": infos[-1].phase if infos else None,
+                       "stage": stage + 1,
+                       "mbe": float(matrix_entropy(last_h.reshape(1, d.batch_size, d.hidden), cfg.mbe.alpha,
+                                                   cfg.mbe.patch_size))}
+                curve.write(json.dumps(row) + "\n")
+        elapsed = time.perf_counter() - t0
+        return model, pre, self.snapshot(model, prob), elapsed
+
+    @torch.no_grad()
+    def snapshot(self, model: Student, prob: Problem) -> Snapshot:
+        m = self.cfg.mbe
+        (oa, ha), (ob, hb) = model(prob.x_val[0]), model(prob.x_val[1])
+        l1 = (float(F.l1_loss(oa, prob.y_val[0])), float(F.l1_loss(ob, prob.y_val[1])))
+        n = (len(ha) // m.patch_size) * m.patch_size
+        pure = torch.cat([ha[:n], hb[:n]])[None]
+        mixed = pure[:, torch.randperm(2 * n, generator=torch.Generator().manual_seed(0))]
+        return Snapshot(l1=l1, separation=separation(ha, hb), specialization=specialization(ha, hb),
+                        mbe=float(matrix_entropy(pure, m.alpha, m.patch_size)),
+                        mbe_centered=float(matrix_entropy(pure, m.alpha, m.patch_size, centered=True)),
+                        mbe_mixed=float(matrix_entropy(mixed, m.alpha, m.patch_size)))
+
+    def run(self, method_cls: type, ctx) -> TaskResult:
+        cfg, d = self.cfg, self.cfg.data
+        prob = make_problem(d, cfg.seed if d.data_seed is None else d.data_seed)
+        method = method_cls(cfg, 1)
+        with open(ctx.curve_path, "w") as curve:
+            model, pre, post, elapsed = self._train(method, prob, curve)
+        if getattr(method_cls, "name", "") == "baseline":
+            ref_pre, ref_post = pre, post
+        else:
+            _, ref_pre, ref_post, _ = self._train(None, prob)
+        forget = 1 if d.protocol == "mix->A" else 0  # index of the group that can be forgotten
+        ref_forgetting = ref_post.l1[forget] - ref_pre.l1[forget]
+        alleviation = ((ref_post.l1[forget] - post.l1[forget]) / ref_forgetting * 100
+                       if abs(ref_forgetting) > 1e-12 else float("nan"))
+        metrics = {
+            "separation": post.separation, "separation_pre": pre.separation,
+            "l1_a": post.l1[0], "l1_b": post.l1[1], "l1_a_pre": pre.l1[0], "l1_b_pre": pre.l1[1],
+            "forgetting": post.l1[forget] - pre.l1[forget], "alleviation_pct": alleviation,
+            "specialization": post.specialization, "mbe": post.mbe, "mbe_centered": post.mbe_centered,
+            "mbe_mixed": post.mbe_mixed,
+        }
+        total = d.steps_first + d.steps_second
+        summary = {**method.summary(), "train_time_s": elapsed, "steps_total": total,
+                   "ref_l1_forgotten_pre": ref_pre.l1[forget], "ref_l1_forgotten_post": ref_post.l1[forget],
+                   "ref_separation": ref_post.separation}
+        n_params = sum(p.numel() for p in model.parameters())
+        return TaskResult(metrics=metrics, n_params=n_params, tokens=total * d.batch_size * d.grad_accum,
+                          steps=total, summary=summary)
