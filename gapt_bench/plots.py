@@ -166,9 +166,12 @@ def plot_layer_mbe(records: Sequence[dict], out_path: Path | str, prefix: str = 
 
 def plot_capacity(records: Sequence[dict], out_path: Path | str, alpha: float = CAPACITY_ALPHA,
                   title: str = "") -> Path:
-    """Memorized bits vs data entropy, one line per model (mean over seeds per data size), each with its α·P
-    ceiling dashed, and the y = x line (a model cannot memorize more than the data holds)."""
-    by_model: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    """Memorized bits vs data entropy: one line per (model, method), mean over seeds per data size; colour by
+    model (with its α·P ceiling dashed), line style by method; and the y = x line (no model memorizes more than
+    the data holds)."""
+    from matplotlib.ticker import NullFormatter
+
+    by_line: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     params: dict[tuple, list[float]] = defaultdict(list)
     for r in records:
         m = r.get("metrics") or {}
@@ -176,34 +179,41 @@ def plot_capacity(records: Sequence[dict], out_path: Path | str, alpha: float = 
             continue
         model = (r.get("config") or {}).get("model") or {}
         key = (model.get("n_layer"), model.get("n_embd"))
-        by_model[key][float(m["data_bits"])].append(float(m["mem_bits"]))
+        by_line[(key, r.get("method", ""))][float(m["data_bits"])].append(float(m["mem_bits"]))
         if r.get("n_params"):
             params[key].append(float(r["n_params"]))
+    models = sorted({k for k, _ in by_line}, key=lambda k: (k[0] or 0, k[1] or 0))
+    methods = sorted({meth for _, meth in by_line}, key=lambda x: (x != "baseline", x))
+    styles = ["-", "--", "-.", ":"]
     fig = Figure(figsize=(7.5, 5))
     ax = fig.subplots()
     all_x: list[float] = []
-    for i, key in enumerate(sorted(by_model, key=lambda k: (k[0] or 0, k[1] or 0))):
-        pts = sorted(by_model[key].items())
+    for (key, method), series in sorted(by_line.items(), key=lambda kv: (models.index(kv[0][0]), methods.index(kv[0][1]))):
+        pts = sorted(series.items())
         xs = [x for x, _ in pts]
         ys = [sum(v) / len(v) for _, v in pts]
         all_x += xs
-        color = _cmap_color(i, len(by_model))
+        color = _cmap_color(models.index(key), len(models))
         p = sum(params[key]) / len(params[key]) if params[key] else None
-        label = f"L={key[0]}, d={key[1]}" + (f" (P={_fmt_params(p)})" if p else "")
-        ax.plot(xs, ys, "o-", color=color, label=label)
-        if p:
-            ax.axhline(alpha * p, color=color, ls="--", lw=1)
+        label = f"L={key[0]}, d={key[1]}" + (f" (P={_fmt_params(p)})" if p else "") + f", {method}"
+        ax.plot(xs, ys, "o", ls=styles[methods.index(method) % len(styles)], color=color, label=label)
+    for key in models:
+        if params[key]:
+            ax.axhline(alpha * sum(params[key]) / len(params[key]), color=_cmap_color(models.index(key), len(models)),
+                       ls=(0, (6, 3)), lw=0.8, alpha=0.7)
     if all_x:
         lo, hi = min(all_x), max(all_x)
         ax.plot([lo, hi], [lo, hi], ":", color="gray", label="memorized = data entropy")
         if hi / max(lo, 1e-12) > 20:
             ax.set_xscale("log")
             ax.set_yscale("log")
-    ax.plot([], [], "--", color="black", lw=1, label=f"α·P, α = {alpha:g} bits/param")
+            for axis in (ax.xaxis, ax.yaxis):
+                axis.set_minor_formatter(NullFormatter())
+    ax.plot([], [], ls=(0, (6, 3)), color="black", lw=0.8, label=f"α·P, α = {alpha:g} bits/param")
     ax.set_xlabel("data entropy H(X) (bits)")
     ax.set_ylabel("memorized bits")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     ax.set_title(title or "capacity plateau: memorization saturates at α·P")
     return _save(fig, out_path)
 
