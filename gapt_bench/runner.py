@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 
 from gapt_bench.config import (ConfigError, RunConfig, apply_overrides, build_run_config, expand_grid,
                                resolve_preset)
-from gapt_bench.registry import METHODS, TASKS, RegistryError
+from gapt_bench.registry import METHODS, TASKS
 from gapt_bench.store import SCHEMA_VERSION, append_record, read_records, runs_file
 
 STATE_FILE = "state.json"

@@ -2,16 +2,15 @@
 hub error, batch determinism, throughput helpers and a short run that learns (CPU, no network, under a minute)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fineweb_schema import fineweb_table
 import torch
 
 from gapt_bench import textdata as td
@@ -36,18 +35,7 @@ def fineweb_parquet(tmp_path_factory) -> Path:
     """A parquet file in FineWeb's schema (text, id, dump, url, date, file_path, language, language_score,
     token_count), its text taken from the bundled corpus."""
     texts = [d.text for d in td.load_texts("offline", limit=N_DOCS)]
-    n = len(texts)
-    table = pa.table({
-        "text": texts,
-        "id": [f"<urn:uuid:{hashlib.md5(t.encode()).hexdigest()}>" for t in texts],
-        "dump": ["CC-MAIN-2024-10"] * n,
-        "url": [f"https://example.org/page/{i}" for i in range(n)],
-        "date": ["2024-02-21T00:00:00Z"] * n,
-        "file_path": ["s3://commoncrawl/crawl-data/CC-MAIN-2024-10/segments/x.warc.gz"] * n,
-        "language": ["en"] * n,
-        "language_score": pa.array([0.95] * n, pa.float64()),
-        "token_count": pa.array([len(t) // 4 for t in texts], pa.int64()),
-    })
+    table = fineweb_table(texts)
     path = tmp_path_factory.mktemp("fineweb") / "000_00000.parquet"
     pq.write_table(table, path)
     return path
@@ -168,7 +156,7 @@ def test_batches_are_a_pure_function_of_seed_and_step(fineweb_parquet):
         assert xa.dtype == torch.int64 and xa.shape == (16, 32)
     assert not torch.equal(a.get_batch(0)[0], c.get_batch(0)[0])
     # one epoch visits every packed sequence once
-    S, B = a.cfg.train.seq_len, a.cfg.train.batch_size
+    B = a.cfg.train.batch_size
     seen = np.concatenate([a._perm(0)[i * B:(i + 1) * B] for i in range(a.n_seq // B)])
     assert len(set(seen.tolist())) == len(seen)
 

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fineweb_schema import fineweb_table
 
 from gapt_bench import textdata as td
 
@@ -42,22 +43,6 @@ def no_network(monkeypatch):
 @pytest.fixture(scope="module")
 def texts() -> list[str]:
     return [d.text for d in td.load_texts("offline", limit=N_DOCS)]
-
-
-def fineweb_table(texts: list[str]) -> pa.Table:
-    """Rows in FineWeb's schema (text, id, dump, url, date, file_path, language, language_score, token_count)."""
-    n = len(texts)
-    return pa.table({
-        "text": texts,
-        "id": [f"<urn:uuid:{hashlib.md5(t.encode()).hexdigest()}>" for t in texts],
-        "dump": ["CC-MAIN-2024-10"] * n,
-        "url": [f"https://example.org/page/{i}" for i in range(n)],
-        "date": ["2024-02-21T00:00:00Z"] * n,
-        "file_path": ["s3://commoncrawl/crawl-data/CC-MAIN-2024-10/segments/x.warc.gz"] * n,
-        "language": ["en"] * n,
-        "language_score": pa.array([0.95] * n, pa.float64()),
-        "token_count": pa.array([len(t) // 4 for t in texts], pa.int64()),
-    })
 
 
 @pytest.fixture
