@@ -156,15 +156,17 @@ def cmd_run(args) -> int:
     print(f"gapt-bench run: {len(plan)} runs -> {out}/runs.jsonl ({workers} worker{'s' if workers > 1 else ''})", flush=True)
     rows: list[tuple] = []
     progress = None
-    if _progress_enabled(not args.no_progress) and workers == 1:
+    runs_bar = None
+    if _progress_enabled(not args.no_progress):
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                             TimeRemainingColumn())
         progress.start()
+        runs_bar = progress.add_task("runs", total=len(plan))
 
     def factory(cfg):
-        if progress is None:
+        if progress is None or workers > 1:  # step bars only for the run in this process
             return None
         tid = progress.add_task(f"{cfg.task}/{cfg.method}/s{cfg.seed}", total=None)
 
@@ -185,6 +187,7 @@ def cmd_run(args) -> int:
             line = f"{rec['status']:<5} {cfg.task}/{cfg.method}/seed{cfg.seed} ({rec['wall_time_s']:.0f}s): {shown}{extra}"
         if progress:
             progress.console.print(line)
+            progress.advance(runs_bar)
         else:
             print(line, flush=True)
 

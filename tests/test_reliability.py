@@ -171,3 +171,15 @@ def test_malformed_input_exits_2_with_one_line_and_writes_nothing(argv, tmp_path
     err = capsys.readouterr().err
     assert err.startswith("gapt-bench: error: ") and err.count("\n") == 1, err
     assert not out.exists()
+
+
+def test_report_survives_a_corrupted_results_file(tmp_path, capsys):
+    assert cli.main(["run", *SMALL, "--seeds", "0,1", "--methods", "baseline,gapt", "--out", str(tmp_path)]) == 0
+    with open(tmp_path / "runs.jsonl", "a") as f:
+        f.write('{"task": "synthetic_capacity", "metrics": {"mem_bi')
+    before = (tmp_path / "runs.jsonl").read_bytes()
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match=r"runs.jsonl:5: skipped"):
+        assert cli.main(["report", str(tmp_path), "--format", "md"]) == 0
+    assert "synthetic_capacity" in capsys.readouterr().out
+    assert (tmp_path / "runs.jsonl").read_bytes() == before
