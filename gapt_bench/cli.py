@@ -127,15 +127,13 @@ def cmd_ls(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from gapt_bench.train import steps_for_budget
+    from gapt_bench.registry import TASKS
 
     plan = _plan_from(args)
     print(f"plan: {len(plan)} runs")
     for cfg in plan:
-        t = cfg.train
         print(f"  {cfg.task:<22} {cfg.method:<10} seed={cfg.seed:<3} hash={cfg.config_hash()} setup={cfg.setup_hash()} "
-              f"model=L{cfg.model.n_layer}/d{cfg.model.n_embd} V={cfg.model.vocab_size} tokens={t.tokens:,} "
-              f"steps={steps_for_budget(cfg)} batch={t.batch_size}x{t.seq_len}")
+              f"{TASKS.get(cfg.task).plan_summary(cfg)}")
         if args.show_config:
             print(json.dumps(cfg.to_dict(), indent=2, default=str))
     return 0

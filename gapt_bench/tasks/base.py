@@ -43,6 +43,11 @@ class Task:
     def run(self, method_cls: type, ctx: "RunContext") -> TaskResult:
         raise NotImplementedError
 
+    @classmethod
+    def plan_summary(cls, cfg: "RunConfig") -> str:
+        """One line for `gapt-bench validate`: the model and budget this run will use."""
+        return ""
+
     def metric_directions(self, metrics: dict[str, float]) -> dict[str, str]:
         out = {}
         for name in metrics:
@@ -55,6 +60,14 @@ class Task:
 
 class LMTask(Task):
     """A task trained by the shared LM trainer (`gapt_bench.train.train_lm`)."""
+
+    @classmethod
+    def plan_summary(cls, cfg: "RunConfig") -> str:
+        from gapt_bench.train import steps_for_budget
+
+        m, t = cfg.model, cfg.train
+        return (f"model=L{m.n_layer}/d{m.n_embd} V={m.vocab_size} tokens={t.tokens:,} steps={steps_for_budget(cfg)} "
+                f"batch={t.batch_size}x{t.seq_len}")
 
     def setup(self) -> None:
         """Build or load the data. Called once per run before training."""

@@ -232,6 +232,12 @@ class ForgettingSeparation(Task):
                "mbe": "min", "mbe_centered": "min", "mbe_mixed": "min"}
 
     @classmethod
+    def plan_summary(cls, cfg) -> str:
+        d = cfg.data
+        return (f"MLP 10->{d.hidden}->{d.outputs} protocol={d.protocol} layout={d.batch_layout} "
+                f"steps={d.steps_first}+{d.steps_second} batch={d.batch_size}x{d.grad_accum}")
+
+    @classmethod
     def finalize(cls, cfg) -> None:
         d, p = cfg.data, cfg.mbe.patch_size
         if len(d.shift_scale) != 2 or not 0 <= d.shift_scale[0] <= d.shift_scale[1]:
