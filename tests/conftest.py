@@ -16,3 +16,12 @@ torch.set_num_threads(1)
 def tiny_capacity_args():
     """CLI overrides that make a synthetic_capacity run take about a second."""
     return ["--tasks", "synthetic_capacity", "--preset", "tiny"]
+
+
+@pytest.fixture
+def offline_env(tmp_path, monkeypatch):
+    """No hub, and private dataset/token caches per test (so cache reuse and misses are observable)."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_datasets"))
+    monkeypatch.setenv("GAPT_BENCH_CACHE", str(tmp_path / "gapt_cache"))

@@ -22,12 +22,7 @@ from gapt_bench import textdata as td
 N_DOCS = 160  # about 0.5 MB of offline-corpus chapters
 
 
-@pytest.fixture(autouse=True)
-def offline_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_datasets"))
-    monkeypatch.setenv("GAPT_BENCH_CACHE", str(tmp_path / "gapt_cache"))
+pytestmark = pytest.mark.usefixtures("offline_env")
 
 
 @pytest.fixture
