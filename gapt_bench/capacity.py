@@ -9,7 +9,7 @@ Grouping: method x precision; inside a group, models are (n_layer, n_embd, n_par
 - alpha per seed, over the models that seed has in full: the least-squares slope through the origin of capacity
   against n_params (sum c*P / sum P^2), and the mean of the per-model ratios capacity/P. Seeds missing a model
   are left out of alpha (listed in `seeds_incomplete`), so every per-seed alpha covers the same models.
-- Intervals: 95% Student-t over seeds (scipy.stats.t); None with fewer than two seeds.
+- Intervals: 95% Student-t over seeds (`gapt_bench.stats.describe`); None with fewer than two seeds.
 - Methods against the reference method (default baseline) in the same precision: the per-seed difference of alpha,
   paired by seed (seeds share data and initialisation), with its t-interval.
 - Double descent: held-out bits/token against ratio = data_bits / (alpha * P), with one alpha per precision so
@@ -23,33 +23,14 @@ import math
 from collections import defaultdict
 from typing import Any, Iterable, Sequence
 
+from gapt_bench.stats import describe
+
 TASK = "synthetic_capacity"
-CONFIDENCE = 0.95
 PAPER_ALPHA_SLOPE = 3.64  # bf16 regression slope (capacity-paper.md section 0)
 PAPER_ALPHA_MEAN = {"bf16": 3.51, "fp32": 3.83}
 # Table 1 of the paper (V=2048, S=64): n_params -> (L, d, alpha fp32, alpha bf16)
 PAPER_ROWS = {80_352: (1, 32, 4.23, 3.93), 468_864: (1, 128, 3.65, 3.61), 667_136: (2, 128, 3.99, 3.89),
               3_700_224: (4, 256, 3.68, 3.51), 6_859_264: (8, 256, 3.96, 3.65)}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# small statistics
-
-
-def describe(values: Iterable[float], confidence: float = CONFIDENCE) -> dict[str, Any]:
-    """n, mean, sample std and a Student-t interval for the mean (None where n < 2)."""
-    from scipy.stats import t
-
-    x = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    n = len(x)
-    out: dict[str, Any] = {"n": n, "mean": sum(x) / n if n else None, "std": None, "ci_low": None, "ci_high": None,
-                           "values": x}
-    if n >= 2:
-        mean = out["mean"]
-        sd = math.sqrt(sum((v - mean) ** 2 for v in x) / (n - 1))
-        half = float(t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
-        out.update(std=sd, ci_low=mean - half, ci_high=mean + half)
-    return out
 
 
 def slope_through_origin(params: Sequence[float], capacities: Sequence[float]) -> float | None:
