@@ -211,7 +211,6 @@ def execute(cfg: RunConfig, out: Path, *, checkpoint_every: int = 0, resume: boo
         status, error = "failed", {"message": f"{type(e).__name__}: {e}"}
         log(traceback.format_exc())
     wall = time.perf_counter() - t0
-    task = task_cls(cfg)
     metrics = result.metrics if result else {}
     tokens = result.tokens if result else 0
     train_time = (result.summary.get("train_time_s") if result else None) or wall
@@ -219,7 +218,7 @@ def execute(cfg: RunConfig, out: Path, *, checkpoint_every: int = 0, resume: boo
         "schema_version": SCHEMA_VERSION, "run_id": run_id, "task": cfg.task, "task_version": task_cls.version,
         "method": cfg.method, "seed": cfg.seed, "preset": cfg.preset, "config": cfg.to_dict(),
         "config_hash": cfg.config_hash(), "setup_hash": cfg.setup_hash(), "metrics": metrics,
-        "metric_directions": task.metric_directions(metrics), "status": status, "error": error,
+        "metric_directions": task_cls.metric_directions(metrics), "status": status, "error": error,
         "n_params": result.n_params if result else None, "tokens": tokens, "steps": result.steps if result else None,
         "stop_reason": result.stop_reason if result else None, "wall_time_s": round(wall, 3),
         "tokens_per_s": round(tokens / train_time, 1) if tokens and train_time else None,

@@ -48,12 +48,14 @@ class Task:
         """One line for `gapt-bench validate`: the model and budget this run will use."""
         return ""
 
-    def metric_directions(self, metrics: dict[str, float]) -> dict[str, str]:
+    @classmethod
+    def metric_directions(cls, metrics: dict[str, float]) -> dict[str, str]:
+        """Direction of "better" for each metric name ("name*" patterns cover per-layer metrics)."""
         out = {}
         for name in metrics:
-            direction = self.metrics.get(name)
+            direction = cls.metrics.get(name)
             if direction is None:
-                direction = next((d for pat, d in self.metrics.items() if pat.endswith("*") and name.startswith(pat[:-1])), "min")
+                direction = next((d for pat, d in cls.metrics.items() if pat.endswith("*") and name.startswith(pat[:-1])), "min")
             out[name] = direction
         return out
 
