@@ -191,6 +191,10 @@ def train_lm(model: torch.nn.Module, task, method, cfg, ctx: RunContext) -> Trai
             ctx.log(f"resumed from step {start}/{total}")
 
     def checkpoint(step: int) -> None:
+        """Fold the clock into `elapsed` (so a resumed run keeps its train time), then save on rank 0."""
+        nonlocal elapsed, t0
+        now = time.perf_counter()
+        elapsed, t0 = elapsed + now - t0, now
         if not ctx.is_main:
             return
         _save_atomic({
@@ -268,11 +272,8 @@ def train_lm(model: torch.nn.Module, task, method, cfg, ctx: RunContext) -> Trai
                 stop_reason = "converged"
                 break
             if ctx.checkpoint_every and step % ctx.checkpoint_every == 0 and step < total:
-                elapsed_now = elapsed + time.perf_counter() - t0
-                elapsed, t0 = elapsed_now, time.perf_counter()
                 checkpoint(step)
             if (ctx.stop_requested() if stop_now is None else stop_now):
-                elapsed, t0 = elapsed + time.perf_counter() - t0, time.perf_counter()
                 checkpoint(step)
                 raise Interrupted(f"stopped at step {step}/{total}; checkpoint written")
         _sync(device)
