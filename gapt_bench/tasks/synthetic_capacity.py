@@ -248,7 +248,6 @@ class SyntheticCapacity(LMTask):
         self._final_step = steps_for_budget(self.cfg)
         self._n_params = 1
         result = super().run(method_cls, ctx)
-        self._final_step = result.steps
         d = self.cfg.data
         result.summary.update({
             "convention": d.convention, "estimator": CONVENTION_TEXT,
@@ -265,11 +264,8 @@ class SyntheticCapacity(LMTask):
         from gapt_bench.entropy import layer_entropies
 
         m = self.cfg.mbe
-        x = self.train[: min(64, self.cfg.data.n_sequences)].to(ctx.device)
-        S = x.shape[1] - x.shape[1] % m.patch_size
-        if S == 0:
-            return {}
-        _, hidden = forward_with_hidden(model, x[:, :S])
+        x = self.train[: min(64, self.cfg.data.n_sequences)].to(ctx.device)  # seq_len % patch_size == 0 (check_run)
+        _, hidden = forward_with_hidden(model, x)
         plain = layer_entropies(hidden, m.alpha, m.patch_size).tolist()
         centred = layer_entropies(hidden, m.alpha, m.patch_size, centered=True).tolist()
         return {"mbe": sum(plain) / len(plain), "mbe_centered": sum(centred) / len(centred)}
