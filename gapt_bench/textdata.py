@@ -236,13 +236,18 @@ def _hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
     return False, result.get("err", f"no answer from {endpoint} within {timeout:.0f} s")
 
 
+def hub_unreachable_reason() -> str | None:
+    """Why the hub cannot be used right now (offline flags set, or no answer within seconds), else None."""
+    if _is_offline_env():
+        return "HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set"
+    ok, why = _hub_reachable()
+    return None if ok else why
+
+
 def _iter_hub(src: Source) -> Iterator[str]:
     label = src.hub_id + (f" (config {src.hub_name})" if src.hub_name else "")
-    if _is_offline_env():
-        raise DataError(f"the Hugging Face hub is unreachable: HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set, so "
-                        f"{label} cannot be streamed; {LOCAL_FIX}")
-    ok, why = _hub_reachable()
-    if not ok:
+    why = hub_unreachable_reason()
+    if why is not None:
         raise DataError(f"the Hugging Face hub is unreachable ({why}), so {label} cannot be streamed; {LOCAL_FIX}")
     import datasets
 
@@ -601,6 +606,18 @@ class TokenCache:
         digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
         return f"{tokenizer.name}-{split}-{digest}"
 
+    def _split_keys(self, source_id: str, tokenizer, train_tokens: int | None, val_tokens: int,
+                    val_bytes: int | None, val_fraction: float) -> dict[str, str]:
+        val_budget = f"bytes:{val_bytes}" if val_bytes is not None else val_tokens
+        return {"train": self._key(source_id, tokenizer, "train", train_tokens, val_fraction),
+                "val": self._key(source_id, tokenizer, "val", val_budget, val_fraction)}
+
+    def cached(self, source: Source, tokenizer, *, val_tokens: int = 100_000, train_tokens: int | None = None,
+               val_bytes: int | None = None, val_fraction: float = DEFAULT_VAL_FRACTION) -> bool:
+        """True when `get` with the same arguments would find both splits on disk (never builds, never streams)."""
+        keys = self._split_keys(source.identity(), tokenizer, train_tokens, val_tokens, val_bytes, val_fraction)
+        return all(self._load(k, s) is not None for s, k in keys.items())
+
     def _paths(self, key: str) -> tuple[Path, Path, Path]:
         return self.dir / f"{key}.bin", self.dir / f"{key}.docs.npy", self.dir / f"{key}.json"
 
@@ -642,9 +659,7 @@ class TokenCache:
         if val_tokens < 0 or (train_tokens is not None and train_tokens < 0) or (val_bytes or 0) < 0:
             raise ValueError("token budgets must be >= 0")
         source_id = src.identity()
-        keys = {"train": self._key(source_id, tokenizer, "train", train_tokens, val_fraction),
-                "val": self._key(source_id, tokenizer, "val",
-                                 f"bytes:{val_bytes}" if val_bytes is not None else val_tokens, val_fraction)}
+        keys = self._split_keys(source_id, tokenizer, train_tokens, val_tokens, val_bytes, val_fraction)
         found = {s: self._load(k, s) for s, k in keys.items()}
         missing = [s for s, v in found.items() if v is None]
         if missing:

@@ -316,13 +316,8 @@ def check_source(cfg) -> None:
     if src.kind != "hub":
         return
     label = src.hub_id + (f" (config {src.hub_name})" if src.hub_name else "")
-    if td._is_offline_env():
-        why = "HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set"
-    else:
-        ok, why = td._hub_reachable()
-        if ok:
-            return
-    if _hub_tokens_cached(cfg, src):
+    why = td.hub_unreachable_reason()
+    if why is None or _hub_tokens_cached(cfg, src):
         return
     raise td.DataError(f"the Hugging Face hub is unreachable ({why}), so {label} cannot be streamed and its tokens "
                        f"are not cached; {td.LOCAL_FIX}")
@@ -338,9 +333,6 @@ def _hub_tokens_cached(cfg, src) -> bool:
         tok = td.get_tokenizer(d.tokenizer)
     except td.DataError:
         return False
-    cache = td.TokenCache(d.cache_dir)
-    train_tokens = d.train_tokens if d.train_tokens is not None else cfg.train.tokens
-    val_budget = f"bytes:{d.val_bytes}" if d.val_bytes is not None else d.val_tokens
-    keys = [cache._key(src.identity(), tok, "train", train_tokens, d.val_fraction),
-            cache._key(src.identity(), tok, "val", val_budget, d.val_fraction)]
-    return all(cache._load(k, s) is not None for k, s in zip(keys, ("train", "val")))
+    return td.TokenCache(d.cache_dir).cached(
+        src, tok, val_tokens=d.val_tokens, val_bytes=d.val_bytes, val_fraction=d.val_fraction,
+        train_tokens=d.train_tokens if d.train_tokens is not None else cfg.train.tokens)
