@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from gapt_bench.config import ConfigError, opt
-from gapt_bench.tasks.base import LMTask
+from gapt_bench.tasks.base import LMTask, mbe_metrics
 
 BOS, EOS, TIMES, EQUALS, SPACE, DIGIT0 = 0, 1, 2, 3, 4, 5
 VOCAB = ["<bos>", "<eos>", "x", "=", " "] + [str(d) for d in range(10)]
@@ -521,12 +521,8 @@ class ArithmeticOOD(LMTask):
             answers = ex.c.tolist()
             out[f"{split}_exact_match"] = exact_match(gens, answers)
             out[f"{split}_digit_acc"] = digit_accuracy(gens, answers)
-        plain, centred = self.stream_mbe(model, self.ood_ex, device)
-        out.update({f"ood_mbe_layer_{i}": v for i, v in enumerate(plain)})
-        out["ood_mbe"] = sum(plain) / len(plain)
-        out["ood_mbe_centered"] = sum(centred) / len(centred)
-        id_plain, _ = self.stream_mbe(model, self.id_ex, device)
-        out["id_mbe"] = sum(id_plain) / len(id_plain)
+        out.update(mbe_metrics("ood_", *self.stream_mbe(model, self.ood_ex, device)))
+        out.update(mbe_metrics("id_", self.stream_mbe(model, self.id_ex, device)[0], per_layer=False))
         model.train(was_training)
         return out
 

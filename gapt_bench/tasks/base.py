@@ -7,7 +7,7 @@ model. A task whose protocol is not "train an LM once" (the forgetting MLP) over
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import torch
 
@@ -24,6 +24,18 @@ class TaskResult:
     steps: int
     stop_reason: str = "budget"  # budget | converged
     summary: dict[str, Any] = field(default_factory=dict)
+
+
+def mbe_metrics(prefix: str, plain: Sequence[float], centred: Sequence[float] | None = None,
+                per_layer: bool = True) -> dict[str, float]:
+    """The MBE metrics every task reports, named alike so the report can pair each with its control:
+    `<prefix>mbe` (mean over layers), `<prefix>mbe_centered` (the collapse control) and `<prefix>mbe_layer_<i>`."""
+    out = {f"{prefix}mbe": sum(plain) / len(plain)}
+    if centred is not None:
+        out[f"{prefix}mbe_centered"] = sum(centred) / len(centred)
+    if per_layer:
+        out.update({f"{prefix}mbe_layer_{i}": v for i, v in enumerate(plain)})
+    return out
 
 
 class Task:

@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from gapt_bench.config import ConfigError, opt
-from gapt_bench.tasks.base import LMTask, TaskResult
+from gapt_bench.tasks.base import LMTask, TaskResult, mbe_metrics
 from gapt_bench.train import resolve_precision
 
 # Dense bf16 peak FLOP/s by device-name substring, most specific first.
@@ -258,9 +258,7 @@ class FineWebLM(LMTask):
         plain = [float(acc[2 + li]) / n_patches for li in range(L)]
         centred = [float(acc[2 + L + li]) / n_patches for li in range(L)]
         out = {"val_ce": val_ce, "val_bpb": val_ce / math.log(2) / self.data.val.bytes_per_token}
-        out["val_mbe"] = sum(plain) / L
-        out["val_mbe_centered"] = sum(centred) / L
-        out.update({f"val_mbe_layer_{i}": v for i, v in enumerate(plain)})
+        out.update(mbe_metrics("val_", plain, centred))
         self._eval_info = {"val_windows": self.n_val_windows, "val_tokens_evaluated": int(acc[1]),
                            "val_mbe_windows": mbe_windows}
         return out

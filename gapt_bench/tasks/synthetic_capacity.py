@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from gapt_bench.config import ConfigError, opt
 from gapt_bench.models import forward_with_hidden, paper_param_count
-from gapt_bench.tasks.base import LMTask, TaskResult
+from gapt_bench.tasks.base import LMTask, TaskResult, mbe_metrics
 from gapt_bench.train import resolve_precision
 
 CURVE_FILE = "memorization.jsonl"
@@ -266,9 +266,8 @@ class SyntheticCapacity(LMTask):
         m = self.cfg.mbe
         x = self.train[: min(64, self.cfg.data.n_sequences)].to(ctx.device)  # seq_len % patch_size == 0 (check_run)
         _, hidden = forward_with_hidden(model, x)
-        plain = layer_entropies(hidden, m.alpha, m.patch_size).tolist()
-        centred = layer_entropies(hidden, m.alpha, m.patch_size, centered=True).tolist()
-        return {"mbe": sum(plain) / len(plain), "mbe_centered": sum(centred) / len(centred)}
+        return mbe_metrics("", layer_entropies(hidden, m.alpha, m.patch_size).tolist(),
+                           layer_entropies(hidden, m.alpha, m.patch_size, centered=True).tolist(), per_layer=False)
 
 
 def _targets(x: torch.Tensor) -> torch.Tensor:
