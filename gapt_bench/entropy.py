@@ -8,7 +8,8 @@ eigendecomposition; alpha -> 1 is the von Neumann entropy -sum lambda log lambda
 mean token first: the control that tells compression from collapse (the uncentred value can be driven to 0 by
 making the tokens of a patch collinear, e.g. all equal to a shared offset).
 
-Numerics (fp32 throughout, whatever the input dtype):
+Numerics (alpha = 2: fp32 throughout, whatever the input dtype; alpha != 2: float64 throughout, see the last item;
+the returned values are fp32 either way):
 - Each patch is divided by its Frobenius norm before the Gram matrix is formed, so tr(A) = 1 exactly and the
   value is scale-invariant at any magnitude (the author's `+1e-5` inside the logs is not: it biases patches with
   small norms). The norm is clamped at TINY_NORM2 = 1e-30 (far below any real hidden state, above fp32's
@@ -19,7 +20,13 @@ Numerics (fp32 throughout, whatever the input dtype):
   both branches are finite, so its gradient is 0, never NaN).
 - The Gram matrix is built as Z Z^T (P x P) or Z^T Z (D x D), whichever is smaller; they share the non-zero
   spectrum, so S_alpha is identical.
-- Eigenvalue path (alpha != 2): eigvalsh in float64 on the smaller Gram matrix, eigenvalues clamped at 0.
+- Eigenvalue path (alpha != 2): the patch is cast to float64 *before* centring, normalising and forming the Gram
+  matrix (an fp32 Gram matrix carries eigenvalue noise near 1e-7, which small alpha turns into spurious entropy:
+  alpha = 0 would count it as rank), then eigvalsh in float64. Eigenvalues at or below the relative tolerance
+  max(P, D) * eps(float64) * lambda_max (eps = 2.2e-16) are set to exactly 0, so alpha = 0 gives log(numerical
+  rank) exactly. This is numpy matrix_rank's tolerance applied to the Gram spectrum; in singular values of the
+  patch it cuts at sqrt(max(P, D) * eps) of the largest (6e-8 for an 8 x 16 patch: fp32 rounding level).
+  Gradients flow through eigvalsh (well defined even for repeated eigenvalues); zeroed eigenvalues get gradient 0.
 """
 from __future__ import annotations
 
@@ -44,9 +51,14 @@ def patches(z: torch.Tensor, patch_size: int, truncate: bool = False) -> torch.T
     return z.reshape(b, s // patch_size, patch_size, d)
 
 
-def _normalised_gram(zp: torch.Tensor, centered: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Trace-normalised Gram matrix of each patch (smaller of the two forms) and a mask of non-zero patches."""
-    zp = zp.float()
+def _normalised_gram(
+    zp: torch.Tensor, centered: bool, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Trace-normalised Gram matrix of each patch (smaller of the two forms) and a mask of non-zero patches.
+
+    Everything is computed in `dtype` from the first operation on, so float64 callers get a float64 spectrum.
+    """
+    zp = zp.to(dtype)
     if centered:
         zp = zp - zp.mean(dim=-2, keepdim=True)
     norm2 = zp.pow(2).sum(dim=(-2, -1))
@@ -75,11 +87,14 @@ def renyi_from_eigenvalues(lam: torch.Tensor, alpha: float) -> torch.Tensor:
 def matrix_entropy_per_patch(
     z: torch.Tensor, alpha: float = 2.0, patch_size: int = 8, centered: bool = False, truncate: bool = False
 ) -> torch.Tensor:
-    """MBE of every patch: (B, S, D) -> (B, S // P), in nats."""
-    gram, nonzero = _normalised_gram(patches(z, patch_size, truncate), centered)
+    """MBE of every patch: (B, S, D) -> (B, S // P), in nats, fp32 (alpha != 2 is computed in float64)."""
+    zp = patches(z, patch_size, truncate)
     if alpha == 2.0:
-        return _renyi2(gram, nonzero)
-    lam = torch.linalg.eigvalsh(gram.double())
+        return _renyi2(*_normalised_gram(zp, centered))
+    gram, nonzero = _normalised_gram(zp, centered, torch.float64)
+    lam = torch.linalg.eigvalsh(gram)
+    tol = max(zp.shape[-2], zp.shape[-1]) * torch.finfo(torch.float64).eps * lam[..., -1:].detach()  # ascending order
+    lam = torch.where(lam > tol, lam, torch.zeros_like(lam))
     ent = renyi_from_eigenvalues(lam, alpha).to(torch.float32)
     return torch.where(nonzero, ent, torch.zeros_like(ent))
 
