@@ -5,6 +5,11 @@ small-sample machinery (t-intervals, Welch/paired t-tests, Hedges' g) plus two r
 once n >= 10, and a Mann-Whitney U test reported together with its minimum attainable p so that nobody reads
 "p = 0.10" with 3 seeds against 3 as evidence of anything.
 
+Every comparison also says what it could have seen: the minimum detectable effect (MDE) at its own n and observed
+noise, and how many seeds it would take to detect the observed delta (exact noncentral-t power, two-sided test).
+The relative CI of a comparison between strictly positive metrics is the CI of the ratio of means on the log scale
+(delta method), so it never crosses -100%; otherwise it is the delta CI divided by |reference mean|.
+
 Degenerate inputs (fewer than two values, or no variance to estimate a standard error from) give p = None and the
 verdict "inconclusive", never p = 0. Pure numpy/scipy; no torch.
 """
@@ -14,6 +19,7 @@ import math
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+from scipy import optimize
 from scipy import stats as st
 
 CONFIDENCE = 0.95
@@ -23,6 +29,9 @@ BOOTSTRAP_SEED = 0
 # Relative size below which a standard deviation counts as zero: differences like 1.1 - 1.0 vs 2.2 - 2.1 are
 # "identical" up to float rounding, and a t-test on rounding noise would print p ~ 1e-15.
 ZERO_SD_REL = 1e-12
+
+POWER = 0.8  # conventional target power for the MDE / seeds-needed report
+SEEDS_MAX_N = 10_000
 
 VERDICTS = ("better", "worse", "no significant difference", "inconclusive")
 
@@ -97,6 +106,118 @@ def min_rank_p(n: int, m: int) -> float:
     return min(1.0, 2.0 * math.exp(-log_comb))
 
 
+def _valid_sd(sd: float | None) -> bool:
+    """A usable noise level: finite and > 0. With sd == 0 the t statistic is undefined (compare() calls that case
+    degenerate), so no power/MDE is reported for it rather than the limit value 0."""
+    return sd is not None and math.isfinite(sd) and sd > 0
+
+
+def _check_levels(alpha: float, power: float | None = None) -> None:
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    if power is not None and not alpha < power < 1:
+        raise ValueError(f"power must lie in (alpha, 1) = ({alpha}, 1), got {power}")
+
+
+def _design(n: int, paired: bool, n_b: int | None) -> tuple[float, float] | None:
+    """(df, effective n) of the t-test, or None when it has fewer than 2 replicates per arm.
+
+    Paired: one-sample t on n differences, df = n - 1, noncentrality = d * sqrt(n).
+    Unpaired: pooled two-sample t, df = n + n_b - 2, noncentrality = d * sqrt(n n_b / (n + n_b)).
+    """
+    if paired:
+        return (float(n - 1), float(n)) if n >= 2 else None
+    m = n if n_b is None else n_b
+    if n < 2 or m < 2:
+        return None
+    return float(n + m - 2), n * m / (n + m)
+
+
+def _power_std(d: float, df: float, n_eff: float, alpha: float) -> float:
+    """Exact two-sided power at standardized effect d: P(|T| > t_{1-alpha/2, df}), T ~ nct(df, d sqrt(n_eff))."""
+    crit = float(st.t.isf(alpha / 2, df))
+    nc = abs(d) * math.sqrt(n_eff)
+    upper = float(st.nct.sf(crit, df, nc))
+    # Lower tail P(T < -crit) as P(T' > crit), T' ~ nct(df, -nc): scipy's nct.cdf(-crit, df, nc) returns NaN for
+    # some large nc at small df. T < 0 needs Z + nc < 0, so Phi(-nc) bounds it (and stands in for a NaN).
+    bound = float(st.norm.sf(nc))
+    lower = float(st.nct.sf(crit, df, -nc))
+    return upper + (min(lower, bound) if math.isfinite(lower) else bound)
+
+
+def power_of(effect: float | None, sd: float | None, n: int, alpha: float = 0.05, paired: bool = True,
+             n_b: int | None = None) -> float | None:
+    """Probability that a two-sided t-test at `alpha` detects a true absolute `effect` (exact noncentral t).
+
+    paired=True: one-sample t on n per-seed differences whose sd is `sd`. paired=False: pooled two-sample t with
+    n and n_b (default n) per arm and common sd `sd`. None when effect is None, sd is unusable (None, <= 0,
+    non-finite) or there are fewer than 2 replicates (per arm). effect = 0 gives alpha.
+    """
+    _check_levels(alpha)
+    design = _design(n, paired, n_b)
+    if effect is None or not math.isfinite(effect) or not _valid_sd(sd) or design is None:
+        return None
+    return _power_std(effect / sd, *design, alpha)  # type: ignore[operator]
+
+
+def mde(sd: float | None, n: int, alpha: float = 0.05, power: float = POWER, paired: bool = True,
+        n_b: int | None = None) -> float | None:
+    """Minimum detectable absolute effect: the |effect| whose exact two-sided t-test power at `alpha` is `power`.
+
+    Same designs as power_of. Solved with brentq in sd units, then scaled by sd, so it is exact rather than the
+    normal approximation (z_{1-alpha/2} + z_power) sd / sqrt(n), which is far too optimistic at 3-5 seeds.
+    None when n < 2 (per arm) or sd is None, non-finite or 0: with sd == 0 the test statistic is undefined, so
+    "any effect is detectable" (the limit 0.0) would claim something no test here can deliver.
+    """
+    _check_levels(alpha, power)
+    design = _design(n, paired, n_b)
+    if design is None or not _valid_sd(sd):
+        return None
+    df, n_eff = design
+
+    def gap(d: float) -> float:
+        return _power_std(d, df, n_eff, alpha) - power
+
+    hi = 1.0
+    for _ in range(64):  # power -> 1 as d -> inf for any df >= 1, so a bracket is found long before 2^64 sd
+        if gap(hi) >= 0:
+            break
+        hi *= 2.0
+    else:
+        return None
+    d = optimize.brentq(gap, 0.0, hi, xtol=1e-12, rtol=1e-12, maxiter=500)
+    return float(d) * float(sd)  # type: ignore[arg-type]
+
+
+def seeds_needed(effect: float | None, sd: float | None, alpha: float = 0.05, power: float = POWER,
+                 paired: bool = True, max_n: int = SEEDS_MAX_N) -> int | None:
+    """Smallest n >= 2 (pairs if paired, per arm otherwise, arms equal) at which power_of(|effect|) >= power.
+
+    None when effect is None/0/non-finite, sd is None/non-finite/<= 0 (see mde), or when even max_n seeds do not
+    reach the power (the effect is too small against the noise to be worth a number).
+    """
+    _check_levels(alpha, power)
+    if effect is None or not math.isfinite(effect) or effect == 0 or not _valid_sd(sd):
+        return None
+    d = abs(effect) / sd  # type: ignore[operator]
+
+    def enough(n: int) -> bool:
+        return _power_std(d, *_design(n, paired, None), alpha) >= power  # type: ignore[misc]
+
+    if not enough(max(2, max_n)):
+        return None
+    lo, hi = 1, 2  # invariant: enough(hi) holds, lo is below the answer (or below 2)
+    while not enough(hi):  # power grows with n: exponential search, then bisection
+        lo, hi = hi, min(2 * hi, max(2, max_n))
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if enough(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 def _mann_whitney(a: np.ndarray, b: np.ndarray) -> float | None:
     if len(a) < 1 or len(b) < 1:
         return None
@@ -153,8 +274,40 @@ def _welch(a: np.ndarray, b: np.ndarray, confidence: float) -> dict:
     return out
 
 
+REL_CI_LOG = "log ratio of means (delta method)"
+REL_CI_LINEAR = "linear: delta CI / |reference mean|"
+
+
+def _rel_ci_log_ratio(a: np.ndarray, b: np.ndarray, paired: bool,
+                      confidence: float) -> tuple[float, float] | tuple[None, None]:
+    """CI of mean(a)/mean(b) - 1 for strictly positive arms, built on log(mean_a/mean_b) by the delta method.
+
+    Var(log ratio) = s_a^2/(n_a m_a^2) + s_b^2/(n_b m_b^2) [- 2 cov(a, b)/(n m_a m_b) when paired]; t quantile with
+    n - 1 df (paired) or Welch-Satterthwaite df on the two log-scale components (unpaired). exp(.) - 1 keeps the
+    interval above -100%, which a bounded metric (entropy >= 0) cannot cross. Unlike the linear interval it also
+    carries the uncertainty of the reference mean. (None, None) when n < 2 or the log-scale variance is 0.
+    """
+    na, nb = len(a), len(b)
+    if na < 2 or nb < 2:
+        return None, None
+    ma, mb = float(a.mean()), float(b.mean())
+    va, vb = float(a.var(ddof=1)) / (na * ma * ma), float(b.var(ddof=1)) / (nb * mb * mb)
+    log_ratio = math.log(ma / mb)
+    if paired:
+        cov = float(np.cov(a, b, ddof=1)[0, 1])
+        var = va + vb - 2.0 * cov / (na * ma * mb)
+        df = float(na - 1)
+    else:
+        var = va + vb
+        df = var ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1)) if var > 0 else float("nan")
+    if not var > (ZERO_SD_REL * max(1.0, abs(log_ratio))) ** 2:  # no noise to build an interval from
+        return None, None
+    half = float(st.t.ppf(0.5 + confidence / 2, df)) * math.sqrt(var)
+    return math.expm1(log_ratio - half), math.expm1(log_ratio + half)
+
+
 def compare(a: Sequence[float], b: Sequence[float], paired: bool, higher_is_better: bool,
-            alpha: float = 0.05, confidence: float = CONFIDENCE) -> dict:
+            alpha: float = 0.05, confidence: float = CONFIDENCE, power: float = POWER) -> dict:
     """Method `a` against reference `b`: delta = mean(a) - mean(b), its CI, a t-test, Hedges' g and Mann-Whitney.
 
     - paired=True pairs a[i] with b[i] (the caller pairs by seed): paired t-test on the differences, CI is the
@@ -163,7 +316,14 @@ def compare(a: Sequence[float], b: Sequence[float], paired: bool, higher_is_bett
     - paired=False: Welch's t-test with Welch-Satterthwaite df; effect size is Hedges' g with the pooled sd.
     - p is two-sided and equals scipy's ttest_rel / ttest_ind(equal_var=False); p_greater / p_less are the
       one-sided p-values for mean(a) > mean(b) / mean(a) < mean(b) (used by the regression gate).
-    - rel_delta and rel_ci_* divide by |mean(b)|, treating the reference mean as fixed (None if it is 0).
+    - rel_delta = delta / |mean(b)| (None if mean(b) is 0). rel_ci_low/high: when every value of both arms is > 0,
+      the CI of mean(a)/mean(b) - 1 on the log scale (delta method; always above -100%, includes the reference's
+      own uncertainty); otherwise the delta CI divided by |mean(b)|, treating the reference mean as fixed.
+      rel_ci_method names which one (None when there is no interval).
+    - mde / mde_rel: the smallest |delta| (absolute / relative to |mean(b)|) this design detects with probability
+      `power` at two-sided `alpha`, given its n and observed sd (of the per-seed differences if paired, pooled sd
+      of a two-sample t otherwise, which approximates Welch). seeds_needed: seeds (pairs, or per arm) needed to
+      detect the observed delta with that sd (None if delta is 0 or beyond SEEDS_MAX_N); power_note the settings.
     - mwu_p is a robustness check only; mwu_note says "rank test uninformative" when its minimum attainable p
       (mwu_p_min = 2 / C(n+m, n)) exceeds alpha.
     """
@@ -180,12 +340,12 @@ def compare(a: Sequence[float], b: Sequence[float], paired: bool, higher_is_bett
         p_greater = float(st.t.sf(core["t"], core["df"]))
         p_less = float(st.t.cdf(core["t"], core["df"]))
     mwu_p, mwu_p_min = _mann_whitney(xa, xb), min_rank_p(len(xa), len(xb))
+    rel = _rel_ci(xa, xb, paired, confidence, core, scale)
     out = {
         "n": core["n"], "n_a": len(xa), "n_b": len(xb), "mean_a": mean_a, "mean_b": mean_b,
         "delta": delta, "rel_delta": None if delta is None or not scale else delta / scale,
         "ci_low": core["ci_low"], "ci_high": core["ci_high"],
-        "rel_ci_low": None if core["ci_low"] is None or not scale else core["ci_low"] / scale,
-        "rel_ci_high": None if core["ci_high"] is None or not scale else core["ci_high"] / scale,
+        "rel_ci_low": rel["rel_ci_low"], "rel_ci_high": rel["rel_ci_high"],
         "test": core["test"], "t": core["t"], "df": core["df"], "p": core["p"],
         "p_greater": p_greater, "p_less": p_less, "effect_size": core["effect_size"],
         "effect_size_kind": "hedges_g_z" if paired else "hedges_g",
@@ -194,6 +354,40 @@ def compare(a: Sequence[float], b: Sequence[float], paired: bool, higher_is_bett
         "degenerate": core["degenerate"],
     }
     out["verdict_hint"] = verdict(delta, core["p"], higher_is_better, alpha)
+    out["rel_ci_method"] = rel["rel_ci_method"]  # new keys after the old ones: existing key order is unchanged
+    out.update(_power_report(xa, xb, paired, alpha, power, core, delta, scale))
+    return out
+
+
+def _rel_ci(a: np.ndarray, b: np.ndarray, paired: bool, confidence: float, core: dict,
+            scale: float | None) -> dict:
+    """rel_ci_low/high/method for compare(); the core test's degenerate cases give no interval, as for the delta."""
+    if core["ci_low"] is None or not scale:
+        return {"rel_ci_low": None, "rel_ci_high": None, "rel_ci_method": None}
+    if len(a) and len(b) and bool((a > 0).all() and (b > 0).all()):
+        low, high = _rel_ci_log_ratio(a, b, paired, confidence)
+        return {"rel_ci_low": low, "rel_ci_high": high, "rel_ci_method": None if low is None else REL_CI_LOG}
+    return {"rel_ci_low": core["ci_low"] / scale, "rel_ci_high": core["ci_high"] / scale,
+            "rel_ci_method": REL_CI_LINEAR}
+
+
+def _power_report(a: np.ndarray, b: np.ndarray, paired: bool, alpha: float, power: float, core: dict,
+                  delta: float | None, scale: float | None) -> dict:
+    """mde, mde_rel, seeds_needed, power_note for compare(), at the comparison's own n and observed noise."""
+    note = f"{'paired t' if paired else 'two-sample t (pooled sd)'}, alpha {alpha:g}, power {power:g}"
+    out: dict[str, Any] = {"mde": None, "mde_rel": None, "seeds_needed": None, "power_note": note}
+    if core["degenerate"] is not None or not 0 < alpha < power < 1:  # no usable sd, or no power to solve for
+        return out
+    if paired:
+        sd = float((a - b).std(ddof=1))
+        out["mde"] = mde(sd, len(a), alpha, power, paired=True)
+    else:
+        na, nb = len(a), len(b)
+        sd = math.sqrt(((na - 1) * float(a.var(ddof=1)) + (nb - 1) * float(b.var(ddof=1))) / (na + nb - 2))
+        out["mde"] = mde(sd, na, alpha, power, paired=False, n_b=nb)
+    if out["mde"] is not None and scale:
+        out["mde_rel"] = out["mde"] / scale
+    out["seeds_needed"] = seeds_needed(delta, sd, alpha, power, paired=paired)
     return out
 
 

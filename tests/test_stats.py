@@ -121,3 +121,197 @@ def test_verdict():
     assert stats.verdict(-0.1, 0.01, higher_is_better=True) == "worse"
     assert stats.verdict(0.1, 0.2, higher_is_better=True) == "no significant difference"
     assert stats.verdict(0.1, None, higher_is_better=True) == "inconclusive"
+
+
+# --- power: minimum detectable effect, seeds needed -------------------------------------------------------------
+
+@pytest.mark.parametrize("n,alpha,power", [
+    (2, 0.05, 0.8), (3, 0.05, 0.8), (3, 0.1, 0.5), (5, 0.05, 0.8), (5, 0.01, 0.9), (10, 0.05, 0.8), (10, 0.1, 0.5),
+])
+def test_mde_matches_statsmodels(n, alpha, power):
+    from statsmodels.stats.power import TTestIndPower, TTestPower
+    sd = 0.37  # mde is absolute: divided by sd it is statsmodels' effect size in sd units
+    ref = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power)
+    assert stats.mde(sd, n, alpha, power, paired=True) / sd == pytest.approx(ref, abs=1e-4)
+    ref_ind = TTestIndPower().solve_power(effect_size=None, nobs1=n, alpha=alpha, power=power)
+    assert stats.mde(sd, n, alpha, power, paired=False) / sd == pytest.approx(ref_ind, abs=1e-4)
+    # and the power at the mde is the requested power
+    assert stats.power_of(stats.mde(sd, n, alpha, power), sd, n, alpha) == pytest.approx(power, abs=1e-9)
+
+
+def test_mde_unequal_arms_matches_statsmodels():
+    from statsmodels.stats.power import TTestIndPower
+    ref = TTestIndPower().solve_power(effect_size=None, nobs1=3, ratio=5 / 3, alpha=0.05, power=0.8)
+    assert stats.mde(1.0, 3, paired=False, n_b=5) == pytest.approx(ref, abs=1e-4)
+
+
+def test_mde_degenerate():
+    assert stats.mde(1.0, 1) is None and stats.mde(1.0, 1, paired=False) is None
+    assert stats.mde(1.0, 5, paired=False, n_b=1) is None
+    for sd in (None, 0.0, float("nan"), float("inf"), -1.0):
+        assert stats.mde(sd, 5) is None  # sd == 0: the t statistic is undefined, so None rather than 0.0
+    with pytest.raises(ValueError):
+        stats.mde(1.0, 5, alpha=0.05, power=0.04)
+
+
+def test_mde_shrinks_with_seeds_and_exceeds_normal_approximation():
+    m = [stats.mde(1.0, n) for n in (2, 3, 5, 10, 30)]
+    assert all(x > y for x, y in zip(m, m[1:]))
+    z = (st.norm.ppf(0.975) + st.norm.ppf(0.8)) / math.sqrt(3)
+    assert stats.mde(1.0, 3) > 1.5 * z  # the normal approximation is far too optimistic at 3 seeds
+
+
+@pytest.mark.parametrize("effect,paired", [
+    (0.02, True), (0.05, True), (0.05, False), (0.2, True), (0.2, False), (0.5, True), (0.5, False),
+    (1.0, True), (1.0, False), (3.0, True), (5.0, True), (5.0, False),
+])
+def test_seeds_needed_matches_statsmodels(effect, paired):
+    from statsmodels.stats.power import TTestIndPower, TTestPower
+    sd = 2.0
+    if paired:
+        ref = TTestPower().solve_power(effect_size=effect, nobs=None, alpha=0.05, power=0.8)
+    else:
+        ref = TTestIndPower().solve_power(effect_size=effect, nobs1=None, alpha=0.05, power=0.8)
+    assert stats.seeds_needed(effect * sd, sd, paired=paired, max_n=100_000) == max(2, math.ceil(ref))
+    assert stats.seeds_needed(-effect * sd, sd, paired=paired, max_n=100_000) == max(2, math.ceil(ref))
+
+
+def test_seeds_needed_n2_edge_against_statsmodels_power():
+    from statsmodels.stats.power import TTestPower
+
+    def sm_power(d, n):
+        # statsmodels' two-sided power is NaN here (scipy's nct lower tail at df 1-2 and large nc); the lower tail
+        # P(T < -crit) <= Phi(-d sqrt(n)) < 1e-25 at these d, so the one-sided upper tail at alpha/2 is the power
+        return TTestPower().power(d, n, 0.025, alternative="larger")
+
+    edge = stats.mde(1.0, 2)  # ~11.55 sd: the smallest effect 2 pairs detect with power 0.8
+    for d in (edge * 1.01, 50.0):  # at or above the edge: 2 pairs suffice
+        assert stats.seeds_needed(d, 1.0) == 2 and sm_power(d, 2) >= 0.8
+    d = edge * 0.99
+    assert sm_power(d, 2) < 0.8 <= sm_power(d, 3)
+    assert stats.seeds_needed(d, 1.0) == 3
+    assert stats.power_of(d, 1.0, 2) == pytest.approx(sm_power(d, 2), abs=1e-12)
+
+
+def test_seeds_needed_none_cases():
+    assert stats.seeds_needed(0.0, 1.0) is None and stats.seeds_needed(None, 1.0) is None
+    assert stats.seeds_needed(1.0, None) is None and stats.seeds_needed(1.0, float("nan")) is None
+    assert stats.seeds_needed(1.0, 0.0) is None
+    assert stats.seeds_needed(0.001, 1.0) is None  # needs ~7.8 million pairs > max_n
+    assert stats.seeds_needed(0.001, 1.0, max_n=10_000_000) > 7_000_000
+
+
+@pytest.mark.parametrize("n,n_b,alpha", [(2, 2, 0.05), (3, 3, 0.05), (3, 7, 0.01), (5, 5, 0.1), (10, 4, 0.05)])
+@pytest.mark.parametrize("d", [0.0, 0.3, 1.0, 2.5, 4.0])  # statsmodels is NaN at larger d for small df
+def test_power_of_matches_statsmodels(n, n_b, alpha, d):
+    from statsmodels.stats.power import TTestIndPower, TTestPower
+    sd = 0.5
+    ref = TTestPower().power(d, n, alpha)
+    assert stats.power_of(d * sd, sd, n, alpha, paired=True) == pytest.approx(ref, abs=1e-12)
+    ref_ind = TTestIndPower().power(d, n, alpha, ratio=n_b / n)
+    assert stats.power_of(-d * sd, sd, n, alpha, paired=False, n_b=n_b) == pytest.approx(ref_ind, abs=1e-12)
+
+
+def test_power_of_large_effect_at_df1_is_finite():
+    # scipy's nct.cdf(-crit, 1, nc) is NaN for some nc around 8-40; the power must still be a number
+    p = [stats.power_of(d, 1.0, 2) for d in np.linspace(5, 30, 26)]
+    assert all(math.isfinite(x) for x in p) and all(x <= y for x, y in zip(p, p[1:]))
+    assert stats.power_of(1.0, 1.0, 1) is None and stats.power_of(None, 1.0, 5) is None
+
+
+def test_compare_reports_mde_and_seeds_needed():
+    b = np.array([3.30, 3.25, 3.40, 3.28, 3.35])
+    a = b - np.array([0.05, 0.04, 0.06, 0.05, 0.045])
+    r = stats.compare(a, b, paired=True, higher_is_better=False)
+    sd_d = (a - b).std(ddof=1)
+    assert r["mde"] == pytest.approx(stats.mde(sd_d, 5))
+    assert r["mde_rel"] == pytest.approx(r["mde"] / b.mean())
+    assert r["seeds_needed"] == stats.seeds_needed(r["delta"], sd_d)
+    assert r["power_note"] == "paired t, alpha 0.05, power 0.8"
+
+    a2, b2 = [3.10, 3.15, 3.12, 3.20, 3.11], [3.30, 3.26, 3.35, 3.28]
+    r2 = stats.compare(a2, b2, paired=False, higher_is_better=False, alpha=0.01)
+    pooled = math.sqrt((4 * np.var(a2, ddof=1) + 3 * np.var(b2, ddof=1)) / 7)
+    assert r2["mde"] == pytest.approx(stats.mde(pooled, 5, 0.01, paired=False, n_b=4))
+    assert r2["seeds_needed"] == stats.seeds_needed(r2["delta"], pooled, 0.01, paired=False)
+    assert r2["power_note"] == "two-sample t (pooled sd), alpha 0.01, power 0.8"
+
+    deg = stats.compare([1.0, 1.0, 1.0], [2.0, 2.0, 2.0], paired=False, higher_is_better=False)
+    assert deg["mde"] is None and deg["mde_rel"] is None and deg["seeds_needed"] is None
+    assert deg["rel_ci_low"] is None and deg["rel_ci_method"] is None
+
+
+def test_compare_keeps_existing_keys_in_order():
+    r = stats.compare([1.0, 2.0, 3.0], [2.0, 3.0, 5.0], paired=True, higher_is_better=True)
+    old = ["n", "n_a", "n_b", "mean_a", "mean_b", "delta", "rel_delta", "ci_low", "ci_high", "rel_ci_low",
+           "rel_ci_high", "test", "t", "df", "p", "p_greater", "p_less", "effect_size", "effect_size_kind", "mwu_p",
+           "mwu_p_min", "mwu_note", "degenerate", "verdict_hint"]
+    assert list(r)[:len(old)] == old
+    assert set(r) - set(old) == {"rel_ci_method", "mde", "mde_rel", "seeds_needed", "power_note"}
+
+
+# --- relative CI: log ratio of means for positive metrics --------------------------------------------------------
+
+def _log_ratio_ci(a, b, paired, confidence=0.95):
+    """Independent numpy transcription of the delta-method interval for mean(a)/mean(b) - 1."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    ma, mb = a.mean(), b.mean()
+    ca, cb = np.var(a, ddof=1) / (len(a) * ma ** 2), np.var(b, ddof=1) / (len(b) * mb ** 2)
+    if paired:
+        cov = np.sum((a - ma) * (b - mb)) / (len(a) - 1)
+        var, df = ca + cb - 2 * cov / (len(a) * ma * mb), len(a) - 1
+    else:
+        var = ca + cb
+        df = var ** 2 / (ca ** 2 / (len(a) - 1) + cb ** 2 / (len(b) - 1))
+    q = st.t.ppf(0.5 + confidence / 2, df)
+    return np.exp(np.log(ma / mb) - q * np.sqrt(var)) - 1, np.exp(np.log(ma / mb) + q * np.sqrt(var)) - 1
+
+
+def test_rel_ci_collapse_stays_above_minus_100_percent():
+    ref, method = [1.0, 1.2, 1.35], [0.02, 0.35, 0.06]  # matrix-based entropy >= 0, method collapses
+    r = stats.compare(method, ref, paired=True, higher_is_better=True)
+    assert r["ci_low"] / abs(r["mean_b"]) < -1  # the linear interval reported before passes -100%
+    assert r["rel_ci_method"] == "log ratio of means (delta method)"
+    assert r["rel_ci_low"] > -1
+    assert r["rel_ci_low"] <= r["rel_delta"] <= r["rel_ci_high"]
+    assert r["rel_delta"] == pytest.approx(np.mean(method) / np.mean(ref) - 1)
+
+
+@pytest.mark.parametrize("paired", [True, False])
+def test_rel_ci_log_ratio_close_to_linear_for_small_effects(paired):
+    rng = np.random.default_rng(7)
+    b = 3.3 + rng.normal(0, 0.03, 5)
+    a = (b if paired else 3.3 + rng.normal(0, 0.03, 5)) - 0.01 + rng.normal(0, 0.01, 5)
+    r = stats.compare(a, b, paired=paired, higher_is_better=False)
+    lin_low, lin_high = r["ci_low"] / r["mean_b"], r["ci_high"] / r["mean_b"]
+    width = lin_high - lin_low
+    assert r["rel_ci_method"] == "log ratio of means (delta method)"
+    assert abs(r["rel_ci_low"] - lin_low) < 0.03 * width and abs(r["rel_ci_high"] - lin_high) < 0.03 * width
+
+
+def test_rel_ci_non_positive_value_falls_back_to_linear():
+    a, b = [-0.1, 0.2, 0.3, 0.25], [1.0, 1.1, 1.2, 1.05]
+    r = stats.compare(a, b, paired=True, higher_is_better=True)
+    assert r["rel_ci_method"] == "linear: delta CI / |reference mean|"
+    assert (r["rel_ci_low"], r["rel_ci_high"]) == pytest.approx((r["ci_low"] / np.mean(b), r["ci_high"] / np.mean(b)))
+    r0 = stats.compare([0.0, 0.5, 0.4], [1.0, 1.1, 1.3], paired=False, higher_is_better=True)
+    assert r0["rel_ci_method"].startswith("linear")
+    assert r0["rel_ci_low"] == pytest.approx(r0["ci_low"] / np.mean([1.0, 1.1, 1.3]))
+
+
+@pytest.mark.parametrize("a,b,paired", [
+    ([0.02, 0.35, 0.06], [1.0, 1.2, 1.35], True),
+    ([3.10, 3.15, 3.12, 3.20, 3.11], [3.30, 3.26, 3.35, 3.28], False),
+    ([0.5, 0.9, 0.7, 1.4, 0.6, 0.8], [1.0, 1.3, 0.9, 1.6, 1.1, 1.2], True),
+    ([0.5, 0.9, 0.7], [1.0, 1.3, 0.9, 1.6, 1.1, 1.2], False),
+])
+def test_rel_ci_log_ratio_matches_brute_force(a, b, paired):
+    r = stats.compare(a, b, paired=paired, higher_is_better=True)
+    assert (r["rel_ci_low"], r["rel_ci_high"]) == pytest.approx(_log_ratio_ci(a, b, paired), rel=1e-10)
+    assert r["rel_ci_low"] <= r["rel_delta"] <= r["rel_ci_high"]
+
+
+def test_rel_ci_degenerate_is_none():
+    for a, b, paired in [([1.0], [2.0], True), ([1.0], [2.0, 3.0], False), ([1.1, 2.2, 3.3], [1.0, 2.1, 3.2], True)]:
+        r = stats.compare(a, b, paired=paired, higher_is_better=True)
+        assert r["rel_ci_low"] is None and r["rel_ci_high"] is None and r["rel_ci_method"] is None
