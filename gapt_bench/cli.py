@@ -6,6 +6,7 @@ problem and the fix; nothing written); 3 inconclusive gate under --strict.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -151,8 +152,10 @@ def cmd_run(args) -> int:
     out = Path(args.out)
     check_writable(out)
     workers = args.workers or _default_workers(plan)
-    print(f"gapt-bench run: {len(plan)} runs -> {out}/runs.jsonl ({workers} worker{'s' if workers > 1 else ''})", flush=True)
+    say = _Say()
+    say(f"gapt-bench run: {len(plan)} runs -> {out}/runs.jsonl ({workers} worker{'s' if workers > 1 else ''})")
     rows: list[tuple] = []
+    problems: list[str] = []
     progress = None
     runs_bar = None
     if _progress_enabled(not args.no_progress):
@@ -173,21 +176,25 @@ def cmd_run(args) -> int:
         return update
 
     def on_done(cfg, outcome) -> None:
+        name = f"{cfg.task}/{cfg.method}/seed{cfg.seed}"
         if outcome.skipped:
-            line = f"skip  {cfg.task}/{cfg.method}/seed{cfg.seed}: already finished"
+            line = f"skip  {name}: {outcome.message}"
         elif outcome.interrupted:
             line = f"stop  {outcome.message}"
+        elif outcome.error:
+            line = f"error {name}: {outcome.message}"
+            problems.append(outcome.message)
         else:
             rec = outcome.record
             rows.append((cfg, rec))
             shown = ", ".join(f"{k}={_fmt(v)}" for k, v in list(rec["metrics"].items())[:6])
             extra = f" {rec['error']['message']}" if rec.get("error") else ""
-            line = f"{rec['status']:<5} {cfg.task}/{cfg.method}/seed{cfg.seed} ({rec['wall_time_s']:.0f}s): {shown}{extra}"
+            line = f"{rec['status']:<5} {name} ({rec['wall_time_s']:.0f}s): {shown}{extra}"
         if progress:
-            progress.console.print(line)
+            say.rich(progress.console, line)
             progress.advance(runs_bar)
         else:
-            print(line, flush=True)
+            say(line)
 
     try:
         outcomes = run_plan(plan, out, workers=workers, checkpoint_every=args.checkpoint_every, resume=args.resume,
@@ -199,13 +206,50 @@ def cmd_run(args) -> int:
         print(f"interrupted: checkpoints kept; continue with the same command plus --resume "
               f"(gapt-bench run ... --out {out} --resume)", file=sys.stderr)
         return 130
-    _print_run_table(rows)
-    if not args.no_report:
-        _print_summary(out)
+    with say.guard():
+        _print_run_table(rows)
+        if not args.no_report and rows:
+            _print_summary(out)
     bad = [r for _, r in rows if r["status"] != "ok"]
     if bad:
-        print(f"{len(bad)} run(s) did not finish ok: " + ", ".join(f"{r['run_id']} ({r['status']})" for r in bad))
-    return 0
+        print(f"gapt-bench: {len(bad)} run(s) did not finish ok: "
+              + ", ".join(f"{r['run_id']} ({r['status']})" for r in bad), file=sys.stderr)
+    for message in problems:
+        print(f"gapt-bench: {message}", file=sys.stderr)
+    return 1 if bad or problems else 0
+
+
+class _Say:
+    """Progress lines to stdout that survive a closed pipe (`gapt-bench run | head -1`): once stdout is gone the
+    sweep goes on silently and the exit code still reports it."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def __call__(self, line: str) -> None:
+        with self.guard():
+            print(line, flush=True)
+
+    def rich(self, console, line: str) -> None:
+        with self.guard():
+            console.print(line)
+
+    @contextlib.contextmanager
+    def guard(self):
+        try:
+            yield
+        except BrokenPipeError:
+            if not self.closed:
+                self.closed = True
+                return_devnull()
+
+
+def return_devnull() -> None:
+    """Point stdout at /dev/null (after a closed pipe) so later prints and the interpreter's flush stay quiet."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except OSError:
+        pass
 
 
 def _default_workers(plan) -> int:
@@ -259,9 +303,28 @@ def _print_capacity(records: list[dict]) -> None:
 
 
 def _load(path: str) -> list[dict]:
-    from gapt_bench.store import read_records
+    """The records at `path`; none at all is an error (nothing to report on is not a result)."""
+    from gapt_bench.store import StoreError, read_records
 
-    return read_records(path)
+    records = read_records(path)
+    if not records:
+        raise StoreError(f"no run records in {path}; point at a results folder that `gapt-bench run --out` filled")
+    return records
+
+
+def _check_reference(records: list[dict], reference: str) -> None:
+    methods = sorted({r["method"] for r in records})
+    if reference not in methods:
+        raise UsageError(f"--reference {reference!r} has no runs in these results; methods present: {', '.join(methods)}")
+
+
+def _check_gate_args(args) -> None:
+    if args.tolerance < 0:
+        raise UsageError(f"--tolerance must be >= 0 (a fraction, 0.05 = 5%), got {args.tolerance}")
+    if not 0 < args.alpha < 1:
+        raise UsageError(f"--alpha must be between 0 and 1 (e.g. 0.05), got {args.alpha}")
+    if getattr(args, "min_n", 2) < 2:
+        raise UsageError(f"--min-n must be >= 2 (a test needs two seeds), got {args.min_n}")
 
 
 def cmd_report(args) -> int:
@@ -270,6 +333,7 @@ def cmd_report(args) -> int:
     from gapt_bench import capacity
 
     records = _load(args.results)
+    _check_reference(records, args.reference)
     rep = report.build_report(records, reference=args.reference)
     if args.format == "json":
         if any(r.get("task") == "synthetic_capacity" for r in records):
@@ -281,10 +345,7 @@ def cmd_report(args) -> int:
         report.render_rich(rep)
         _print_capacity(records)
     if args.plots:
-        from gapt_bench import plots
-
-        for path in plots.plot_all(Path(args.results), Path(args.plots)):
-            print(f"wrote {path}")
+        _write_plots(args.results, Path(args.plots), "--plots")
     return 0
 
 
@@ -318,6 +379,7 @@ def cmd_leaderboard(args) -> int:
 def cmd_compare(args) -> int:
     from gapt_bench import report
 
+    _check_gate_args(args)
     rows, _ = report.gate(_load(args.a), _load(args.b), tolerance=args.tolerance, alpha=args.alpha)
     _print_gate(rows, args.format)
     return 0
@@ -326,6 +388,7 @@ def cmd_compare(args) -> int:
 def cmd_gate(args) -> int:
     from gapt_bench import report
 
+    _check_gate_args(args)
     rows, code = report.gate(_load(args.baseline), _load(args.candidate), tolerance=args.tolerance, alpha=args.alpha,
                              min_n=args.min_n, strict=args.strict)
     _print_gate(rows, args.format)
@@ -344,13 +407,22 @@ def _print_gate(rows, fmt: str) -> None:
 
 
 def cmd_plot(args) -> int:
-    from gapt_bench import plots
+    _load(args.results)
+    _write_plots(args.results, Path(args.out) if args.out else Path(args.results) / "plots", "--out")
+    return 0
 
-    out = Path(args.out) if args.out else Path(args.results) / "plots"
-    paths = plots.plot_all(Path(args.results), out)
+
+def _write_plots(results: str, out: Path, flag: str) -> None:
+    from gapt_bench import plots
+    from gapt_bench.store import StoreError, check_writable
+
+    check_writable(out, flag=flag)
+    try:
+        paths = plots.plot_all(Path(results), out)
+    except OSError as e:
+        raise StoreError(f"cannot write plots to {out} ({e.strerror or e}); pick another {flag}") from e
     for path in paths:
         print(f"wrote {path}")
-    return 0
 
 
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "ls": cmd_ls, "report": cmd_report, "paper": cmd_paper,
@@ -360,9 +432,10 @@ COMMANDS = {"run": cmd_run, "validate": cmd_validate, "ls": cmd_ls, "report": cm
 def main(argv: Sequence[str] | None = None) -> int:
     from gapt_bench.config import ConfigError
     from gapt_bench.registry import RegistryError
-    from gapt_bench.store import StoreError
+    from gapt_bench.report import ReportError
+    from gapt_bench.store import DiskFullError, StoreError
 
-    user_errors: tuple[type[BaseException], ...] = (UsageError, ConfigError, RegistryError, StoreError)
+    user_errors: tuple[type[BaseException], ...] = (UsageError, ConfigError, RegistryError, StoreError, ReportError)
     try:
         from gapt_bench.textdata import DataError
 
@@ -376,6 +449,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verb is None:
             args = parser.parse_args(["run", *(argv if argv is not None else sys.argv[1:])])
         return COMMANDS[verb](args)
+    except DiskFullError as e:  # not bad input: the run failed, and nothing partial was left behind
+        print(f"gapt-bench: error: {e}", file=sys.stderr)
+        return 1
     except user_errors as e:
         print(f"gapt-bench: error: {e}", file=sys.stderr)
         return 2

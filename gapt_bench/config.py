@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -25,9 +26,11 @@ class ConfigError(ValueError):
     """A bad config value, key or preset. str() is a one-line message naming the problem and the fix."""
 
 
-def opt(default: Any, help: str, choices: tuple | None = None, min: float | None = None) -> Any:
-    """A dataclass field carrying its own documentation and validation rules."""
-    meta = {"help": help, "choices": choices, "min": min}
+def opt(default: Any, help: str, choices: tuple | None = None, min: float | None = None,
+        max: float | None = None, max_open: bool = False, allow_inf: bool = False) -> Any:
+    """A dataclass field carrying its own documentation and validation rules: allowed choices, a closed lower
+    bound, an upper bound (open with `max_open`). Numbers must be finite unless `allow_inf`; NaN never passes."""
+    meta = {"help": help, "choices": choices, "min": min, "max": max, "max_open": max_open, "allow_inf": allow_inf}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -40,7 +43,8 @@ class ModelConfig:
     n_head: int = opt(4, "attention heads (must divide n_embd)", min=1)
     vocab_size: int = opt(0, "vocabulary size V; 0 = the task's", min=0)
     n_positions: int = opt(0, "learned positions S; 0 = the task's sequence length", min=0)
-    dropout: float = opt(0.0, "dropout everywhere (GPT-2 default 0.1 slows CPU steps 1.3-1.5x)", min=0.0)
+    dropout: float = opt(0.0, "dropout everywhere (GPT-2 default 0.1 slows CPU steps 1.3-1.5x)", min=0.0, max=1.0,
+                         max_open=True)
 
 
 @dataclass
@@ -53,13 +57,14 @@ class TrainConfig:
     lr: float = opt(3e-3, "peak learning rate", min=0.0)
     schedule: str = opt("cosine", "lr schedule after warmup", choices=("cosine", "constant", "linear_cooldown"))
     warmup_steps: int = opt(50, "linear warmup steps", min=0)
-    min_lr_ratio: float = opt(0.1, "final lr as a fraction of the peak", min=0.0)
-    cooldown_frac: float = opt(0.4, "linear_cooldown: fraction of steps spent cooling down", min=0.0)
+    min_lr_ratio: float = opt(0.1, "final lr as a fraction of the peak", min=0.0, max=1.0)
+    cooldown_frac: float = opt(0.4, "linear_cooldown: fraction of steps spent cooling down", min=0.0, max=1.0)
     weight_decay: float = opt(0.0, "AdamW weight decay", min=0.0)
-    beta1: float = opt(0.9, "Adam beta1", min=0.0)
-    beta2: float = opt(0.95, "Adam beta2", min=0.0)
+    beta1: float = opt(0.9, "Adam beta1", min=0.0, max=1.0, max_open=True)
+    beta2: float = opt(0.95, "Adam beta2", min=0.0, max=1.0, max_open=True)
     grad_clip: float = opt(1.0, "clip the global grad norm to this; 0 = off", min=0.0)
-    diverge_grad_norm: float = opt(1e6, "a pre-clip grad norm above this ends the run as diverged", min=0.0)
+    diverge_grad_norm: float = opt(1e6, "a pre-clip grad norm above this ends the run as diverged (inf = never)",
+                                   min=0.0, allow_inf=True)
     device: str = opt("auto", "auto (cuda if available), cpu or cuda[:i]")
     precision: str = opt("auto", "auto = bf16 autocast on CUDA, fp32 on CPU; bf16-weights keeps the parameters in bf16",
                          choices=("auto", "fp32", "bf16", "bf16-weights"))
@@ -106,7 +111,8 @@ class GAPTConfig:
                                choices=("phase", "global"))
     patience_unit: str = opt("step", "count patience in optimizer steps, or in micro-batches (later code)",
                              choices=("step", "micro_batch"))
-    smoothing: float = opt(0.0, "EMA factor on the gate inputs; 0 = raw last value (paper)", min=0.0)
+    smoothing: float = opt(0.0, "EMA factor on the gate inputs; 0 = raw last value (paper)", min=0.0, max=1.0,
+                           max_open=True)
     initial_phase: int = opt(1, "phase at step 0", choices=(1, 2))
 
 
@@ -238,8 +244,11 @@ def expand_grid(sections: dict) -> list[dict]:
 
 
 def _set_nested(d: dict, path: list[str], value: Any) -> None:
-    for p in path[:-1]:
+    for i, p in enumerate(path[:-1]):
         d = d.setdefault(p, {})
+        if not isinstance(d, dict):
+            where = ".".join(path[:i + 1])
+            raise ConfigError(f"'{'.'.join(path)}': {where} is a value, not a section; set it as {where}=VALUE")
     if isinstance(value, dict) and isinstance(d.get(path[-1]), dict):
         d[path[-1]] = deep_merge(d[path[-1]], value)
     else:
@@ -326,13 +335,23 @@ def coerce(value: Any, typ: Any, where: str) -> Any:
 
 
 def check_values(obj: Any, where: str) -> None:
+    """Choices, bounds and finiteness of every field (field metadata from `opt`)."""
     for f in dataclasses.fields(obj):
         v = getattr(obj, f.name)
-        choices, lo = f.metadata.get("choices"), f.metadata.get("min")
+        meta = f.metadata
+        choices, lo, hi = meta.get("choices"), meta.get("min"), meta.get("max")
+        name = f"{where}.{f.name}"
         if choices is not None and v not in choices:
-            raise ConfigError(f"{where}.{f.name}={v!r} is not allowed; choose one of {', '.join(map(str, choices))}")
-        if lo is not None and v is not None and isinstance(v, (int, float)) and v < lo:
-            raise ConfigError(f"{where}.{f.name}={v!r} must be >= {lo}")
+            raise ConfigError(f"{name}={v!r} is not allowed; choose one of {', '.join(map(str, choices))}")
+        for x in (v if isinstance(v, list) else [v]):
+            if isinstance(x, float) and not (math.isfinite(x) or (meta.get("allow_inf") and x == math.inf)):
+                raise ConfigError(f"{name}={v!r} is not a finite number; give a finite value")
+        if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if lo is not None and v < lo:
+            raise ConfigError(f"{name}={v!r} must be >= {lo}")
+        if hi is not None and (v >= hi if meta.get("max_open") else v > hi):
+            raise ConfigError(f"{name}={v!r} must be {'<' if meta.get('max_open') else '<='} {hi}")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

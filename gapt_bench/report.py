@@ -831,6 +831,19 @@ def _match(base: list[Group], cand: list[Group]) -> tuple[list[tuple[Group, Grou
     return pairs, rows
 
 
+def _matched(base_records: Sequence[dict], cand_records: Sequence[dict]) -> tuple[list[tuple[Group, Group]], list[dict]]:
+    """`_match` of two record sets; comparing nothing (no shared task/method, or an empty side) is an error, never
+    a pass."""
+    base, cand = group_records(base_records), group_records(cand_records)
+    pairs, rows = _match(base, cand)
+    if not pairs and not any(r["verdict"] == "INCOMPATIBLE" for r in rows):
+        bt, ct = sorted({g.task for g in base}), sorted({g.task for g in cand})
+        raise ReportError(f"nothing to compare: the baseline ({', '.join(bt) or 'no runs'}) and the candidate "
+                          f"({', '.join(ct) or 'no runs'}) share no task, method and config; point both at "
+                          f"results of the same plan")
+    return pairs, rows
+
+
 def _why_incompatible(b: Group, c: Group) -> str:
     if b.task_version != c.task_version:
         return f"task_version {b.task_version} vs {c.task_version}"
@@ -871,7 +884,7 @@ def compare(a_records: Sequence[dict], b_records: Sequence[dict], alpha: float =
             include_layers: bool = False) -> list[dict]:
     """How B differs from A (like `asv compare A B`): per matched (task, method, config, metric) a two-sided
     test of B − A, Holm over the rows, verdict better/worse/no significant difference/inconclusive for B."""
-    pairs, rows = _match(group_records(a_records), group_records(b_records))
+    pairs, rows = _matched(a_records, b_records)
     tested = [_two_arm(b, c, m, d, alpha) for b, c, m, d in _metric_pairs(pairs, include_layers)]
     for r, p_adj in zip(tested, stats.holm([r["p"] for r in tested])):
         r["p_holm"] = p_adj
@@ -903,7 +916,7 @@ def gate(baseline_records: Sequence[dict], candidate_records: Sequence[dict], to
     Exit code precedence: 2, then 1, then 3 (strict), else 0. `tolerance` may map metric names to tolerances
     ("default" for the rest).
     """
-    pairs, rows = _match(group_records(baseline_records), group_records(candidate_records))
+    pairs, rows = _matched(baseline_records, candidate_records)
     tested = [_two_arm(b, c, m, d, alpha) for b, c, m, d in _metric_pairs(pairs, include_layers)]
     for r in tested:
         sign = -1 if r["direction"] == "max" else 1

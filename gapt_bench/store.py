@@ -1,28 +1,93 @@
-"""Results store: `runs.jsonl` (one record per finished run) plus a folder per run.
+"""Results store: the run record schema, `runs.jsonl` (one record per finished run), run claims and tolerant reading.
 
-Appends are atomic: the whole record is one `os.write` of one line on an O_APPEND descriptor under an exclusive
-`flock`, so two processes writing at once never interleave or leave half a line. Reading is tolerant: a truncated
-or hand-edited line is skipped with a warning naming the line, and the file is never rewritten.
+The record (`RunRecord`, below) is the one definition of what a run leaves behind: the runner fills it, the readers
+check it, the README points here.
+
+Writing. An append is one `os.write` of one line on an O_APPEND descriptor under an exclusive `flock`, so two
+processes never interleave; a short write or a full disk truncates the file back to its size before the append, so
+no partial line is ever left for the next writer to build on.
+
+One run, one replicate. A run is identified by its key (task, method, config_hash, seed). Before training, the
+executing process *claims* the key with an exclusive-create file in `OUT/claims/`, so concurrent sweeps of the same
+plan train each run once; the claim names its host and pid, is refreshed while the run trains (heartbeat), and is
+taken over when its owner is dead (same host) or silent for CLAIM_STALE_S (another host). Readers keep one record
+per key and say how many they dropped: a finished record (ok or diverged: both deterministic) wins over a failed
+one, and among equals the first written wins.
+
+Reading is tolerant: a truncated, hand-edited or ill-typed line is skipped with a warning naming the line, and the
+file is never rewritten.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
+import hashlib
 import json
 import os
+import socket
+import threading
+import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional, TypedDict
 
 SCHEMA_VERSION = 1
 RUNS_FILE = "runs.jsonl"
-RECORD_FIELDS = (
-    "schema_version", "run_id", "task", "task_version", "method", "seed", "config", "config_hash", "metrics",
-    "metric_directions", "status", "n_params", "tokens", "wall_time_s", "tokens_per_s", "env",
-)
+CLAIMS_DIR = "claims"
+CLAIM_HEARTBEAT_S = 30.0
+CLAIM_STALE_S = 600.0  # a claim from another host not refreshed for this long is abandoned
+FINISHED = ("ok", "diverged")  # terminal and deterministic: never trained again
+STATUSES = ("ok", "failed", "diverged")
+
+
+class RunRecord(TypedDict):
+    """One line of `runs.jsonl`: everything needed to read a run without its folder."""
+
+    schema_version: int             # SCHEMA_VERSION of the writer
+    run_id: str                     # the run folder's name under OUT/runs/
+    task: str                       # registered task name
+    task_version: str               # bumped by the task when its data or evaluation changes
+    method: str                     # registered method name
+    seed: int                       # the replicate: model init and data order (and data, where the task says so)
+    preset: str                     # preset the config was resolved from
+    config: dict                    # the fully resolved RunConfig (config.RunConfig.to_dict())
+    config_hash: str                # hash of the config without the seed: the seeds of one config form a group
+    setup_hash: str                 # hash of what every arm of a comparison shares (config.RunConfig.setup_hash)
+    metrics: dict                   # metric name -> float (NaN/inf allowed; readers treat them as missing)
+    metric_directions: dict         # metric name -> "min" | "max" (direction of better)
+    status: str                     # ok | failed | diverged
+    error: Optional[dict]           # failed/diverged: {"message", "step"?}
+    n_params: Optional[int]         # parameters as the task counts them (capacity: the paper's count)
+    tokens: int                     # training tokens actually consumed (samples for the MLP task)
+    steps: Optional[int]            # optimizer steps actually taken
+    stop_reason: Optional[str]      # budget | converged
+    wall_time_s: float              # wall clock of the whole run, evaluation included
+    tokens_per_s: Optional[float]   # training throughput
+    summary: dict                   # task and method extras (gate statistics, throughput, data provenance)
+    env: dict                       # machine class, versions, git sha (env.capture)
+    started_at: str                 # ISO 8601, UTC
+    finished_at: str
+
+
+RECORD_FIELDS = tuple(RunRecord.__annotations__)
+# Fields a reader needs, with the types it accepts (task_version may be written as a number).
+_REQUIRED_TYPES: dict[str, tuple[type, ...]] = {
+    "run_id": (str,), "task": (str,), "method": (str,), "seed": (int,), "config_hash": (str,),
+    "metrics": (dict,), "status": (str,),
+}
 
 
 class StoreError(ValueError):
-    """An unreadable results location. str() is one line naming the problem and the fix."""
+    """An unreadable or unwritable results location. str() is one line naming the problem and the fix."""
+
+
+class DiskFullError(StoreError):
+    """No space left (ENOSPC/EDQUOT) while writing results; nothing partial was left behind."""
+
+
+def is_disk_full(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def runs_file(results: Path | str) -> Path:
@@ -30,19 +95,32 @@ def runs_file(results: Path | str) -> Path:
     return p if p.suffix == ".jsonl" else p / RUNS_FILE
 
 
+def run_key(record: dict) -> tuple:
+    """(task, method, config_hash, seed): one replicate."""
+    return (record.get("task"), record.get("method"), record.get("config_hash"), record.get("seed"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Appending
+
+
 def append_record(results: Path | str, record: dict[str, Any]) -> None:
+    """Append one record atomically; on any write error the file is left exactly as it was."""
     missing = [f for f in RECORD_FIELDS if f not in record]
     if missing:
         raise ValueError(f"record lacks fields {missing}")
     line = (json.dumps(record, sort_keys=True, allow_nan=True) + "\n").encode()
     path = runs_file(results)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise _write_error(path, e) from e
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
         try:
             # A previous writer killed mid-line would leave no newline: start ours on a fresh line.
-            size = os.fstat(fd).st_size
             if size:
                 with open(path, "rb") as f:
                     f.seek(size - 1)
@@ -50,29 +128,103 @@ def append_record(results: Path | str, record: dict[str, Any]) -> None:
                         line = b"\n" + line
             written = os.write(fd, line)
             if written != len(line):
-                raise OSError(f"short write to {path} ({written} of {len(line)} bytes)")
+                raise OSError(errno.ENOSPC, f"short write ({written} of {len(line)} bytes)")
             os.fsync(fd)
+        except OSError as e:
+            os.ftruncate(fd, size)  # no partial line for the next append to build on
+            raise _write_error(path, e) from e
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
 
 
-def iter_records(results: Path | str, warn: bool = True) -> Iterator[dict[str, Any]]:
+def _write_error(path: Path, e: OSError) -> StoreError:
+    if is_disk_full(e):
+        return DiskFullError(f"disk full while writing {path}; free space, then rerun the same command with --resume")
+    return StoreError(f"cannot write {path} ({e.strerror or e}); check the folder and its permissions")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading
+
+
+def record_problem(rec: Any) -> str | None:
+    """Why a parsed line is not a usable record (None if it is). Normalises harmless variants in place: a seed
+    written as a digit string becomes an int, a numeric task_version a string."""
+    if not isinstance(rec, dict):
+        return "not a JSON object"
+    if isinstance(rec.get("seed"), str) and rec["seed"].strip().isdigit():
+        rec["seed"] = int(rec["seed"])
+    if isinstance(rec.get("task_version"), (int, float)) and not isinstance(rec.get("task_version"), bool):
+        rec["task_version"] = str(rec["task_version"])
+    for name, types in _REQUIRED_TYPES.items():
+        value = rec.get(name)
+        if value is None:
+            return f"no {name}"
+        if not isinstance(value, types) or isinstance(value, bool):
+            return f"{name} is {type(value).__name__}, not {types[0].__name__}"
+    if rec["status"] not in STATUSES:
+        return f"status {rec['status']!r} is not one of {', '.join(STATUSES)}"
+    if rec["seed"] < 0:
+        return "negative seed"
+    sv = rec.get("schema_version", SCHEMA_VERSION)
+    if not isinstance(sv, int) or isinstance(sv, bool):
+        return f"schema_version is {type(sv).__name__}, not int"
+    for name in ("config", "summary", "env", "metric_directions"):
+        if rec.get(name) is not None and not isinstance(rec[name], dict):
+            return f"{name} is {type(rec[name]).__name__}, not an object"
+    for k, v in rec["metrics"].items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            return f"metric {k} is {type(v).__name__}, not a number"
+    return None
+
+
+@dataclass
+class StoreContents:
+    """What a results location holds: one record per run key, and what was dropped on the way."""
+
+    path: Path
+    records: list[dict[str, Any]] = field(default_factory=list)
+    damaged_lines: list[int] = field(default_factory=list)
+    duplicates: int = 0  # records of a key that already had one (kept: finished over failed, then the first)
+
+    def notes(self) -> list[str]:
+        out = []
+        if self.duplicates:
+            out.append(f"{self.duplicates} duplicate record(s) of an already recorded (task, method, config, seed) "
+                       f"ignored in {self.path}: one record per run")
+        if self.damaged_lines:
+            out.append(f"{len(self.damaged_lines)} damaged line(s) skipped in {self.path}")
+        return out
+
+
+def _open_runs(results: Path | str) -> Path:
     path = runs_file(results)
     if not path.exists():
         raise StoreError(f"no results at {path}; run `gapt-bench run --out {path.parent}` first or pass the right folder")
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder, not a results file; pass the folder that contains runs.jsonl")
     if not os.access(path, os.R_OK):
         raise StoreError(f"cannot read {path}; check its permissions")
+    return path
+
+
+def iter_raw_records(results: Path | str, warn: bool = True, damaged: list[int] | None = None) -> Iterator[dict]:
+    """Every well-formed record in file order (no de-duplication); damaged lines are skipped with a warning."""
+    path = _open_runs(results)
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
             try:
                 rec = json.loads(raw)
-                if not isinstance(rec, dict) or "task" not in rec or "metrics" not in rec:
-                    raise ValueError("not a run record")
-            except (ValueError, UnicodeDecodeError) as e:
+                problem = record_problem(rec)
+                if problem:
+                    raise ValueError(problem)
+            except (ValueError, UnicodeDecodeError, RecursionError) as e:
+                if damaged is not None:
+                    damaged.append(lineno)
                 if warn:
                     warnings.warn(f"{path}:{lineno}: skipped an unreadable record ({str(e)[:60]})", stacklevel=2)
                 continue
@@ -81,12 +233,43 @@ def iter_records(results: Path | str, warn: bool = True) -> Iterator[dict[str, A
             yield rec
 
 
+def read_store(results: Path | str, warn: bool = True) -> StoreContents:
+    """The records of a results folder (or .jsonl file), one per run key (see the module docstring)."""
+    out = StoreContents(path=runs_file(results))
+    kept: dict[tuple, int] = {}
+    for rec in iter_raw_records(results, warn=warn, damaged=out.damaged_lines):
+        key = run_key(rec)
+        i = kept.get(key)
+        if i is None:
+            kept[key] = len(out.records)
+            out.records.append(rec)
+            continue
+        out.duplicates += 1
+        if out.records[i]["status"] not in FINISHED and rec["status"] in FINISHED:
+            out.records[i] = rec
+    if out.duplicates and warn:
+        warnings.warn(out.notes()[0], stacklevel=2)
+    return out
+
+
 def read_records(results: Path | str, warn: bool = True) -> list[dict[str, Any]]:
-    return list(iter_records(results, warn=warn))
+    """The records of a results location, one per run key, in the order first written."""
+    return read_store(results, warn=warn).records
 
 
-def check_writable(out: Path) -> None:
-    """Fail before training when the output folder cannot be created or written."""
+def finished_keys(results: Path | str) -> set[tuple]:
+    """Keys of runs that must not be trained again (status ok or diverged)."""
+    if not runs_file(results).is_file():
+        return set()
+    return {run_key(r) for r in iter_raw_records(results, warn=False) if r["status"] in FINISHED}
+
+
+def check_writable(out: Path, flag: str = "--out") -> None:
+    """Fail before any work when the output folder cannot be created or written."""
+    if out.suffix == ".jsonl" or out.is_file():
+        raise StoreError(f"{flag} {out} must be a folder, not a file; pass a folder name")
+    if runs_file(out).is_dir():
+        raise StoreError(f"{runs_file(out)} is a folder; remove it or pick another --out")
     probe = None
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -96,7 +279,126 @@ def check_writable(out: Path) -> None:
             f.flush()
             os.fsync(f.fileno())
     except OSError as e:
-        raise StoreError(f"cannot write to output folder {out} ({e.strerror}); pick another --out or free space")
+        raise StoreError(f"cannot write to output folder {out} ({e.strerror}); pick another {flag} or free space")
     finally:
         if probe is not None and probe.exists():
             probe.unlink()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Claims: a run is trained by one process at a time
+
+
+def _proc_start(pid: int) -> str | None:
+    """The start time of a process (Linux /proc), to tell a live owner from a reused pid; None if unknown."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    now = _proc_start(pid)
+    return start is None or now is None or now == start
+
+
+@dataclass
+class Claim:
+    """An exclusive claim on one run key; `release()` (or leaving the `with` block) deletes it."""
+
+    path: Path
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
+
+    def start_heartbeat(self, every: float = CLAIM_HEARTBEAT_S) -> None:
+        def beat() -> None:
+            while not self._stop.wait(every):
+                try:
+                    os.utime(self.path)
+                except OSError:
+                    pass
+        self._thread = threading.Thread(target=beat, name="gapt-bench-claim", daemon=True)
+        self._thread.start()
+
+    def release(self) -> None:
+        self._stop.set()
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+
+    def __enter__(self) -> "Claim":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def claim_path(out: Path, key: tuple) -> Path:
+    digest = hashlib.sha256(json.dumps(list(key), default=str).encode()).hexdigest()[:24]
+    return out / CLAIMS_DIR / f"{digest}.claim"
+
+
+def claim_owner(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _stale(path: Path, owner: dict | None) -> bool:
+    if owner is None:  # unreadable: a writer died between create and write, or garbage
+        try:
+            return time.time() - path.stat().st_mtime > 5.0
+        except OSError:
+            return True
+    if owner.get("host") == socket.gethostname():
+        return not _alive(int(owner.get("pid", -1)), owner.get("pid_start"))
+    try:
+        return time.time() - path.stat().st_mtime > CLAIM_STALE_S
+    except OSError:
+        return True
+
+
+def try_claim(out: Path, key: tuple, *, heartbeat: bool = True) -> tuple[Claim | None, dict | None]:
+    """(claim, None) when this process now owns the run; (None, owner) when a live process does."""
+    path = claim_path(out, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _proc_start(os.getpid()),
+          "key": list(key), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    for _ in range(20):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            owner = claim_owner(path)
+            if not _stale(path, owner):
+                return None, owner or {}
+            # Only one taker can rename a stale claim away; the others see it gone (or the winner's) and retry.
+            try:
+                os.rename(path, path.with_name(f"{path.name}.stale-{os.getpid()}"))
+                path.with_name(f"{path.name}.stale-{os.getpid()}").unlink()
+            except OSError:
+                pass
+            continue
+        except OSError as e:
+            raise _write_error(path, e) from e
+        try:
+            os.write(fd, json.dumps(me).encode())
+            os.fsync(fd)
+        except OSError as e:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise _write_error(path, e) from e
+        os.close(fd)
+        claim = Claim(path)
+        if heartbeat:
+            claim.start_heartbeat()
+        return claim, None
+    return None, claim_owner(path) or {}
+

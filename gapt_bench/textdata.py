@@ -48,7 +48,7 @@ from typing import Iterable, Iterator, NamedTuple, Sequence
 import numpy as np
 
 __all__ = [
-    "DataError", "Doc", "Source", "resolve_source", "load_texts", "doc_split", "DEFAULT_VAL_FRACTION",
+    "DataError", "Doc", "Source", "resolve_source", "check_local_source", "load_texts", "doc_split", "DEFAULT_VAL_FRACTION",
     "ByteTokenizer", "BPETokenizer", "GPT2Tokenizer", "get_tokenizer", "train_bpe",
     "TokenSplit", "TokenData", "TokenCache", "bytes_per_token", "cache_root", "OFFLINE_CORPUS",
     "GPT2_ENCODER_JSON_SHA256", "GPT2_VOCAB_BPE_SHA256",
@@ -157,6 +157,48 @@ def resolve_source(source: str, name: str | None = None) -> Source:
     raise DataError(
         f"data source {source!r} is neither 'offline', an existing local file or folder, nor a hub id like "
         f"'HuggingFaceFW/fineweb': {LOCAL_FIX}")
+
+
+def check_local_source(src: Source) -> None:
+    """Refuse, before anything trains, a local source that cannot give text: an empty file, a file that is not
+    parquet/JSON lines, or one without a non-empty 'text' column. Reads only the schema or the first line."""
+    import gzip
+
+    import pyarrow.parquet as pq
+
+    for path in src.paths:
+        label = f"data source {path!r}"
+        if os.path.getsize(path) == 0:
+            raise DataError(f"{label} is empty; pass a file with a 'text' column")
+        if src.fmt == "parquet":
+            try:
+                meta = pq.read_metadata(path)
+                names = meta.schema.to_arrow_schema().names
+            except Exception as e:  # noqa: BLE001 - any reader failure means "not parquet"
+                raise DataError(f"{label} is not a readable parquet file ({type(e).__name__}); pass a parquet or "
+                                f"jsonl file with a 'text' column") from e
+            if "text" not in names:
+                raise DataError(f"{label} has no 'text' column (columns: {', '.join(names) or 'none'}); pass "
+                                f"FineWeb-style data with a 'text' column")
+            if meta.num_rows == 0:
+                raise DataError(f"{label} has no rows; pass a file with documents")
+            continue
+        opener = gzip.open if path.lower().endswith(".gz") else open
+        try:
+            with opener(path, "rt", encoding="utf-8") as f:
+                first = next((line for line in f if line.strip()), "")
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"{label} cannot be read as UTF-8 JSON lines ({type(e).__name__})") from e
+        if not first:
+            raise DataError(f"{label} holds no records; pass a file with a 'text' column")
+        try:
+            row = json.loads(first)
+        except ValueError:
+            if first.lstrip().startswith("["):
+                continue  # a JSON array file: datasets reads it; the rows are checked while streaming
+            raise DataError(f"{label}: the first line is not JSON; pass JSON lines with a 'text' field") from None
+        if not isinstance(row, dict) or "text" not in row:
+            raise DataError(f"{label}: the first record has no 'text' field; pass FineWeb-style data")
 
 
 def doc_split(text: str, val_fraction: float = DEFAULT_VAL_FRACTION) -> str:

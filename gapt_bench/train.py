@@ -37,6 +37,10 @@ class Interrupted(RuntimeError):
     """SIGINT/SIGTERM: the current step finished and a checkpoint was written."""
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint to resume from cannot be read; the run is not recorded and its folder is left as it was."""
+
+
 @dataclass
 class RunContext:
     run_dir: Path
@@ -140,11 +144,30 @@ def autocast_context(device: torch.device, precision: str):
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
+    """Write `path` whole or not at all: a failed write (a full disk) leaves the previous checkpoint and no .tmp."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        cause = e.__context__ if isinstance(e, RuntimeError) else None  # torch wraps the file's OSError
+        if isinstance(cause, OSError):
+            raise cause from e
+        raise
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict:
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+        if not isinstance(state, dict) or "step" not in state:
+            raise ValueError("not a gapt-bench checkpoint")
+        return state
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e)[:80]})") from e
 
 
 def _truncate_curve(path: Path, rows: int) -> None:
@@ -177,7 +200,7 @@ def train_lm(model: torch.nn.Module, task, method, cfg, ctx: RunContext) -> Trai
     start, curve_rows, elapsed, align_log = 0, 0, 0.0, {"steps": [], "cos": []}
     ckpt_path = ctx.run_dir / CHECKPOINT
     if ctx.resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        state = load_checkpoint(ckpt_path, device)
         raw_model.load_state_dict(state["model"])
         for opt, s in zip(optimizers, state["optimizers"]):
             opt.load_state_dict(s)

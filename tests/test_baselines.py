@@ -49,6 +49,7 @@ def test_gate_exits_2_on_incompatible_task_version(tmp_path):
     assert cli.main(["gate", "--baseline", str(BASELINE), "--candidate", str(cand), "--format", "json"]) == 2
 
 
+@pytest.mark.slow
 def test_fresh_forgetting_runs_pass_the_gate(tmp_path):
     """Re-run the cheapest task of the quick suite now and gate it against the committed reference."""
     out = tmp_path / "fresh"

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -11,34 +10,7 @@ import numpy as np
 import pytest
 
 from gapt_bench import plots, report
-
-SETUP_SECTIONS = ("data", "model", "train", "mbe")
-DIRECTIONS = {"val_ce": "min", "val_mbe": "min", "val_mbe_centered": "min", "ood_answer_ce": "min",
-              "separation": "max", "mem_bits": "max", "data_bits": "max", "bits_per_param": "max"}
-
-
-def _h(d: dict) -> str:
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def make_record(task: str = "fineweb_lm", method: str = "baseline", seed: int = 0, metrics: dict | None = None,
-                status: str = "ok", task_version: str = "1", data: dict | None = None, model: dict | None = None,
-                reg_weight: float = 1.0, precision: str = "fp32", n_params: int = 120_000,
-                schema_version: int = 1, preset: str = "quick") -> dict:
-    """A run record with the fields of runs.jsonl; hashes computed the way the core does (without the seed)."""
-    config = {"data": data or {"seq_len": 64}, "model": model or {"n_layer": 2, "n_embd": 64, "n_head": 4},
-              "train": {"tokens": 10_000, "precision": precision}, "mbe": {"alpha": 2.0},
-              "reg": {"weight": reg_weight}, "gapt": {"patience_m": 125}, "align": {"every": 0}}
-    full = {"task": task, "method": method, "preset": preset, **config}
-    setup = {"task": task, **{s: config[s] for s in SETUP_SECTIONS}}
-    metrics = metrics or {}
-    return {"schema_version": schema_version, "run_id": f"{task}-{method}-{seed}-{_h(full)[:6]}", "task": task,
-            "task_version": task_version, "method": method, "seed": seed, "config": copy.deepcopy(config),
-            "config_hash": _h(full), "setup_hash": _h(setup), "preset": preset, "metrics": metrics,
-            "metric_directions": {k: DIRECTIONS.get(k, "min") for k in metrics}, "status": status,
-            "n_params": n_params, "tokens": 10_000, "wall_time_s": 1.0, "tokens_per_s": 1e4, "env": {},
-            "summary": {}}
-
+from factories import make_record
 
 def lm_records(seeds=range(5), gapt_shift: float = -0.15, noise: float = 0.01) -> list[dict]:
     """baseline / gapt / periodic on fineweb_lm with per-seed shared noise (a paired design)."""

@@ -305,12 +305,14 @@ class FineWebLM(LMTask):
 
 def check_source(cfg) -> None:
     """Refuse a hub source at planning time when the hub cannot be reached (DataError -> exit 2), unless both
-    token files are already cached; a missing local path raises DataError too. Local sources never touch the
-    network."""
+    token files are already cached; a missing, empty or text-less local source raises DataError too. Local sources
+    never touch the network."""
     from gapt_bench import textdata as td
 
     d = cfg.data
     src = td.resolve_source(d.source, d.name)
+    if src.kind == "local":
+        td.check_local_source(src)
     if src.kind != "hub":
         return
     label = src.hub_id + (f" (config {src.hub_name})" if src.hub_name else "")

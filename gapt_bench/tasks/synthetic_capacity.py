@@ -51,7 +51,8 @@ class CapacityOptions:
     vocab_size: int = opt(64, "V: uniform token alphabet (keep small so parameters sit in the blocks)", min=2)
     data_seed: int | None = opt(None, "dataset seed; null = the run seed (the paper: a seed sets data and init)")
     heldout_sequences: int = opt(256, "fresh sequences for the sanity check", min=1)
-    heldout_tolerance: float = opt(0.05, "held-out bits/token may fall this fraction below log2 V", min=0.0)
+    heldout_tolerance: float = opt(0.05, "held-out bits/token may fall this fraction below log2 V", min=0.0,
+                                    max=1.0)
     converge_rtol: float = opt(0.01, "stop when mem_bits moved less than this (relative) over the window", min=0.0)
     converge_window: int = opt(3, "evaluations in the convergence window (train.eval_every apart)", min=2)
     eval_batch: int = opt(512, "sequences per evaluation forward pass", min=1)
