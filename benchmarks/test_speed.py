@@ -22,7 +22,8 @@ from gapt_bench.methods.baseline import Baseline
 from gapt_bench.methods.gapt import GAPT
 from gapt_bench.models import build_model
 from gapt_bench.runner import make_plan
-from gapt_bench.train import RunContext, train_lm
+from gapt_bench.runtime import RunContext
+from gapt_bench.train import train_lm
 
 pytestmark = pytest.mark.benchmark
 
@@ -123,7 +124,7 @@ def test_mbe_term_per_call(benchmark):
 
 
 def test_report_on_10k_records(benchmark):
-    from gapt_bench import report
+    from gapt_bench.analysis import build_report
 
     rng = random.Random(0)
     records = []
@@ -137,5 +138,5 @@ def test_report_on_10k_records(benchmark):
             "metrics": {f"m{k}": rng.gauss(1.0, 0.1) for k in range(6)}, "metric_directions": {f"m{k}": "min" for k in range(6)},
             "status": "ok", "n_params": 1000, "tokens": 1, "wall_time_s": 1.0, "tokens_per_s": 1.0, "env": {}, "summary": {},
         })
-    out = benchmark.pedantic(lambda: report.build_report(records), rounds=3, iterations=1)
+    out = benchmark.pedantic(lambda: build_report(records), rounds=3, iterations=1)
     assert out["comparisons"]

@@ -17,12 +17,13 @@ from typing import Any, Sequence
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from gapt_bench import report as rep
 from gapt_bench import stats
+from gapt_bench.analysis import (CAPACITY_TASK, PAPER_ALPHA_SLOPE, Group, controls_by_method, group_records,
+                                 method_order, natural_key, stopped_on_budget)
 
 PHASE2_COLOR = "#f4a261"
 PHASE2_LABEL = "phase 2 (compression)"
-CAPACITY_ALPHA = 3.64  # bits per parameter, the capacity paper's slope (bf16)
+BUDGET_LABEL = "hollow: stopped on the step budget (not converged; a lower bound)"
 METHOD_COLORS = {"baseline": "#6c757d", "gapt": "#1d3557", "periodic": "#e76f51", "mbe": "#2a9d8f"}
 
 
@@ -136,10 +137,11 @@ def _method_color(method: str, i: int) -> Any:
 def plot_layer_mbe(records: Sequence[dict], out_path: Path | str, prefix: str = "val_mbe", title: str = "",
                    reference: str = "baseline") -> Path:
     """Per-layer MBE (mean over seeds, 95% t-CI whiskers), one bar per method group, for records of one setup."""
-    groups = [g for g in rep.group_records(records) if g.ok]
+    groups = [g for g in group_records(records) if g.ok]
     keys = sorted({k for g in groups for r in g.ok for k in (r.get("metrics") or {})
-                   if re.match(rf"^{re.escape(prefix)}_layer_\d+$", k)}, key=rep._natural)
-    order = {m: i for i, m in enumerate(rep.method_order({g.method for g in groups}, reference))}
+                   if re.match(rf"^{re.escape(prefix)}_layer_\d+$", k)}, key=natural_key)
+    order = {m: i for i, m in enumerate(method_order({g.method for g in groups}, reference,
+                                                     controls_by_method(records)))}
     groups.sort(key=lambda g: (order[g.method], g.variant))
     fig = Figure(figsize=(max(6.0, 0.9 * len(keys) + 2), 4))
     ax = fig.subplots()
@@ -164,39 +166,67 @@ def plot_layer_mbe(records: Sequence[dict], out_path: Path | str, prefix: str = 
     return _save(fig, out_path)
 
 
-def plot_capacity(records: Sequence[dict], out_path: Path | str, alpha: float = CAPACITY_ALPHA,
-                  title: str = "") -> Path:
-    """Memorized bits vs data entropy: one line per (model, method), mean over seeds per data size; colour by
-    model (with its α·P ceiling dashed), line style by method; and the y = x line (no model memorizes more than
-    the data holds)."""
-    from matplotlib.ticker import NullFormatter
-
-    by_line: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
-    params: dict[tuple, list[float]] = defaultdict(list)
+def capacity_series(records: Sequence[dict]) -> dict[tuple, list[dict]]:
+    """(model (n_layer, n_embd), method) -> points sorted by data bits: {"x": data bits, "y": mean memorized bits
+    over seeds (strict), "n": runs, "budget": how many of them stopped on the step budget (not converged)}."""
+    cells: dict[tuple, dict[float, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
         m = r.get("metrics") or {}
         if r.get("status", "ok") != "ok" or m.get("data_bits") is None or m.get("mem_bits") is None:
             continue
         model = (r.get("config") or {}).get("model") or {}
-        key = (model.get("n_layer"), model.get("n_embd"))
-        by_line[(key, r.get("method", ""))][float(m["data_bits"])].append(float(m["mem_bits"]))
-        if r.get("n_params"):
-            params[key].append(float(r["n_params"]))
-    models = sorted({k for k, _ in by_line}, key=lambda k: (k[0] or 0, k[1] or 0))
-    methods = sorted({meth for _, meth in by_line}, key=lambda x: (x != "baseline", x))
+        cells[((model.get("n_layer"), model.get("n_embd")), r.get("method", ""))][float(m["data_bits"])].append(
+            {"mem_bits": float(m["mem_bits"]), "budget": stopped_on_budget(
+                {"stop_reason": r.get("stop_reason"), "converged": m.get("converged")})})
+    return {key: [{"x": x, "y": sum(p["mem_bits"] for p in pts) / len(pts), "n": len(pts),
+                   "budget": sum(p["budget"] for p in pts)} for x, pts in sorted(series.items())]
+            for key, series in cells.items()}
+
+
+def _ceiling_alpha(records: Sequence[dict]) -> tuple[float, str]:
+    """The paper's slope in the plot's (strict) convention: 3.64 x (S-1)/S when the runs share one S."""
+    seq_lens = {((r.get("config") or {}).get("train") or {}).get("seq_len") for r in records}
+    if len(seq_lens) == 1 and isinstance(s := next(iter(seq_lens)), int) and s > 1:
+        a = PAPER_ALPHA_SLOPE * (s - 1) / s
+        return a, f"α·P, α = {PAPER_ALPHA_SLOPE:g}·(S−1)/S = {a:.3g} (paper's slope, strict convention, S={s})"
+    return PAPER_ALPHA_SLOPE, f"α·P, α = {PAPER_ALPHA_SLOPE:g} bits/param (paper convention)"
+
+
+def capacity_figure(records: Sequence[dict], alpha: float | None = None, title: str = "") -> Figure:
+    """Memorized bits vs data entropy: one line per (model, method), mean over seeds per data size; colour by
+    model (with its α·P ceiling dashed), line style by method; the y = x line (no model memorizes more than the
+    data holds). Points whose runs stopped on the step budget (not converged: a lower bound) are hollow."""
+    from matplotlib.ticker import NullFormatter
+
+    series = capacity_series(records)
+    params: dict[tuple, list[float]] = defaultdict(list)
+    for r in records:
+        model = (r.get("config") or {}).get("model") or {}
+        if r.get("n_params") and r.get("status", "ok") == "ok":
+            params[(model.get("n_layer"), model.get("n_embd"))].append(float(r["n_params"]))
+    if alpha is None:
+        alpha, alpha_label = _ceiling_alpha(records)
+    else:
+        alpha_label = f"α·P, α = {alpha:g} bits/param"
+    models = sorted({k for k, _ in series}, key=lambda k: (k[0] or 0, k[1] or 0))
+    methods = sorted({meth for _, meth in series}, key=lambda x: (x != "baseline", x))
     styles = ["-", "--", "-.", ":"]
     fig = Figure(figsize=(7.5, 5))
     ax = fig.subplots()
     all_x: list[float] = []
-    for (key, method), series in sorted(by_line.items(), key=lambda kv: (models.index(kv[0][0]), methods.index(kv[0][1]))):
-        pts = sorted(series.items())
-        xs = [x for x, _ in pts]
-        ys = [sum(v) / len(v) for _, v in pts]
+    any_budget = False
+    for (key, method), pts in sorted(series.items(), key=lambda kv: (models.index(kv[0][0]), methods.index(kv[0][1]))):
+        xs, ys = [p["x"] for p in pts], [p["y"] for p in pts]
         all_x += xs
         color = _cmap_color(models.index(key), len(models))
         p = sum(params[key]) / len(params[key]) if params[key] else None
         label = f"L={key[0]}, d={key[1]}" + (f" (P={_fmt_params(p)})" if p else "") + f", {method}"
         ax.plot(xs, ys, "o", ls=styles[methods.index(method) % len(styles)], color=color, label=label)
+        hollow = [q for q in pts if q["budget"]]
+        if hollow:
+            any_budget = True
+            ax.plot([q["x"] for q in hollow], [q["y"] for q in hollow], "o", ls="none", color=color,
+                    markerfacecolor="white", zorder=3)
     for key in models:
         if params[key]:
             ax.axhline(alpha * sum(params[key]) / len(params[key]), color=_cmap_color(models.index(key), len(models)),
@@ -209,13 +239,21 @@ def plot_capacity(records: Sequence[dict], out_path: Path | str, alpha: float = 
             ax.set_yscale("log")
             for axis in (ax.xaxis, ax.yaxis):
                 axis.set_minor_formatter(NullFormatter())
-    ax.plot([], [], ls=(0, (6, 3)), color="black", lw=0.8, label=f"α·P, α = {alpha:g} bits/param")
-    ax.set_xlabel("data entropy H(X) (bits)")
-    ax.set_ylabel("memorized bits")
+    ax.plot([], [], ls=(0, (6, 3)), color="black", lw=0.8, label=alpha_label)
+    if any_budget:
+        ax.plot([], [], "o", ls="none", color="black", markerfacecolor="white", label=BUDGET_LABEL)
+    ax.set_xlabel("data entropy H(X) (bits, strict convention)")
+    ax.set_ylabel("memorized bits (strict convention)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     ax.set_title(title or "capacity plateau: memorization saturates at α·P")
-    return _save(fig, out_path)
+    return fig
+
+
+def plot_capacity(records: Sequence[dict], out_path: Path | str, alpha: float | None = None,
+                  title: str = "") -> Path:
+    """`capacity_figure` written to a PNG."""
+    return _save(capacity_figure(records, alpha, title), out_path)
 
 
 def _fmt_params(p: float) -> str:
@@ -256,7 +294,7 @@ def find_curve(results_dir: Path, record: dict) -> Path | None:
     return None
 
 
-def _representative(g: rep.Group) -> dict:
+def _representative(g: Group) -> dict:
     """The lowest-seed ok run: one curve per group, the same seed for every method."""
     return min(g.ok, key=lambda r: (str(r.get("seed")), str(r.get("run_id"))))
 
@@ -269,9 +307,9 @@ def plot_all(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
     runs = runs_file(results_dir)
     results_dir = runs.parent
     records = read_records(runs, warn=False) if runs.is_file() else []
-    groups = [g for g in rep.group_records(records) if g.ok]
+    groups = [g for g in group_records(records) if g.ok]
     written: list[Path] = []
-    by_setup: dict[tuple, list[rep.Group]] = defaultdict(list)
+    by_setup: dict[tuple, list[Group]] = defaultdict(list)
     for g in groups:
         by_setup[(g.task, g.setup_hash)].append(g)
     for (task, setup_hash), gs in sorted(by_setup.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
@@ -283,13 +321,13 @@ def plot_all(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
             if any(re.match(rf"^{prefix}_layer_\d+$", k) for r in recs for k in (r.get("metrics") or {})):
                 written.append(plot_layer_mbe(recs, out_dir / f"layers_{prefix}_{_slug(suffix)}.png", prefix,
                                               title=f"{task}{f' [{setup}]' if setup else ''}: per-layer {prefix}"))
-    cap = [r for g in groups if g.task == "synthetic_capacity" for r in g.ok]
+    cap = [r for g in groups if g.task == CAPACITY_TASK for r in g.ok]
     if any("mem_bits" in (r.get("metrics") or {}) for r in cap):
         written.append(plot_capacity(cap, out_dir / "capacity_plateau.png"))
     return written
 
 
-def _curves_for_setup(results_dir: Path, out_dir: Path, task: str, setup: str, gs: list[rep.Group]) -> list[Path]:
+def _curves_for_setup(results_dir: Path, out_dir: Path, task: str, setup: str, gs: list[Group]) -> list[Path]:
     written, aligned = [], {}
     for g in gs:
         rec = _representative(g)

@@ -1,4 +1,4 @@
-"""gapt_bench.report and gapt_bench.plots on constructed records."""
+"""gapt_bench.analysis and gapt_bench.plots on constructed records."""
 from __future__ import annotations
 
 import copy
@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gapt_bench import plots, report
+from gapt_bench import plots, stats
+from gapt_bench.analysis import (ReportError, build_report, claim_verdict, compare, fmt_mean_ci, gate,
+                                 is_layer_metric, leaderboard, paper_table, render)
 from factories import make_record
 
 def lm_records(seeds=range(5), gapt_shift: float = -0.15, noise: float = 0.01) -> list[dict]:
@@ -57,7 +59,7 @@ def capacity_records() -> list[dict]:
 def test_groups_and_comparisons_complete():
     recs = [r for r in lm_records() if not (r["method"] == "gapt" and r["seed"] == 4)]
     recs.append(make_record(method="gapt", seed=4, status="diverged"))
-    rep = report.build_report(recs)
+    rep = build_report(recs)
     g_keys = {"task", "method", "metric", "n", "mean", "std", "ci_low", "ci_high", "values", "task_version",
               "config_hash", "preset", "n_diverged", "n_failed", "direction"}
     c_keys = {"task", "metric", "method", "reference", "n", "delta", "rel_delta", "ci_low", "ci_high", "test", "p",
@@ -68,13 +70,12 @@ def test_groups_and_comparisons_complete():
     # the diverged gapt seed breaks the paired design for gapt -> Welch, and is counted
     assert ce["test"] == "welch_t" and ce["verdict"] == "better" and ce["rel_delta"] < 0
     gapt_ce = next(g for g in rep["groups"] if g["method"] == "gapt" and g["metric"] == "val_ce")
-    assert gapt_ce["n"] == 4 and gapt_ce["n_diverged"] == 1 and "1 diverged" in report.fmt_mean_ci(gapt_ce)
+    assert gapt_ce["n"] == 4 and gapt_ce["n_diverged"] == 1 and "1 diverged" in fmt_mean_ci(gapt_ce)
     per = next(c for c in rep["comparisons"] if c["method"] == "periodic" and c["metric"] == "val_ce")
     assert per["test"] == "paired_t"
     # Holm over the report's family of headline comparisons (per-layer metrics form their own family)
-    from gapt_bench import stats
-    head = [c for c in rep["comparisons"] if not report.is_layer_metric(c["metric"])]
-    layer = [c for c in rep["comparisons"] if report.is_layer_metric(c["metric"])]
+    head = [c for c in rep["comparisons"] if not is_layer_metric(c["metric"])]
+    layer = [c for c in rep["comparisons"] if is_layer_metric(c["metric"])]
     assert len(head) == 6 and len(layer) == 6
     assert [c["p_holm"] for c in head] == pytest.approx(stats.holm([c["p"] for c in head]))
     assert [c["p_holm"] for c in layer] == pytest.approx(stats.holm([c["p"] for c in layer]))
@@ -82,9 +83,9 @@ def test_groups_and_comparisons_complete():
 
 
 def test_controls_sit_beside_effects():
-    rep = report.build_report(lm_records() + forgetting_records())
+    rep = build_report(lm_records() + forgetting_records())
     lm = [(c["metric"], c["method"]) for c in rep["comparisons"] if c["task"] == "fineweb_lm"]
-    metrics = [m for m, _ in lm if not report.is_layer_metric(m)]
+    metrics = [m for m, _ in lm if not is_layer_metric(m)]
     assert metrics.index("val_mbe_centered") == metrics.index("val_mbe") + 2  # after gapt and periodic rows
     assert lm[:2] == [("val_ce", "gapt"), ("val_ce", "periodic")]
     fs = [(c["method"], c["setup"], c["verdict"]) for c in rep["comparisons"] if c["task"] == "forgetting_separation"]
@@ -93,28 +94,29 @@ def test_controls_sit_beside_effects():
 
 
 def test_markdown_and_rich_render_everything():
-    rep = report.build_report(lm_records() + forgetting_records() + capacity_records())
-    md = report.render_markdown(rep)
+    rep = build_report(lm_records() + forgetting_records() + capacity_records())
+    md = render(rep, "md")
     for token in ("### fineweb_lm", "### forgetting_separation", "### synthetic_capacity", "val_mbe_centered",
                   "periodic", "batch_layout=shuffled", "p (Holm)", "↓", "↑", "(n=5)", "per-layer metrics hidden"):
         assert token in md, token
-    assert "val_mbe_layer_1" in report.render_markdown(rep, include_layers=True)
+    assert "val_mbe_layer_1" in render(rep, "md", include_layers=True)
     from rich.console import Console
 
     console = Console(record=True, width=200)
-    report.render_rich(rep, console)
+    render(rep, "rich", console=console)
     text = console.export_text()
     assert "fineweb_lm" in text and "better" in text and "val_mbe_centered" in text
-    assert json.loads(report.render_json(rep))["comparisons"]
+    assert json.loads(render(rep, "json"))["comparisons"]
 
 
 def test_report_without_records_raises():
-    with pytest.raises(report.ReportError):
-        report.build_report([])
+    with pytest.raises(ReportError):
+        build_report([])
 
 
 def test_paper_table_rows_and_verdicts():
-    rows = report.paper_table(lm_records(gapt_shift=-0.16) + forgetting_records() + capacity_records())
+    paper = paper_table(lm_records(gapt_shift=-0.16) + forgetting_records() + capacity_records())
+    rows = paper["rows"]
     by = {(r["metric"], r["role"], r["setup"]): r for r in rows}
     ce = by[("val_ce", "claim", "")]
     assert ce["verdict"] == "replicates" and ce["n"] == 5 and "quick" in ce["preset"] and ce["n_params"] == 120_000
@@ -128,33 +130,39 @@ def test_paper_table_rows_and_verdicts():
     assert cap["bf16"]["verdict"] == "no runs"
     # capacity per model = max over N of mem_bits / P, averaged over seeds, then over the two models
     assert cap["fp32"]["measured"] == pytest.approx(3.8 * 1.01, rel=1e-6) and cap["fp32"]["verdict"] == "replicates"
-    md = report.render_paper_markdown(rows)
+    md = render(paper, "md")
     assert "replicates" in md and "no runs" in md and "| -4.8% |" in md
     from rich.console import Console
 
     console = Console(record=True, width=220)
-    report.render_paper_rich(rows, console)
+    render(paper, "rich", console=console)
     assert "claim" in console.export_text()
 
 
 def test_claim_verdict_rule():
-    assert report.claim_verdict(-0.5, -0.45, -0.6, -0.3, 0.01)[0] == "replicates"
-    assert report.claim_verdict(-0.5, -0.1, -0.15, -0.05, 0.01)[0] == "does not"    # real but smaller
-    assert report.claim_verdict(-0.5, 0.1, 0.05, 0.15, 0.01)[0] == "does not"       # opposite
-    assert report.claim_verdict(-0.5, -0.2, -0.7, 0.3, 0.4)[0] == "inconclusive"    # wide
-    assert report.claim_verdict(0.97, 0.9, 0.8, 1.0, 0.001)[0] == "replicates"
-    assert report.claim_verdict(-0.5, None, None, None, None)[0] == "inconclusive"
+    assert claim_verdict(-0.5, -0.45, -0.6, -0.3, 0.01)[0] == "replicates"
+    assert claim_verdict(-0.5, -0.1, -0.15, -0.05, 0.01)[0] == "does not"    # real but smaller
+    assert claim_verdict(-0.5, 0.1, 0.05, 0.15, 0.01)[0] == "does not"       # opposite
+    assert claim_verdict(-0.5, -0.2, -0.7, 0.3, 0.4)[0] == "inconclusive"    # wide
+    assert claim_verdict(0.97, 0.9, 0.8, 1.0, 0.001)[0] == "replicates"
+    assert claim_verdict(-0.5, None, None, None, None)[0] == "inconclusive"
 
 
 def test_leaderboard_win_rate():
-    rows = report.leaderboard(lm_records() + forgetting_records())
+    board = leaderboard(lm_records() + forgetting_records())
+    rows = board["rows"]
     top = rows[0]
     assert top["method"] == "gapt" and top["rank"] == 1
     assert 0.0 <= rows[-1]["win_rate"] <= top["win_rate"] <= 1.0
     assert any("(n=5)" in v for v in top["evidence"].values())
     assert top["tasks"]["fineweb_lm"]["rank"] == 1
-    md = report.render_leaderboard_markdown(rows)
+    md = render(board, "md")
     assert "mean win rate" in md and "fineweb_lm" in md
+
+
+def gate_rows(*args, **kwargs) -> tuple[list[dict], int]:
+    res = gate(*args, **kwargs)
+    return res["rows"], res["exit_code"]
 
 
 def _shift(records: list[dict], metric: str, factor: float) -> list[dict]:
@@ -167,38 +175,38 @@ def _shift(records: list[dict], metric: str, factor: float) -> list[dict]:
 
 def test_gate_same_records_pass():
     base = lm_records()
-    rows, code = report.gate(base, base)
+    rows, code = gate_rows(base, base)
     assert code == 0 and {r["verdict"] for r in rows} == {"PASS"}
-    _, strict_code = report.gate(base, base, strict=True)
+    _, strict_code = gate_rows(base, base, strict=True)
     assert strict_code == 0
 
 
 def test_gate_regression_exit_1():
     base = lm_records()
     cand = _shift(base, "val_ce", 1.10)  # 10% worse CE in every run, tolerance 5%
-    rows, code = report.gate(base, cand, tolerance=0.05)
+    rows, code = gate_rows(base, cand, tolerance=0.05)
     assert code == 1
     reg = [r for r in rows if r["verdict"] == "REGRESSION"]
     assert {r["metric"] for r in reg} == {"val_ce"} and all(r["p_worse_holm"] < 0.05 for r in reg)
-    md = report.render_gate_markdown(rows, code)
+    md = render(gate(base, cand, tolerance=0.05), "md")
     assert "REGRESSION" in md and "exit 1" in md
 
 
 def test_gate_improved_warn_and_inconclusive():
     base = lm_records()
-    rows, code = report.gate(base, _shift(base, "val_ce", 0.9))
+    rows, code = gate_rows(base, _shift(base, "val_ce", 0.9))
     assert code == 0 and "IMPROVED" in {r["verdict"] for r in rows}
     # two seeds only: past tolerance but too few seeds -> INCONCLUSIVE, exit 3 under --strict
     few = [r for r in base if r["seed"] < 2]
-    rows, code = report.gate(few, _shift(few, "val_ce", 1.2), min_n=3)
+    rows, code = gate_rows(few, _shift(few, "val_ce", 1.2), min_n=3)
     assert code == 0 and "INCONCLUSIVE" in {r["verdict"] for r in rows}
-    assert report.gate(few, _shift(few, "val_ce", 1.2), min_n=3, strict=True)[1] == 3
+    assert gate_rows(few, _shift(few, "val_ce", 1.2), min_n=3, strict=True)[1] == 3
     # noisy small shift past tolerance but not significant -> WARN (~)
     rng = np.random.default_rng(5)
     noisy = copy.deepcopy(base)
     for r in noisy:
         r["metrics"]["val_ce"] *= 1.06 + rng.normal(0, 0.2)
-    rows, _ = report.gate(base, noisy, tolerance=0.01)
+    rows, _ = gate_rows(base, noisy, tolerance=0.01)
     ce = [r for r in rows if r["metric"] == "val_ce"]
     assert all(r["verdict"] in ("WARN", "PASS", "IMPROVED") for r in ce) and any(r["verdict"] == "WARN" for r in ce)
 
@@ -208,21 +216,21 @@ def test_gate_incompatible_exit_2():
     cand = copy.deepcopy(base)
     for r in cand:
         r["task_version"] = "2"
-    rows, code = report.gate(base, cand)
+    rows, code = gate_rows(base, cand)
     assert code == 2 and {r["verdict"] for r in rows} == {"INCOMPATIBLE"}
     assert "task_version 1 vs 2" in rows[0]["note"]
     changed = [make_record(method=r["method"], seed=r["seed"], metrics=r["metrics"], reg_weight=0.5) for r in base]
-    rows, code = report.gate(base, changed)
+    rows, code = gate_rows(base, changed)
     assert code == 2 and any("weight" in r["note"] for r in rows if r["verdict"] == "INCOMPATIBLE")
     schema = copy.deepcopy(base)
     for r in schema:
         r["schema_version"] = 2
-    assert report.gate(base, schema)[1] == 2
+    assert gate_rows(base, schema)[1] == 2
 
 
 def test_compare_two_result_sets():
     base = lm_records()
-    rows = report.compare(base, _shift(base, "val_ce", 0.9))
+    rows = compare(base, _shift(base, "val_ce", 0.9))["rows"]
     ce = [r for r in rows if r["metric"] == "val_ce"]
     assert ce and all(r["verdict"] == "better" and r["delta"] < 0 for r in ce)
 
@@ -280,3 +288,281 @@ def test_plot_all_from_results_folder(tmp_path: Path):
     assert any(n.startswith("layers_val_mbe") for n in names)
     assert "capacity_plateau.png" in names
     assert all(_is_png(p) for p in paths)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Verdicts that do not mislead (each of these fails on the pre-analysis report.py)
+
+
+def md_rows(md: str, title: str) -> list[dict]:
+    """The rows of the markdown table under the first heading containing `title`, as {header: cell}."""
+    lines = md[md.index(title):].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| "))
+    table = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        table.append([c.strip() for c in line.strip("|").split(" | ")])
+    head, body = table[0], table[2:]
+    return [dict(zip(head, row)) for row in body]
+
+
+def collapse_records(seeds=range(5)) -> list[dict]:
+    """A method that collapses MBE (and its centred control) while raising CE, against the baseline."""
+    rng = np.random.default_rng(3)
+    out = []
+    for s in seeds:
+        e = rng.normal(0, 0.01)
+        for method, ce, mbe in (("baseline", 3.3, 4.0), ("collapse", 3.5, 0.5)):
+            m = {"val_ce": ce + e + rng.normal(0, 0.005), "val_mbe": mbe + rng.normal(0, 0.05),
+                 "val_mbe_centered": mbe + 0.5 + rng.normal(0, 0.05),
+                 **{f"val_mbe_layer_{i}": mbe + rng.normal(0, 0.05) for i in range(3)}}
+            out.append(make_record(method=method, seed=s, metrics=m))
+    return out
+
+
+def test_leaderboard_ranks_on_primary_metrics_only():
+    board = leaderboard(collapse_records())
+    rows = {r["method"]: r for r in board["rows"]}
+    assert rows["baseline"]["rank"] == 1 and rows["collapse"]["rank"] == 2
+    assert rows["collapse"]["win_rate"] == 0.0 and rows["baseline"]["win_rate"] == 1.0
+    assert [c["metric"] for c in board["columns"]] == ["val_ce"]  # MBE is no column
+    cell = board["columns"][0]["cells"]["collapse"]
+    assert cell["vs_reference"] == "worse" and cell["ci_low"] < cell["mean"] < cell["ci_high"]
+    assert "✗" in rows["collapse"]["evidence"]["fineweb_lm/val_ce"]
+    diag = {(d["metric"], d["per_layer"]) for d in board["diagnostics"]}
+    assert ("val_mbe", False) in diag and ("val_mbe_layer_0", True) in diag and ("val_ce", False) not in diag
+    md = render(board, "md")
+    assert "Diagnostics, not scored" in md and "val_mbe_centered" in md and "val_mbe_layer_0" not in md
+    assert "val_mbe_layer_0" in render(board, "md", include_layers=True)
+
+
+def test_leaderboard_counts_only_significant_wins_and_skips_undeclared_records():
+    recs = collapse_records()
+    base = {r["seed"]: r["metrics"]["val_ce"] for r in recs if r["method"] == "baseline"}
+    for r in recs:  # differences that average to zero: no significant win, half a point each
+        if r["method"] == "collapse":
+            r["metrics"]["val_ce"] = base[r["seed"]] + (0.004, -0.003, 0.002, -0.004, 0.001)[r["seed"]]
+    tie = {r["method"]: r for r in leaderboard(recs)["rows"]}
+    assert tie["baseline"]["win_rate"] == tie["collapse"]["win_rate"] == 0.5
+    assert tie["baseline"]["rank"] == tie["collapse"]["rank"] == 1
+    old = copy.deepcopy(collapse_records())
+    for r in old:
+        del r["primary_metrics"]
+    board = leaderboard(old + capacity_records())
+    assert board["rows"] == [] and board["columns"] == []
+    assert any("fineweb_lm" in n and "no primary_metrics" in n for n in board["notes"])
+    assert any("synthetic_capacity" in n and "not scored" in n for n in board["notes"])
+    assert any(d["task"] == "fineweb_lm" and d["metric"] == "val_ce" for d in board["diagnostics"])
+    assert "no primary_metrics" in render(board, "md")
+
+
+def test_mde_and_seeds_needed_beside_each_comparison():
+    recs = lm_records()
+    rep = build_report(recs)
+    ce = next(c for c in rep["comparisons"] if c["method"] == "gapt" and c["metric"] == "val_ce")
+    a = {r["seed"]: r["metrics"]["val_ce"] for r in recs if r["method"] == "gapt"}
+    b = {r["seed"]: r["metrics"]["val_ce"] for r in recs if r["method"] == "baseline"}
+    d = np.array([a[s] - b[s] for s in sorted(a)])
+    sd = float(d.std(ddof=1))
+    assert ce["sd_delta"] == pytest.approx(sd)
+    assert ce["mde"] == pytest.approx(stats.mde(sd, 5, alpha=0.05, power=0.8, paired=True))
+    assert ce["seeds_needed"] == stats.seeds_needed(float(d.mean()), sd, alpha=0.05, power=0.8, paired=True)
+    row = next(r for r in md_rows(render(rep, "md"), "### fineweb_lm") if r["metric"] == "val_ce"
+               and r["method"] == "gapt")
+    assert row["MDE (rel)"] == f"{ce['mde']:.3g} ({ce['mde_rel'] * 100:.1f}%)"
+    assert row["seeds needed"] == str(ce["seeds_needed"])
+    assert json.loads(render(rep, "json"))["comparisons"][0]["mde"] is not None
+
+    paper = paper_table(recs)
+    claim = next(r for r in paper["rows"] if r["metric"] == "val_ce" and r["role"] == "claim")
+    claimed_abs = abs(-0.048 * float(np.mean(list(b.values()))))
+    assert claim["claimed_delta_abs"] == pytest.approx(claimed_abs)
+    assert claim["seeds_needed_claim"] == stats.seeds_needed(claimed_abs, sd, alpha=0.05, power=0.8, paired=True)
+    assert claim["mde_rel"] == pytest.approx(ce["mde_rel"])
+    prow = next(r for r in md_rows(render(paper, "md"), "Seed papers") if r["claimed"] == "-4.8%")
+    assert prow["seeds for claim"] == str(claim["seeds_needed_claim"]) and prow["MDE"] == f"{ce['mde_rel'] * 100:.1f}%"
+    assert json.loads(render(paper, "json"))["rows"][0]["seeds_needed_claim"] == claim["seeds_needed_claim"]
+
+
+def mbe_collapse_records() -> list[dict]:
+    """gapt drops MBE from 1.2 to about 0.14 with a wide spread (the quick suite's shape): a linear relative CI
+    would reach below -100%."""
+    out = []
+    for s, (base, g) in enumerate(((1.10, 0.02), (1.20, 0.05), (1.26, 0.36))):
+        for method, v in (("baseline", base), ("gapt", g)):
+            out.append(make_record(method=method, seed=s, metrics={"val_mbe": v, "val_ce": 3.0 + 0.01 * s}))
+    return out
+
+
+def test_relative_ci_never_below_minus_100_percent():
+    recs = mbe_collapse_records()
+    rep = build_report(recs)
+    c = next(c for c in rep["comparisons"] if c["metric"] == "val_mbe")
+    assert c["ci_low"] / c["mean_b"] < -1  # the linear interval would cross -100%
+    assert c["rel_ci_method"] == stats.REL_CI_LOG and -1 < c["rel_ci_low"] < c["rel_delta"] < c["rel_ci_high"]
+    md = render(rep, "md")
+    row = next(r for r in md_rows(md, "### fineweb_lm") if r["metric"] == "val_mbe")
+    low = float(row["95% CI (rel)"].strip("[]").split(",")[0].rstrip("%"))
+    assert -100 < low and "95% CI (rel): log ratio of means" in md
+    paper = paper_table(recs)
+    claim = next(r for r in paper["rows"] if r["metric"] == "val_mbe" and r["role"] == "claim")
+    assert claim["ci_low"] > -1 and claim["ci_method"] == stats.REL_CI_LOG
+    assert "log ratio of means" in render(paper, "md")
+    # the test of the differences is significant, the ratio is not pinned: not "replicates"
+    assert claim["verdict"] != "replicates"
+
+
+def test_claim_verdict_with_an_asymmetric_interval():
+    # quick-suite MBE: significant paired test, log-ratio CI [-99%, +69%] holds no effect
+    assert claim_verdict(-0.5, -0.879, -0.991, 0.686, 0.012) == (
+        "inconclusive", "test significant, but the relative CI holds no effect (the ratio is poorly pinned)")
+    assert claim_verdict(-0.5, -0.45, -0.52, -0.30, 0.01)[0] == "replicates"  # asymmetric, reaches the claim
+    assert claim_verdict(0.97, 0.6, 0.2, 1.1, 0.01)[0] == "replicates"        # stretched upper end reaches +97%
+    assert claim_verdict(-0.5, -0.3, -0.45, -0.1, 0.01)[0] == "does not"     # stops short of the claim
+
+
+def test_both_holm_families_shown_under_the_same_names_on_both_pages():
+    recs = lm_records(gapt_shift=-0.16) + forgetting_records()
+    rep = build_report(recs)
+    paper = paper_table(recs)
+    c = next(c for c in rep["comparisons"] if c["method"] == "gapt" and c["metric"] == "val_mbe")
+    p = next(r for r in paper["rows"] if r["metric"] == "val_mbe" and r["role"] == "claim")
+    assert (c["p_holm_report"], c["p_holm_claims"]) == (p["p_holm_report"], p["p_holm_claims"])
+    assert c["p_holm_claims"] < c["p_holm_report"]  # a smaller family, and both are named
+    assert rep["families"]["claims"]["size"] == paper["families"]["claims"]["size"] == 7
+    row_r = next(r for r in md_rows(render(rep, "md"), "### fineweb_lm") if r["metric"] == "val_mbe"
+                 and r["method"] == "gapt")
+    row_p = next(r for r in md_rows(render(paper, "md"), "Seed papers") if r["claimed"] == "-50.0%")
+    for name in ("p (Holm) report", "p (Holm) claims"):
+        assert row_r[name] == row_p[name] != "—", name
+    assert row_r["p (Holm) claims"] == f"{c['p_holm_claims']:.2g}"
+    assert "verdicts use p (Holm) report" in render(rep, "md") and "verdicts use p (Holm) claims" in render(paper, "md")
+
+
+def duty_records(periodic_duty: float) -> list[dict]:
+    out = []
+    rng = np.random.default_rng(7)
+    for s in range(4):
+        e = rng.normal(0, 0.01)
+        for method, shift in (("baseline", 0.0), ("gapt", -0.1), ("periodic", -0.02)):
+            summary = {}
+            if method == "gapt":
+                summary = {"duty_compress": 0.5 + 0.01 * s, "mean_phase_memorize": 40.0, "mean_phase_compress": 41.0}
+            elif method == "periodic":
+                summary = {"duty_compress": periodic_duty, "mean_phase_memorize": 60.0, "mean_phase_compress": 20.0,
+                           "matched_to": f"fineweb_lm-gapt-{s}"}
+            rec = make_record(method=method, seed=s, metrics={"val_ce": 3.3 + shift + e + rng.normal(0, 0.003)},
+                              summary=summary)
+            if method == "gapt":
+                rec["run_id"] = f"fineweb_lm-gapt-{s}"
+            out.append(rec)
+    return out
+
+
+def test_duty_cycles_beside_method_and_control():
+    rep = build_report(duty_records(0.25))
+    (pair,) = rep["control_pairs"]
+    assert pair["method"] == "gapt" and pair["control"] == "periodic" and pair["n_matched"] == 4
+    assert pair["method_duty"] == pytest.approx(0.515) and pair["control_duty"] == pytest.approx(0.25)
+    assert pair["mismatch"] is True
+    rows = {r["method"]: r for r in md_rows(render(rep, "md"), "### fineweb_lm")}
+    assert "⚠ duty mismatch: gapt 0.52 / periodic 0.25" in rows["periodic"]["note"]
+    assert "duty mismatch" in rows["gapt"]["note"]
+    control = next(r for r in paper_table(duty_records(0.25))["rows"] if r["role"] == "control: periodic")
+    assert "⚠ duty mismatch: gapt 0.52 / periodic 0.25" in control["note"]
+    matched = build_report(duty_records(0.52))
+    assert matched["control_pairs"][0]["mismatch"] is False
+    note = next(r for r in md_rows(render(matched, "md"), "### fineweb_lm") if r["method"] == "periodic")["note"]
+    assert note == "duty gapt 0.52 / periodic 0.52"
+
+
+def test_gate_names_different_machines():
+    base = lm_records()
+    cand = copy.deepcopy(base)
+    for r in base:
+        r["env"] = {"machine_class": "cpu:Intel(R) Xeon(R) [avx2,avx512f,fma]"}
+    for r in cand:
+        r["env"] = {"machine_class": "cuda:NVIDIA H200"}
+    line = ("baseline machine: cpu:Intel(R) Xeon(R) [avx2,avx512f,fma]; candidate machine: cuda:NVIDIA H200: "
+            "results are compared statistically, not bit for bit")
+    res = gate(base, cand)
+    assert res["notes"] == [line] and res["exit_code"] == 0
+    assert line in render(res, "md") and line in json.loads(render(res, "json"))["notes"]
+    from rich.console import Console
+
+    console = Console(record=True, width=400)
+    render(res, "rich", console=console)
+    assert line in console.export_text()
+    unknown = gate(lm_records(), cand)
+    assert unknown["machines"]["baseline"] == ["unknown"] and "baseline machine: unknown;" in unknown["notes"][0]
+    assert gate(base, base)["notes"] == []
+
+
+def test_cli_compare_is_two_sided_and_gate_is_the_gate(tmp_path, capsys):
+    from gapt_bench import cli
+
+    base = lm_records()
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("".join(json.dumps(r) + "\n" for r in base))
+    b.write_text("".join(json.dumps(r) + "\n" for r in _shift(base, "val_ce", 1.1)))
+    assert cli.main(["compare", str(a), str(b), "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["kind"] == "compare"
+    assert {r["verdict"] for r in out["rows"] if r["metric"] == "val_ce"} == {"worse"}
+    assert cli.main(["gate", "--baseline", str(a), "--candidate", str(b), "--format", "json"]) == 1
+    assert json.loads(capsys.readouterr().out)["kind"] == "gate"
+
+
+def test_paper_rows_name_preset_deviations_and_gate_variant():
+    recs = lm_records()
+    for r in recs:
+        if r["method"] == "gapt":
+            r["summary"]["preset_about"] = {"variant": "author-code gate (absolute thresholds)",
+                                            "deviations": ["batch 32 instead of 512", "1% of the paper's tokens"]}
+        elif r["method"] == "baseline":
+            r["summary"]["preset_about"] = {"variant": "plain CE", "deviations": ["1% of the paper's tokens"]}
+    rows = paper_table(recs)["rows"]
+    claim = next(r for r in rows if r["metric"] == "val_ce" and r["role"] == "claim")
+    assert claim["note"].endswith("gate variant: author-code gate (absolute thresholds); deviations: batch 32 "
+                                  "instead of 512; 1% of the paper's tokens")
+    assert claim["note"].count("1% of the paper's tokens") == 1 and "plain CE" not in claim["note"]
+    md = render(paper_table(recs), "md")
+    assert "deviations: batch 32 instead of 512" in md
+
+
+def test_controls_come_from_the_records():
+    recs = lm_records()
+    rep = build_report(recs)
+    assert rep["controls"] == {"gapt": ["periodic", "mbe"]}
+    old = copy.deepcopy(recs)
+    for r in old:
+        r.pop("controls")
+    assert not any(r["role"] == "control: periodic" for r in paper_table(old)["rows"])
+    assert build_report(old)["controls"] == {}
+    for r in recs:  # a method declaring a new control gets its row under the claim
+        if r["method"] == "gapt":
+            r["controls"] = ["periodic", "mbe", "other"]
+        if r["method"] == "periodic":
+            recs.append({**copy.deepcopy(r), "method": "other", "run_id": r["run_id"] + "-o",
+                         "config_hash": r["config_hash"] + "o", "controls": []})
+    roles = [r["role"] for r in paper_table(recs)["rows"] if r["metric"] == "val_ce"]
+    assert roles == ["claim", "control: periodic", "control: other"]
+
+
+def test_capacity_plot_marks_budget_stops_and_compares_like_with_like(tmp_path):
+    recs = capacity_records()
+    for r in recs:
+        r["config"]["train"]["seq_len"] = 32
+        if r["metrics"]["data_bits"] == 1e4:
+            r["stop_reason"], r["metrics"]["converged"] = "converged", 1.0
+    series = plots.capacity_series(recs)
+    assert [p["budget"] for p in series[((1, 32), "baseline")]] == [0, 3, 3]
+    fig = plots.capacity_figure(recs)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert plots.BUDGET_LABEL in labels
+    assert any("3.64·(S−1)/S = 3.53" in lbl for lbl in labels)  # the paper's slope in the plot's strict convention
+    hollow = [line for line in ax.get_lines() if line.get_markerfacecolor() == "white"]
+    assert sum(len(line.get_xdata()) for line in hollow) == 4  # 2 models x 2 budget points (the legend key is empty)
+    assert _is_png(plots.plot_capacity(recs, tmp_path / "cap.png"))

@@ -1,0 +1,39 @@
+"""From run records to answers; computing here, printing in `render`.
+
+Every analysis takes plain record dicts (one JSON object per line of `<results>/runs.jsonl`) and returns a plain,
+JSON-ready dict with a "kind"; `render(result, "rich" | "md" | "json")` draws any of them. Nothing here parses
+arguments or exits: the CLI maps results and `ReportError` to exit codes.
+
+Modules, one job each:
+  common       the error type, the default alpha, JSON-ready cleaning
+  groups       grouping records into (task, version, method, config) groups; labels, ordering, directions
+  comparisons  method vs reference over seeds (`gapt-bench report`)
+  families     the Holm families (report, per-layer, claims) shared by report and paper
+  duty         realised duty cycles of a phase-switching method and its schedule control
+  paper        the papers' published figures and claims
+  claims       the claims side by side with the measurements (`gapt-bench paper`)
+  leaderboard  ranking on primary metrics by significant wins (`gapt-bench leaderboard`)
+  gate         two result sets: two-sided `compare` and the regression `gate`
+  capacity     capacity and alpha of synthetic_capacity runs
+  tables, views, render   display: Table and formats; result -> Tables per kind; rich/md/json
+"""
+from gapt_bench.analysis.capacity import analyse_capacity, slope_through_origin, stopped_on_budget
+from gapt_bench.analysis.claims import absolute_verdict, claim_verdict, paper_table
+from gapt_bench.analysis.common import ALPHA, ReportError, natural_key
+from gapt_bench.analysis.comparisons import build_report
+from gapt_bench.analysis.duty import DUTY_TOLERANCE
+from gapt_bench.analysis.gate import compare, gate, machine_classes
+from gapt_bench.analysis.groups import (Group, controls_by_method, group_records, is_layer_metric, method_order,
+                                        metric_sort_key, precision_of)
+from gapt_bench.analysis.leaderboard import leaderboard
+from gapt_bench.analysis.paper import CAPACITY_TASK, PAPER_ALPHA_SLOPE, PAPER_CLAIMS, Claim
+from gapt_bench.analysis.render import FORMATS, render, tables_of
+from gapt_bench.analysis.tables import Table, fmt_mean_ci
+
+__all__ = [
+    "ALPHA", "CAPACITY_TASK", "DUTY_TOLERANCE", "FORMATS", "PAPER_ALPHA_SLOPE", "PAPER_CLAIMS", "Claim", "Group",
+    "ReportError", "Table", "absolute_verdict", "analyse_capacity", "build_report", "claim_verdict", "compare",
+    "controls_by_method", "fmt_mean_ci", "gate", "group_records", "is_layer_metric", "leaderboard",
+    "machine_classes", "method_order", "metric_sort_key", "natural_key", "paper_table", "precision_of", "render",
+    "slope_through_origin", "stopped_on_budget", "tables_of",
+]
