@@ -13,6 +13,18 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from gapt_bench import analysis
+from gapt_bench.analysis import ReportError
+from gapt_bench.config import ConfigError
+from gapt_bench.registry import METHODS, TASKS, RegistryError, load_plugins, plugin_errors
+from gapt_bench.runner import check_matches, make_plan, parse_names, parse_seeds, run_plan
+from gapt_bench.store import DiskFullError, StoreError, check_writable, read_records
+from gapt_bench.text import DataError
+
 DEFAULT_TASKS = "all"
 DEFAULT_METHODS = "baseline,gapt"
 
@@ -41,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--preset", default="quick", help="preset name from tasks/<task>.yaml (default quick)")
         sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value, type-checked (repeatable)")
+        include_arg(sp)
+
+    def include_arg(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--include", action="append", default=[], metavar="PATH",
+                        help="load tasks/methods from a .py file or a folder of them (repeatable)")
 
     r = sub.add_parser("run", help="train and evaluate a plan of runs; append records to OUT/runs.jsonl")
     plan_args(r)
@@ -55,27 +72,31 @@ def build_parser() -> argparse.ArgumentParser:
     plan_args(v)
     v.add_argument("--show-config", action="store_true", help="print each resolved config as JSON")
 
-    ls = sub.add_parser("ls", help="list tasks, methods and presets")
+    ls = sub.add_parser("ls", help="list tasks, methods and presets, and where each comes from")
     ls.add_argument("what", nargs="?", default="all", choices=("all", "tasks", "methods", "presets"))
+    include_arg(ls)
 
     rep = sub.add_parser("report", help="statistics over seeds, one table per task")
     rep.add_argument("results", nargs="?", default="results")
     rep.add_argument("--format", default="rich", choices=("rich", "md", "json"))
     rep.add_argument("--reference", default="baseline")
     rep.add_argument("--plots", metavar="DIR", default=None, help="also write PNG plots to DIR")
+    rep.add_argument("--include-layers", action="store_true", help="also show per-layer metrics (rich/md)")
 
     pa = sub.add_parser("paper", help="the papers' claims side by side with what the results show")
     pa.add_argument("results", nargs="?", default="results")
     pa.add_argument("--format", default="rich", choices=("rich", "md", "json"))
 
-    lb = sub.add_parser("leaderboard", help="methods ranked per task and by mean win rate")
+    lb = sub.add_parser("leaderboard", help="methods ranked on each task's primary metrics by significant wins")
     lb.add_argument("results", nargs="*", default=["results"])
     lb.add_argument("--format", default="rich", choices=("rich", "md", "json"))
+    lb.add_argument("--include-layers", action="store_true", help="also show per-layer diagnostics (rich/md)")
 
-    cp = sub.add_parser("compare", help="verdicts of results B against results A")
+    cp = sub.add_parser("compare", help="how results B differ from results A (two-sided tests, Holm)")
     cp.add_argument("a")
     cp.add_argument("b")
-    cp.add_argument("--tolerance", type=float, default=0.05)
+    cp.add_argument("--tolerance", type=float, default=0.05,
+                    help="mark changes past this fraction that are not significant with ~ (default 0.05)")
     cp.add_argument("--alpha", type=float, default=0.05)
     cp.add_argument("--format", default="rich", choices=("rich", "md", "json"))
 
@@ -98,38 +119,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _plan_from(args) -> list:
-    from gapt_bench.registry import TASKS
-    from gapt_bench.runner import make_plan, parse_names, parse_seeds
-
     tasks = TASKS.names() if args.tasks == "all" else parse_names(args.tasks, "task")
     methods = parse_names(args.methods, "method")
     return make_plan(tasks, methods, parse_seeds(args.seeds), args.preset, args.overrides)
 
 
 def cmd_ls(args) -> int:
-    from gapt_bench.config import load_presets
-    from gapt_bench.registry import METHODS, TASKS
-
     if args.what in ("all", "tasks", "presets"):
         print("tasks:")
         for name in TASKS.names():
+            cls = TASKS.get(name)
             try:
-                cls = TASKS.get(name)
-                presets = ", ".join(load_presets(name)) if args.what != "tasks" else ""
-            except Exception as e:  # a broken plug-in must not hide the others
-                print(f"  {name:<24} (cannot load: {type(e).__name__}: {e})")
-                continue
+                presets = ", ".join(cls.load_presets()) if args.what != "tasks" else ""
+            except ConfigError as e:  # a plug-in with broken presets must not hide the others
+                presets = f"cannot load presets: {e}"
             print(f"  {name:<24} v{cls.version}  {cls.description}" + (f"  [presets: {presets}]" if presets else ""))
+            print(f"  {'':<24} from {TASKS.origin(name)}")
     if args.what in ("all", "methods"):
         print("methods:")
         for name in METHODS.names():
-            print(f"  {name:<24} {METHODS.get(name).description}")
+            cls = METHODS.get(name)
+            controls = f"  [controls: {', '.join(cls.controls)}]" if cls.controls else ""
+            print(f"  {name:<24} {cls.description}{controls}")
+            print(f"  {'':<24} from {METHODS.origin(name)}")
+    for error in plugin_errors():
+        print(f"broken plug-in: {error}")
     return 0
 
 
 def cmd_validate(args) -> int:
-    from gapt_bench.registry import TASKS
-
     plan = _plan_from(args)
     print(f"plan: {len(plan)} runs")
     for cfg in plan:
@@ -141,15 +159,13 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from gapt_bench.runner import run_plan
-    from gapt_bench.store import check_writable
-
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     if args.checkpoint_every < 0:
         raise UsageError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
     plan = _plan_from(args)
     out = Path(args.out)
+    check_matches(plan, out)
     check_writable(out)
     workers = args.workers or _default_workers(plan)
     say = _Say()
@@ -159,8 +175,6 @@ def cmd_run(args) -> int:
     progress = None
     runs_bar = None
     if _progress_enabled(not args.no_progress):
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
         progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                             TimeRemainingColumn())
         progress.start()
@@ -209,7 +223,7 @@ def cmd_run(args) -> int:
     with say.guard():
         _print_run_table(rows)
         if not args.no_report and rows:
-            _print_summary(out)
+            _print_result(_report_of(read_records(out)), "rich")
     bad = [r for _, r in rows if r["status"] != "ok"]
     if bad:
         print(f"gapt-bench: {len(bad)} run(s) did not finish ok: "
@@ -253,7 +267,7 @@ def return_devnull() -> None:
 
 
 def _default_workers(plan) -> int:
-    import torch
+    import torch  # loaded by the tasks anyway; not needed by the reading verbs
 
     if any(c.train.device.startswith("cuda") for c in plan) or (torch.cuda.is_available() and any(c.train.device == "auto" for c in plan)):
         return 1
@@ -267,14 +281,12 @@ def _fmt(v: Any) -> str:
 
 
 def _print_run_table(rows: list[tuple]) -> None:
-    if not rows:
-        return
-    from rich.console import Console
-    from rich.table import Table
-
+    """Per-run metrics of this sweep, one table per task: primary metrics first, per-layer diagnostics left out."""
     for task in sorted({c.task for c, _ in rows}):
         recs = [r for c, r in rows if c.task == task]
-        names = sorted({k for r in recs for k in r["metrics"] if not k.startswith(("val_mbe_layer", "ood_mbe_layer"))})
+        primary = [m for m in recs[0].get("primary_metrics") or [] if any(m in r["metrics"] for r in recs)]
+        others = sorted({k for r in recs for k in r["metrics"] if k not in primary and not analysis.is_layer_metric(k)})
+        names = primary + others
         table = Table(title=f"{task}: per-run metrics", show_lines=False)
         for col in ("method", "seed", "status", *names):
             table.add_column(col, justify="right" if col not in ("method", "status") else "left")
@@ -283,29 +295,18 @@ def _print_run_table(rows: list[tuple]) -> None:
         Console(width=200).print(table)
 
 
-def _print_summary(out: Path) -> None:
-    from gapt_bench import report
-    from gapt_bench.store import read_records
-
-    records = read_records(out)
-    report.render_rich(report.build_report(records))
-    _print_capacity(records)
-
-
-def _print_capacity(records: list[dict]) -> None:
-    """Capacity and bits/param per model with CIs, when the results hold synthetic_capacity runs."""
-    if any(r.get("task") == "synthetic_capacity" for r in records):
-        from rich.console import Console
-
-        from gapt_bench import capacity
-
-        capacity.render_capacity(capacity.analyse(records), console=Console(width=200))
+def _report_of(records: list[dict], reference: str = "baseline") -> dict:
+    """The report of the records, with each task's own analyses (Task.analyses, e.g. capacity) attached."""
+    rep = analysis.build_report(records, reference=reference)
+    rep["analyses"] = {}
+    for task in sorted({r["task"] for r in records}):
+        if task in TASKS:  # a plug-in task not loaded here just has no task-level analysis
+            rep["analyses"].update(TASKS.get(task).analyses([r for r in records if r["task"] == task], reference))
+    return rep
 
 
 def _load(path: str) -> list[dict]:
     """The records at `path`; none at all is an error (nothing to report on is not a result)."""
-    from gapt_bench.store import StoreError, read_records
-
     records = read_records(path)
     if not records:
         raise StoreError(f"no run records in {path}; point at a results folder that `gapt-bench run --out` filled")
@@ -328,82 +329,46 @@ def _check_gate_args(args) -> None:
 
 
 def cmd_report(args) -> int:
-    from gapt_bench import report
-
-    from gapt_bench import capacity
-
     records = _load(args.results)
     _check_reference(records, args.reference)
-    rep = report.build_report(records, reference=args.reference)
-    if args.format == "json":
-        if any(r.get("task") == "synthetic_capacity" for r in records):
-            rep["capacity"] = capacity.analyse(records, reference=args.reference)
-        print(json.dumps(rep, indent=2, default=str))
-    elif args.format == "md":
-        print(report.render_markdown(rep))
-    else:
-        report.render_rich(rep)
-        _print_capacity(records)
+    _print_result(_report_of(records, args.reference), args.format, args.include_layers)
     if args.plots:
         _write_plots(args.results, Path(args.plots), "--plots")
     return 0
 
 
 def cmd_paper(args) -> int:
-    from gapt_bench import report
-
-    rows = report.paper_table(_load(args.results))
-    if args.format == "json":
-        print(json.dumps(rows, indent=2, default=str))
-    elif args.format == "md":
-        print(report.render_paper_markdown(rows))
-    else:
-        report.render_paper_rich(rows)
+    _print_result(analysis.paper_table(_report_of(_load(args.results))), args.format)
     return 0
 
 
 def cmd_leaderboard(args) -> int:
-    from gapt_bench import report
-
     records = [r for path in args.results for r in _load(path)]
-    board = report.leaderboard(records)
-    if args.format == "json":
-        print(json.dumps(board, indent=2, default=str))
-    elif args.format == "md":
-        print(report.render_leaderboard_markdown(board))
-    else:
-        report.render_leaderboard_rich(board)
+    _print_result(analysis.leaderboard(records), args.format, args.include_layers)
     return 0
 
 
 def cmd_compare(args) -> int:
-    from gapt_bench import report
-
+    """Two-sided: how B differs from A (better/worse for B); exit 0 whatever it finds."""
     _check_gate_args(args)
-    rows, _ = report.gate(_load(args.a), _load(args.b), tolerance=args.tolerance, alpha=args.alpha)
-    _print_gate(rows, args.format)
+    _print_result(analysis.compare(_load(args.a), _load(args.b), alpha=args.alpha, tolerance=args.tolerance),
+                  args.format)
     return 0
 
 
 def cmd_gate(args) -> int:
-    from gapt_bench import report
-
     _check_gate_args(args)
-    rows, code = report.gate(_load(args.baseline), _load(args.candidate), tolerance=args.tolerance, alpha=args.alpha,
-                             min_n=args.min_n, strict=args.strict)
-    _print_gate(rows, args.format)
-    return code
+    res = analysis.gate(_load(args.baseline), _load(args.candidate), tolerance=args.tolerance, alpha=args.alpha,
+                        min_n=args.min_n, strict=args.strict)
+    _print_result(res, args.format)
+    return res["exit_code"]
 
 
-def _print_gate(rows, fmt: str) -> None:
-    from gapt_bench import report
-
-    if fmt == "json":
-        print(json.dumps(rows, indent=2, default=str))
-    elif fmt == "md":
-        print(report.render_gate_markdown(rows))
-    else:
-        report.render_gate_rich(rows)
+def _print_result(result: dict, fmt: str, include_layers: bool = False) -> None:
+    """Any analysis result in the chosen format (rich prints itself)."""
+    text = analysis.render(result, fmt, include_layers=include_layers)
+    if text is not None:
+        print(text)
 
 
 def cmd_plot(args) -> int:
@@ -413,8 +378,7 @@ def cmd_plot(args) -> int:
 
 
 def _write_plots(results: str, out: Path, flag: str) -> None:
-    from gapt_bench import plots
-    from gapt_bench.store import StoreError, check_writable
+    from gapt_bench import plots  # matplotlib: only when plotting
 
     check_writable(out, flag=flag)
     try:
@@ -430,24 +394,15 @@ COMMANDS = {"run": cmd_run, "validate": cmd_validate, "ls": cmd_ls, "report": cm
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from gapt_bench.config import ConfigError
-    from gapt_bench.registry import RegistryError
-    from gapt_bench.report import ReportError
-    from gapt_bench.store import DiskFullError, StoreError
-
-    user_errors: tuple[type[BaseException], ...] = (UsageError, ConfigError, RegistryError, StoreError, ReportError)
-    try:
-        from gapt_bench.textdata import DataError
-
-        user_errors += (DataError,)
-    except ImportError:
-        pass
+    user_errors = (UsageError, ConfigError, RegistryError, StoreError, ReportError, DataError)
     parser = build_parser()
     try:
         args = parser.parse_args(list(argv) if argv is not None else None)
         verb = args.verb or "run"
         if args.verb is None:
             args = parser.parse_args(["run", *(argv if argv is not None else sys.argv[1:])])
+        if hasattr(args, "include"):
+            load_plugins(args.include, strict=verb != "ls")
         return COMMANDS[verb](args)
     except DiskFullError as e:  # not bad input: the run failed, and nothing partial was left behind
         print(f"gapt-bench: error: {e}", file=sys.stderr)

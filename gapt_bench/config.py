@@ -15,7 +15,6 @@ import json
 import math
 import typing
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -90,10 +89,14 @@ class RegConfig:
     weight: float = opt(1.0, "lambda: loss = CE + lambda * MBE_agg in the compression phase", min=0.0)
     layers: str = opt(
         "middle",
-        "regularised layers: all, middle (1..L-2, later author code) or rotate (one middle layer per step, May-2025)",
-        choices=("all", "middle", "rotate"),
+        "regularised layers: all; middle (1..L-2, the later code); rotate (one middle layer per step); "
+        "rotate_rr (one of 2..L-3 per step, the May-2025 RRScheduler)",
+        choices=("all", "middle", "rotate", "rotate_rr"),
     )
     centered: bool = opt(False, "regularise the centred MBE (the collapse control) instead of the paper's uncentred")
+    step_mode: str = opt("sum", "compression step: sum = CE + lambda*MBE on the same batch (later code); alternate = "
+                                "whole optimizer steps alternate between CE only and lambda*MBE only (May-2025)",
+                         choices=("sum", "alternate"))
 
 
 @dataclass
@@ -114,11 +117,38 @@ class GAPTConfig:
     smoothing: float = opt(0.0, "EMA factor on the gate inputs; 0 = raw last value (paper)", min=0.0, max=1.0,
                            max_open=True)
     initial_phase: int = opt(1, "phase at step 0", choices=(1, 2))
+    watch: str = opt("regularised", "layers whose MBE the gate reads: the regularised ones, or all layers (the "
+                                    "May-2025 scheduler received every layer's MBE)", choices=("regularised", "all"))
+    mbe_min_reset: bool = opt(True, "reset M_min on every phase switch (May-2025); false: never reset, tracked in "
+                                    "phase 1 too (later code)")
+    first_gain: str = opt("improvement", "the first observation of CE or MBE counts as an improvement (May-2025) "
+                                         "or scores gain 0 (later code)", choices=("improvement", "zero"))
+    mbe_aggregate: str = opt("best_layer", "MBE improvement: the best gain over the watched layers (May-2025) or "
+                                           "the gain of their mean (later code)", choices=("best_layer", "mean"))
+
+
+@dataclass
+class PeriodicConfig:
+    """The periodic control: the gate's two phases on a fixed schedule."""
+
+    match: str = opt("gapt", "gapt: copy the duty cycle and mean phase lengths of the gapt run of the same task, "
+                             "setup and seed (it must run first); none: p_m then p_c steps from gapt.patience_*",
+                     choices=("gapt", "none"))
 
 
 @dataclass
 class AlignConfig:
     every: int = opt(0, "steps between CE/MBE gradient-cosine measurements (0 = off)", min=0)
+
+
+# The one definition of what two arms of a comparison share (the setup) and what only some methods read. Each
+# method declares which METHOD_SECTIONS it reads (`Method.config_sections`); only those enter its config hash.
+SETUP_SECTIONS = ("data", "model", "train", "mbe")
+METHOD_SECTIONS = ("reg", "gapt", "periodic")
+# Measured alongside training, never changing it (gradient alignment uses autograd.grad): in no hash.
+DIAGNOSTIC_SECTIONS = ("align",)
+# Execution-only fields: they change how fast a run goes, not what it measures.
+EXECUTION_FIELDS = {"train": ("threads", "log_every", "compile")}
 
 
 @dataclass
@@ -133,38 +163,40 @@ class RunConfig:
     mbe: MBEConfig = field(default_factory=MBEConfig)
     reg: RegConfig = field(default_factory=RegConfig)
     gapt: GAPTConfig = field(default_factory=GAPTConfig)
+    periodic: PeriodicConfig = field(default_factory=PeriodicConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
+    about: dict = field(default_factory=dict)  # the preset's `about:` block (variant, deviations): not science
 
-    SECTIONS = ("data", "model", "train", "mbe", "reg", "gapt", "align")
-    METHOD_SECTIONS = ("reg", "gapt")
+    SECTIONS = (*SETUP_SECTIONS, *METHOD_SECTIONS, *DIAGNOSTIC_SECTIONS)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    # Execution-only fields: they change how fast a run goes, not what it measures.
-    EXECUTION_FIELDS = ("threads", "log_every", "compile")
-
-    def _science(self) -> dict:
+    def setup_dict(self) -> dict:
+        """What every arm shares: the task and the setup sections without execution-only fields."""
         d = self.to_dict()
-        for k in self.EXECUTION_FIELDS:
-            d["train"].pop(k)
-        return d
+        for section, names in EXECUTION_FIELDS.items():
+            for name in names:
+                d[section].pop(name)
+        return {"task": self.task, **{s: d[s] for s in SETUP_SECTIONS}}
+
+    def method_dict(self) -> dict:
+        """The method and the sections it reads (its declared `config_sections`)."""
+        from gapt_bench.registry import METHODS
+
+        sections = METHODS.get(self.method).config_sections
+        return {"method": self.method, **{s: dataclasses.asdict(getattr(self, s)) for s in sections}}
 
     def config_hash(self) -> str:
-        """Hash of the resolved config without the seed: seeds of one config form a group."""
-        d = self._science()
-        d.pop("seed")
-        return _hash(d)
+        """Hash of setup + method without the seed: the seeds of one config form a group."""
+        return _hash({**self.setup_dict(), **self.method_dict()})
 
     def setup_hash(self) -> str:
         """Hash of what every arm shares (task data, model, training budget, MBE measurement).
 
         Two groups are comparable only if their setup hashes agree: same tokens, batch, model and data.
         """
-        d = self._science()
-        for key in ("seed", "method", "preset", *self.METHOD_SECTIONS):
-            d.pop(key)
-        return _hash(d)
+        return _hash(self.setup_dict())
 
 
 def _hash(d: dict) -> str:
@@ -175,22 +207,24 @@ def _hash(d: dict) -> str:
 # Presets
 
 
-def preset_path(task: str) -> Path | Any:
-    """The YAML file of a task's presets: tasks/<task>.yaml, installed as gapt_bench.presets."""
-    return resources.files("gapt_bench.presets").joinpath(f"{task}.yaml")
-
-
-def load_presets(task: str) -> dict:
-    path = preset_path(task)
+def read_preset_file(path: Path, task: str) -> dict:
+    """A task's presets.yaml: preset name -> sections (plus `extends:`, `grid:` and `about:`)."""
     if not path.is_file():
-        raise ConfigError(f"task '{task}' has no preset file {task}.yaml; add one under tasks/")
+        raise ConfigError(f"task '{task}' has no presets: add {path} (or a `presets` dict on the task class)")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ConfigError(f"preset file {task}.yaml is not valid YAML ({str(e).splitlines()[0]}); fix the file")
+        raise ConfigError(f"preset file {path} is not valid YAML ({str(e).splitlines()[0]}); fix the file")
     if not isinstance(data, dict):
-        raise ConfigError(f"preset file {task}.yaml must map preset names to sections")
+        raise ConfigError(f"preset file {path} must map preset names to sections")
     return data
+
+
+def load_presets(task: str) -> dict:
+    """The presets of a registered task (its presets.yaml, or the class's `presets` dict)."""
+    from gapt_bench.registry import TASKS
+
+    return TASKS.get(task).load_presets()
 
 
 def resolve_preset(task: str, preset: str) -> dict:
@@ -211,7 +245,10 @@ def resolve_preset(task: str, preset: str) -> dict:
         chain.append(name)
         name = (presets[name] or {}).get("extends")
     for name in reversed(chain):
-        merged = deep_merge(merged, {k: v for k, v in (presets[name] or {}).items() if k != "extends"})
+        body = presets[name] or {}
+        if not isinstance(body, dict):
+            raise ConfigError(f"preset '{name}' of task '{task}' must map sections to values")
+        merged = deep_merge(merged, {k: v for k, v in body.items() if k != "extends"})
     return merged
 
 
@@ -260,6 +297,10 @@ def _set_nested(d: dict, path: list[str], value: Any) -> None:
 
 
 def build_run_config(task: str, method: str, seed: int, preset: str, sections: dict, options_cls: type) -> RunConfig:
+    sections = dict(sections)
+    about = sections.pop("about", None) or {}
+    if not isinstance(about, dict):
+        raise ConfigError(f"preset '{preset}' of task '{task}': `about:` must be a mapping (variant, deviations)")
     unknown = set(sections) - set(RunConfig.SECTIONS)
     if unknown:
         raise ConfigError(f"unknown config section '{sorted(unknown)[0]}'; sections are {', '.join(RunConfig.SECTIONS)}")
@@ -268,8 +309,7 @@ def build_run_config(task: str, method: str, seed: int, preset: str, sections: d
     for name in RunConfig.SECTIONS:
         cls = options_cls if name == "data" else hints[name]
         kwargs[name] = from_dict(cls, sections.get(name) or {}, name)
-    cfg = RunConfig(task=task, method=method, seed=seed, preset=preset, **kwargs)
-    return cfg
+    return RunConfig(task=task, method=method, seed=seed, preset=preset, about=copy.deepcopy(about), **kwargs)
 
 
 def from_dict(cls: type, values: dict, where: str) -> Any:
@@ -385,8 +425,3 @@ def apply_overrides(sections: dict, overrides: list[str]) -> dict:
         path, value = parse_override(text)
         _set_nested(out, path, value)
     return out
-
-
-def describe_fields(cls: type) -> list[tuple[str, Any, str]]:
-    return [(f.name, f.default if f.default is not dataclasses.MISSING else "-", f.metadata.get("help", ""))
-            for f in dataclasses.fields(cls)]

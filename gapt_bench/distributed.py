@@ -170,17 +170,6 @@ def world_size() -> int:
     return info().world_size if is_initialized() else 1
 
 
-def device_for(spec: str) -> torch.device:
-    """The device of this rank for a ``train.device`` value: ``cuda:LOCAL_RANK`` under DDP (``cpu`` stays cpu)."""
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if not spec.startswith("cuda"):
-        return torch.device(spec)
-    if info().enabled:
-        return torch.device("cuda", info().local_rank)
-    return torch.device(spec)
-
-
 def barrier(long: bool = False) -> None:
     """Wait for every rank (no-op without DDP). ``long``: on the gloo group with the data-preparation timeout."""
     if not is_initialized():
@@ -263,5 +252,5 @@ def mean_step_values(infos: Sequence[Any], losses: list[float], stop: bool) -> b
 
 
 __all__ = ["DistInfo", "setup", "teardown", "info", "env_info", "launched", "is_main", "rank", "world_size",
-           "device_for", "barrier", "broadcast_object", "local_main_first", "all_reduce_sum", "mean_step_values",
+           "barrier", "broadcast_object", "local_main_first", "all_reduce_sum", "mean_step_values",
            "is_initialized", "default_backend"]

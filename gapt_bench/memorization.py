@@ -5,7 +5,7 @@ its analysis compose them.
 
 - Code lengths: `sequence_nll_bits` is -log2 p(x_2..x_S | x_1) per sequence, the arithmetic-coding length the paper
   uses for H^K(x | model) (section 1). Strict first-token convention: token 1 is never predicted, as in
-  `gapt_bench.tasks.synthetic_capacity`.
+  `gapt_bench.tasks.synthetic_capacity.task`.
 - Unintended memorization (section 1): per sequence max(0, nll_ref - nll_model), clipped per *sequence*; the
   dataset total is the sum, a lower bound on the dataset-level quantity (Proposition 1).
 - Data-to-capacity ratio (section 3, double descent): dataset information = sum of reference code lengths,
@@ -86,7 +86,7 @@ def sequence_nll_bits(model: torch.nn.Module, tokens: torch.Tensor, *, batch_siz
 
     This is the arithmetic-coding estimate of H^K(x | model) (capacity-paper.md section 1), summed over the S - 1
     *predicted* tokens of each row of `tokens` (int64, (N, S)). Strict first-token convention: token 1 is context
-    only and is not coded, as `gapt_bench.tasks.synthetic_capacity` does. For unintended memorization the choice
+    only and is not coded, as `gapt_bench.tasks.synthetic_capacity.task` does. For unintended memorization the choice
     cancels (both models would code token 1 the same way); for dataset information it leaves out S^-1 of the bits.
 
     `model` is a Hugging Face causal LM called as `model(input_ids=x, use_cache=False).logits`; it runs in eval
@@ -154,7 +154,7 @@ def capacity_ratio(info_bits: float, n_params: int, alpha: float = PAPER_ALPHA) 
     """Data-to-capacity ratio info_bits / (alpha * P) (section 3); the paper puts the test-loss peak at 1.
 
     Default alpha = 3.64 bits/parameter, the paper's bf16 regression slope (section 0); pass a measured alpha
-    (e.g. from `gapt_bench.capacity`) when one exists.
+    (e.g. from `gapt_bench.analysis.capacity`) when one exists.
     """
     if n_params <= 0 or alpha <= 0:
         raise ValueError(f"n_params and alpha must be > 0, got {n_params} and {alpha}")

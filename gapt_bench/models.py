@@ -1,8 +1,16 @@
-"""The GPT-2-style causal LM used by every LM task, and the paper's parameter count.
+"""The GPT-2-style causal LM used by every LM task: building it, counting its parameters (as the capacity paper
+does), capturing its hidden states, and its FLOPs per token and MFU.
 
 Built from `transformers.GPT2Config` with fresh weights (no download), dropout 0 by default, tied input/output
 embeddings and learned positions. `forward_with_hidden` returns the residual-stream output of every block
 *before* the final LayerNorm (the tensor the GAPT paper measures MBE on).
+
+MFU = flops_per_token * tokens_per_s / (peak_flops * world_size), with flops_per_token = 6 * (N_nonemb + V * d) +
+12 * L * d * S: N_nonemb the parameters outside the token and position embeddings, V * d the (tied) output
+projection, a matmul on every token, and 12 L d S the attention scores and weighted sum (forward and backward, full
+S x S as in PaLM's appendix B). `peak_flops` is the dense bf16 peak of the GPU from a table keyed by the device
+name (H100 SXM and H200: 989 TFLOP/s, A100: 312); None on CPU or an unknown GPU. A method's extra FLOPs (the MBE
+term) are not counted: MFU measures the model's useful work.
 """
 from __future__ import annotations
 
@@ -67,10 +75,14 @@ def paper_param_count(n_layer: int, n_embd: int, vocab_size: int, n_positions: i
     return 12 * L * d * d + 13 * L * d + (vocab_size + n_positions) * d + 2 * d
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DDP (`.module`) and torch.compile (`._orig_mod`) wrappers."""
+    inner = getattr(model, "module", model)
+    return getattr(inner, "_orig_mod", inner)
+
+
 def blocks(model: nn.Module) -> nn.ModuleList:
-    inner = getattr(model, "module", model)  # DDP / compiled wrappers
-    inner = getattr(inner, "_orig_mod", inner)
-    return inner.transformer.h
+    return unwrap(model).transformer.h
 
 
 class _Capture:
@@ -90,8 +102,7 @@ def forward_with_hidden(model: nn.Module, input_ids: torch.Tensor) -> tuple[torc
 
     The capture hooks are registered once per model (not per call), so a compiled model is not recompiled.
     """
-    inner = getattr(model, "module", model)
-    inner = getattr(inner, "_orig_mod", inner)
+    inner = unwrap(model)
     capture: _Capture | None = getattr(inner, "_gapt_capture", None)
     if capture is None:
         capture = _Capture()
@@ -105,3 +116,54 @@ def forward_with_hidden(model: nn.Module, input_ids: torch.Tensor) -> tuple[torc
         capture.active = False
     hidden, capture.outputs = capture.outputs, []
     return out.logits, hidden
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# FLOPs and MFU
+
+# Dense bf16 peak FLOP/s by device-name substring, most specific first.
+PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
+    ("H200", 989e12),  # also GH200
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H100", 989e12),  # SXM (HBM3)
+    ("H800", 989e12),
+    ("A100", 312e12),
+    ("A800", 312e12),
+    ("L40S", 362e12),
+    ("L4", 121e12),
+)
+MFU_FORMULA = "6*(N_nonemb + V*d) + 12*L*d*S per token, dense bf16 peak"
+
+
+def peak_for_name(name: str) -> float | None:
+    """Dense bf16 peak FLOP/s for a CUDA device name (first matching PEAK_BF16_FLOPS entry), None if unknown."""
+    for key, peak in PEAK_BF16_FLOPS:
+        if key.lower() in name.lower():
+            return peak
+    return None
+
+
+def peak_flops(device: torch.device) -> tuple[float | None, str | None]:
+    """(dense bf16 peak FLOP/s, device name) of a CUDA device; (None, None) on CPU, (None, name) if unknown."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None, None
+    name = torch.cuda.get_device_name(device)
+    return peak_for_name(name), name
+
+
+def flops_per_token(model: nn.Module, seq_len: int) -> float:
+    """6 * (N_nonemb + V * d) + 12 * L * d * S (see the module docstring)."""
+    inner = unwrap(model)
+    total = sum(p.numel() for p in inner.parameters())
+    wte, wpe = inner.transformer.wte.weight, inner.transformer.wpe.weight
+    n_layer, n_embd = len(inner.transformer.h), wte.shape[1]
+    n_nonemb = total - wte.numel() - wpe.numel()
+    return 6.0 * (n_nonemb + wte.shape[0] * n_embd) + 12.0 * n_layer * n_embd * seq_len
+
+
+def mfu(flops_token: float, tokens_per_s: float | None, peak: float | None, world_size: int = 1) -> float | None:
+    """Model FLOPs utilisation of `world_size` devices of peak `peak`; None without a peak or a rate."""
+    if not peak or not tokens_per_s:
+        return None
+    return flops_token * tokens_per_s / (peak * max(1, world_size))

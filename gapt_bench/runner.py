@@ -7,12 +7,15 @@ and one record per run key (task, method, config, seed):
 - a run already recorded as finished (ok or diverged, both deterministic) is never trained again;
 - the process that trains a run holds its claim (`store.try_claim`), so concurrent sweeps of one plan share the work;
 - `resume=True` continues a run left unfinished (a folder whose state is "running") from its checkpoint;
-- parallel workers die with their parent: they checkpoint at the next step and exit, and append nothing.
+- a matched control (e.g. periodic matched to gapt) runs after the run it copies, whose record summary it receives;
+- parallel workers load the same plug-ins as the parent, and die with it: they checkpoint at the next step and
+  exit, and append nothing.
 """
 from __future__ import annotations
 
 import copy
 import ctypes
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -27,9 +30,9 @@ from typing import Any, Callable, Iterable
 
 from gapt_bench.config import (ConfigError, RunConfig, apply_overrides, build_run_config, expand_grid,
                                resolve_preset)
-from gapt_bench.registry import METHODS, TASKS
-from gapt_bench.store import (SCHEMA_VERSION, DiskFullError, StoreError, append_record, finished_keys, is_disk_full,
-                              try_claim)
+from gapt_bench.registry import METHODS, TASKS, included, load_plugins
+from gapt_bench.store import (SCHEMA_VERSION, DiskFullError, RunRecord, StoreError, append_record, finished_keys,
+                              is_disk_full, iter_raw_records, runs_file, try_claim)
 
 STATE_FILE = "state.json"
 MAX_SEED = 2**32 - 1  # seeds land in JSON records read by pandas/numpy: stay well inside int64
@@ -102,6 +105,7 @@ def make_plan(tasks: Iterable[str], methods: Iterable[str], seeds: Iterable[int]
             for method in methods:
                 first = build_run_config(task, method, seeds[0], preset, point, task_cls.Options)
                 task_cls.finalize(first)
+                task_cls.check_ignored(first)
                 check_run(first)
                 for seed in seeds:
                     cfg = first if seed == seeds[0] else copy.deepcopy(first)
@@ -115,7 +119,7 @@ def check_run(cfg: RunConfig) -> None:
     m, t = cfg.model, cfg.train
     if m.n_embd % m.n_head:
         raise ConfigError(f"model.n_embd={m.n_embd} is not divisible by model.n_head={m.n_head}; change one of them")
-    from gapt_bench.tasks.base import LMTask
+    from gapt_bench.task import LMTask
 
     lm = issubclass(TASKS.get(cfg.task), LMTask)
     if lm and t.seq_len % cfg.mbe.patch_size:
@@ -143,6 +147,39 @@ def check_device(spec: str) -> None:
         raise ConfigError(f"train.device={spec} but this machine has no CUDA device; use train.device=auto or cpu")
     if m.group(1) is not None and int(m.group(1)) >= torch.cuda.device_count():
         raise ConfigError(f"train.device={spec} but only {torch.cuda.device_count()} CUDA device(s) are visible")
+
+
+def reference_config(cfg: RunConfig) -> RunConfig | None:
+    """The config of the run a matched control copies (same task, setup, seed and method sections), or None."""
+    name = METHODS.get(cfg.method).matches(cfg)
+    return None if name is None else dataclasses.replace(cfg, method=name)
+
+
+def check_matches(plan: list[RunConfig], out: Path) -> None:
+    """Every matched control needs the run it copies in the plan or already in `out` (ConfigError otherwise)."""
+    planned = {run_key(c) for c in plan}
+    recorded = finished_keys(out) if runs_file(out).is_file() else set()
+    for cfg in plan:
+        ref = reference_config(cfg)
+        if ref is not None and run_key(ref) not in planned | recorded:
+            raise ConfigError(f"{cfg.method} is matched to the {ref.method} run of the same task, setup and seed "
+                              f"(task {cfg.task}, seed {cfg.seed}), which is neither planned nor in {out}; add "
+                              f"{ref.method} to --methods or set {cfg.method}.match=none")
+
+
+def matched_summary(cfg: RunConfig, out: Path) -> dict | None:
+    """The record (run_id and summary) of the run `cfg` copies; RuntimeError if it is missing or did not finish ok."""
+    ref = reference_config(cfg)
+    if ref is None:
+        return None
+    key = run_key(ref)
+    rec = next((r for r in iter_raw_records(out, warn=False) if
+                (r["task"], r["method"], r["config_hash"], r["seed"]) == key and r["status"] == "ok"), None) \
+        if runs_file(out).is_file() else None
+    if rec is None:
+        raise RuntimeError(f"the {ref.method} run this {cfg.method} run is matched to (seed {cfg.seed}) has no ok "
+                           f"record in {out}; run it first, or set {cfg.method}.match=none")
+    return {"run_id": rec["run_id"], "summary": rec.get("summary") or {}}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -252,7 +289,7 @@ def _execute_claimed(cfg, out, dist, checkpoint_every, resume, progress, quiet) 
 
     from gapt_bench import distributed
     from gapt_bench import env as envmod
-    from gapt_bench.train import CheckpointError, Diverged, Interrupted, RunContext, resolve_device
+    from gapt_bench.runtime import CheckpointError, Diverged, Interrupted, RunContext, resolve_device
 
     torch.set_num_threads(cfg.train.threads)
     # DDP (torchrun): rank 0 alone creates and writes the run folder; the others learn its path by broadcast.
@@ -274,7 +311,7 @@ def _execute_claimed(cfg, out, dist, checkpoint_every, resume, progress, quiet) 
     logger = _RunLog(run_dir / "log.txt" if dist.is_main else None, echo=not quiet and dist.is_main)
     log = logger.write
 
-    device = distributed.device_for(cfg.train.device) if dist.enabled else resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device, dist.local_rank if dist.enabled else None)
     ctx = RunContext(run_dir=run_dir, device=device, checkpoint_every=checkpoint_every, resume=resuming,
                      progress=progress, stop_requested=lambda: _STOP["flag"], log=log, rank=dist.rank,
                      world_size=dist.world_size)
@@ -284,6 +321,7 @@ def _execute_claimed(cfg, out, dist, checkpoint_every, resume, progress, quiet) 
     log(f"start {run_id} on {device} (resume={resuming})")
     status, error, result = "ok", None, None
     try:
+        ctx.matched = matched_summary(cfg, out)
         result = task_cls(cfg).run(method_cls, ctx)
     except Interrupted as e:
         log(str(e))
@@ -328,22 +366,25 @@ def _execute_claimed(cfg, out, dist, checkpoint_every, resume, progress, quiet) 
     return RunOutcome(record)
 
 
-def _make_record(cfg, task_cls, run_id, status, error, result, wall, started, env) -> dict:
+def _make_record(cfg, task_cls, run_id, status, error, result, wall, started, env) -> RunRecord:
     metrics = result.metrics if result else {}
     tokens = result.tokens if result else 0
     train_time = (result.summary.get("train_time_s") if result else None) or wall
-    return {
-        "schema_version": SCHEMA_VERSION, "run_id": run_id, "task": cfg.task, "task_version": task_cls.version,
-        "method": cfg.method, "seed": cfg.seed, "preset": cfg.preset, "config": cfg.to_dict(),
-        "config_hash": cfg.config_hash(), "setup_hash": cfg.setup_hash(), "metrics": metrics,
-        "metric_directions": task_cls.metric_directions(metrics), "status": status, "error": error,
-        "n_params": result.n_params if result else None, "tokens": tokens, "steps": result.steps if result else None,
-        "stop_reason": result.stop_reason if result else None, "wall_time_s": round(wall, 3),
-        "tokens_per_s": round(tokens / train_time, 1) if tokens and train_time else None,
-        "summary": result.summary if result else {}, "env": env,
-        "started_at": started.isoformat(timespec="seconds"),
-        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    summary = dict(result.summary) if result else {}
+    if cfg.about:
+        summary["preset_about"] = cfg.about
+    return RunRecord(
+        schema_version=SCHEMA_VERSION, run_id=run_id, task=cfg.task, task_version=task_cls.version,
+        method=cfg.method, seed=cfg.seed, preset=cfg.preset, config=cfg.to_dict(),
+        config_hash=cfg.config_hash(), setup_hash=cfg.setup_hash(), metrics=metrics,
+        metric_directions=task_cls.metric_directions(metrics), primary_metrics=list(task_cls.primary),
+        controls=list(METHODS.get(cfg.method).controls), status=status, error=error,
+        n_params=result.n_params if result else None, tokens=tokens, steps=result.steps if result else None,
+        stop_reason=result.stop_reason if result else None, wall_time_s=round(wall, 3),
+        tokens_per_s=round(tokens / train_time, 1) if tokens and train_time else None,
+        summary=summary, env=env, started_at=started.isoformat(timespec="seconds"),
+        finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )
 
 
 class _RunLog:
@@ -427,10 +468,11 @@ def _die_with_parent(parent: int) -> None:
         os._exit(143)
 
 
-def _init_worker(gpu_queue, parent: int) -> None:
-    """Pin each worker to its own GPU (round robin) and tie its life to the parent's."""
+def _init_worker(gpu_queue, parent: int, includes: list[str]) -> None:
+    """Load the parent's plug-ins, pin each worker to its own GPU (round robin), tie its life to the parent's."""
     install_signal_handlers()
     _die_with_parent(parent)
+    load_plugins(includes)
     if gpu_queue is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_queue.get())
 
@@ -467,17 +509,23 @@ def run_plan(plan: list[RunConfig], out: Path, *, workers: int = 1, checkpoint_e
 
     if launched():  # under torchrun every process is one rank of each run: no pool of workers
         workers = 1
-    if workers <= 1:
-        for cfg in todo:
-            if _STOP["flag"]:
-                break
-            o = execute(cfg, out, checkpoint_every=checkpoint_every, resume=resume,
-                        progress=progress_factory(cfg) if progress_factory else None)
-            outcomes.append(o)
-            if on_done:
-                on_done(cfg, o)
-        return outcomes
-    return outcomes + _run_pool(todo, out, workers, checkpoint_every, resume, on_done)
+    # Two waves: matched controls run after every run they could copy has finished.
+    waves = [[c for c in todo if reference_config(c) is None], [c for c in todo if reference_config(c) is not None]]
+    for wave in waves:
+        if _STOP["flag"] or not wave:
+            continue
+        if workers <= 1:
+            for cfg in wave:
+                if _STOP["flag"]:
+                    break
+                o = execute(cfg, out, checkpoint_every=checkpoint_every, resume=resume,
+                            progress=progress_factory(cfg) if progress_factory else None)
+                outcomes.append(o)
+                if on_done:
+                    on_done(cfg, o)
+        else:
+            outcomes += _run_pool(wave, out, workers, checkpoint_every, resume, on_done)
+    return outcomes
 
 
 def _run_pool(todo, out, workers, checkpoint_every, resume, on_done) -> list[RunOutcome]:
@@ -497,7 +545,7 @@ def _run_pool(todo, out, workers, checkpoint_every, resume, on_done) -> list[Run
             gpu_queue.put(i % n_gpus)
     outcomes: list[RunOutcome] = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(gpu_queue, os.getpid())) as pool:
+                             initargs=(gpu_queue, os.getpid(), included())) as pool:
         def forward_stop(signum, frame) -> None:  # workers finish their step, checkpoint and return
             _STOP["flag"] = True
             for fut in futures:

@@ -56,6 +56,8 @@ class RunRecord(TypedDict):
     setup_hash: str                 # hash of what every arm of a comparison shares (config.RunConfig.setup_hash)
     metrics: dict                   # metric name -> float (NaN/inf allowed; readers treat them as missing)
     metric_directions: dict         # metric name -> "min" | "max" (direction of better)
+    primary_metrics: list           # the task's primary metrics: what the leaderboard ranks on (others: diagnostics)
+    controls: list                  # the methods that control this one (gapt: periodic, mbe), declared by its class
     status: str                     # ok | failed | diverged
     error: Optional[dict]           # failed/diverged: {"message", "step"?}
     n_params: Optional[int]         # parameters as the task counts them (capacity: the paper's count)
@@ -64,7 +66,8 @@ class RunRecord(TypedDict):
     stop_reason: Optional[str]      # budget | converged
     wall_time_s: float              # wall clock of the whole run, evaluation included
     tokens_per_s: Optional[float]   # training throughput
-    summary: dict                   # task and method extras (gate statistics, throughput, data provenance)
+    summary: dict                   # task and method extras (gate statistics and duty cycle, throughput, data
+                                    # provenance, preset_about: the preset's variant and deviations)
     env: dict                       # machine class, versions, git sha (env.capture)
     started_at: str                 # ISO 8601, UTC
     finished_at: str

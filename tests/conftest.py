@@ -6,6 +6,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+import hashlib  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -25,3 +30,63 @@ def offline_env(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_datasets"))
     monkeypatch.setenv("GAPT_BENCH_CACHE", str(tmp_path / "gapt_cache"))
+
+
+@pytest.fixture
+def no_hub_streaming(monkeypatch):
+    """Fail the test if anything reaches `datasets.load_dataset` (where a hub source would spend ~23 s retrying):
+    "fails fast" checked by behaviour, not by a wall clock."""
+    import datasets
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"datasets.load_dataset called: {args!r}")
+
+    monkeypatch.setattr(datasets, "load_dataset", refuse)
+
+
+@pytest.fixture(autouse=True)
+def isolated_registries():
+    """Plug-ins a test includes or registers in this process are forgotten after it."""
+    from gapt_bench import registry
+
+    registry.discover()
+    saved = {name: dict(reg._entries) for name, reg in registry.REGISTRIES.items()}
+    includes, errors = list(registry._STATE["includes"]), list(registry._STATE["errors"])
+    yield
+    for name, reg in registry.REGISTRIES.items():
+        reg._entries = saved[name]
+    registry._STATE["includes"], registry._STATE["errors"] = includes, errors
+
+
+FINEWEB_DOCS = 160  # about 0.5 MB of offline-corpus chapters
+
+
+def fineweb_table(texts: list[str]) -> pa.Table:
+    """text, id, dump, url, date, file_path, language, language_score, token_count: as FineWeb's shards."""
+    n = len(texts)
+    return pa.table({
+        "text": texts,
+        "id": [f"<urn:uuid:{hashlib.md5(t.encode()).hexdigest()}>" for t in texts],
+        "dump": ["CC-MAIN-2024-10"] * n,
+        "url": [f"https://example.org/page/{i}" for i in range(n)],
+        "date": ["2024-02-21T00:00:00Z"] * n,
+        "file_path": ["s3://commoncrawl/crawl-data/CC-MAIN-2024-10/segments/x.warc.gz"] * n,
+        "language": ["en"] * n,
+        "language_score": pa.array([0.95] * n, pa.float64()),
+        "token_count": pa.array([len(t) // 4 for t in texts], pa.int64()),
+    })
+
+
+@pytest.fixture(scope="session")
+def fineweb_texts() -> list[str]:
+    from gapt_bench.text import load_texts
+
+    return [d.text for d in load_texts("offline", limit=FINEWEB_DOCS)]
+
+
+@pytest.fixture(scope="session")
+def fineweb_parquet(tmp_path_factory, fineweb_texts) -> Path:
+    """The one local-FineWeb fixture: a parquet file in FineWeb's schema, its text from the bundled corpus."""
+    path = tmp_path_factory.mktemp("fineweb") / "000_00000.parquet"
+    pq.write_table(fineweb_table(fineweb_texts), path)
+    return path

@@ -8,7 +8,13 @@ import json
 
 SETUP_SECTIONS = ("data", "model", "train", "mbe")
 DIRECTIONS = {"val_ce": "min", "val_mbe": "min", "val_mbe_centered": "min", "ood_answer_ce": "min",
-              "separation": "max", "mem_bits": "max", "data_bits": "max", "bits_per_param": "max"}
+              "ood_digit_acc": "max", "separation": "max", "retained_l1": "min", "finetuned_l1": "min",
+              "mem_bits": "max", "mem_bits_paper_conv": "max", "data_bits": "max", "bits_per_param": "max",
+              "bits_per_param_paper_conv": "max"}
+# What the tasks declare as their quality (records' `primary_metrics`) and the methods as their controls.
+PRIMARY_METRICS = {"fineweb_lm": ["val_ce"], "arithmetic_ood": ["ood_answer_ce", "ood_digit_acc"],
+                   "forgetting_separation": ["retained_l1", "finetuned_l1"], "synthetic_capacity": []}
+CONTROLS = {"gapt": ["periodic", "mbe"]}
 
 
 def _h(d: dict) -> str:
@@ -32,7 +38,8 @@ def make_record(task: str = "fineweb_lm", method: str = "baseline", seed: int = 
            "metric_directions": {k: DIRECTIONS.get(k, "min") for k in metrics}, "status": status, "error": None,
            "n_params": n_params, "tokens": 10_000, "steps": 100, "stop_reason": "budget", "wall_time_s": 1.0,
            "tokens_per_s": 1e4, "summary": {}, "env": {}, "started_at": "2026-01-01T00:00:00+00:00",
-           "finished_at": "2026-01-01T00:00:01+00:00"}
+           "finished_at": "2026-01-01T00:00:01+00:00",
+           "primary_metrics": list(PRIMARY_METRICS.get(task, [])), "controls": list(CONTROLS.get(method, []))}
     rec.update(extra)
     return rec
 

@@ -9,7 +9,7 @@ import torch
 
 from gapt_bench.config import ConfigError
 from gapt_bench.runner import make_plan
-from gapt_bench.tasks.arithmetic_ood import (BOS, DIGIT0, EOS, EQUALS, SPACE, VOCAB_SIZE, ArithmeticOOD, Examples,
+from gapt_bench.tasks.arithmetic_ood.task import (BOS, DIGIT0, EOS, EQUALS, SPACE, VOCAB_SIZE, ArithmeticOOD, Examples,
                                              answer_mask, answer_tokens, decode, digit_accuracy, digit_matches,
                                              encode, exact_match, is_exact, n_digits, padded_examples, tokenize)
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from gapt_bench import capacity
+from gapt_bench.analysis import analyse_capacity, precision_of, render
 from gapt_bench.config import ConfigError
 from gapt_bench.models import build_model, paper_param_count, param_count
 from gapt_bench.runner import execute, make_plan
-from gapt_bench.tasks.synthetic_capacity import CURVE_FILE, SyntheticCapacity
-from gapt_bench.train import RunContext
+from gapt_bench.tasks.synthetic_capacity.task import CURVE_FILE, SyntheticCapacity
+from gapt_bench.runtime import RunContext
 
 PAPER_ROWS = [(1, 32, 80_352), (1, 128, 468_864), (2, 128, 667_136), (4, 256, 3_700_224), (8, 256, 6_859_264)]
 
@@ -45,8 +45,8 @@ class Oracle(nn.Module):
         return type("Out", (), {"logits": logits})()
 
 
-def ctx_in(tmp_path) -> RunContext:
-    return RunContext(run_dir=tmp_path, device=torch.device("cpu"))
+def ctx_in(tmp_path, resume: bool = False) -> RunContext:
+    return RunContext(run_dir=tmp_path, device=torch.device("cpu"), resume=resume)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -120,7 +120,7 @@ def test_leaked_heldout_is_flagged(tmp_path):
     clean, leaked = recs
     assert clean["metrics"]["heldout_ok"] == 1
     assert leaked["metrics"]["heldout_ok"] == 0 and leaked["metrics"]["heldout_bits_per_token"] < 1.0
-    a = capacity.analyse(recs)
+    a = analyse_capacity(recs)
     assert [f["run_id"] for f in a["flagged"]] == [leaked["run_id"]]
     assert a["n_usable"] == 1
 
@@ -168,8 +168,9 @@ def test_quick_preset_plan():
     ratios = sorted({round(c.data.n_sequences * 31 * 5 / (c.data.expected_bpp * paper_param_count(
         c.model.n_layer, c.model.n_embd, 32, 32)), 1) for c in plan})
     assert ratios[0] == pytest.approx(0.5, abs=0.05) and ratios[-1] == pytest.approx(8, abs=0.1)
-    for p in ("quick-long", "paper", "paper-fp32", "paper-l2"):
-        assert make_plan(["synthetic_capacity"], ["baseline"], [0], p)
+    sizes = {p: len(make_plan(["synthetic_capacity"], ["baseline"], [0], p))
+             for p in ("quick-long", "paper", "paper-fp32", "paper-l2")}
+    assert sizes == {"quick-long": 15, "paper": 25, "paper-fp32": 25, "paper-l2": 3}
     paper = make_plan(["synthetic_capacity"], ["baseline"], [0], "paper")
     assert sorted({param_count_of(c) for c in paper}) == [r[2] for r in PAPER_ROWS]
     assert all(c.train.precision == "bf16" and c.data.vocab_size == 2048 and c.train.seq_len == 64 for c in paper)
@@ -187,10 +188,10 @@ def test_model_vocab_mismatch_is_a_config_error():
 def test_resumed_curve_drops_rows_past_the_checkpoint(tmp_path):
     cfg = tiny_cfg()
     task = SyntheticCapacity(cfg)
-    task.setup()
     rows = [{"step": s, "mem_bits": float(s), "final": False} for s in (25, 50, 75)]
     (tmp_path / CURVE_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    task.check(Oracle(task.train, 16), 50, ctx_in(tmp_path))
+    task.setup(ctx_in(tmp_path, resume=True))
+    task.check(Oracle(task.train, 16), 50, ctx_in(tmp_path, resume=True))
     steps = [json.loads(x)["step"] for x in (tmp_path / CURVE_FILE).read_text().splitlines()]
     assert steps == [25, 50]
 
@@ -223,7 +224,7 @@ def test_alpha_slope_and_mean_on_constructed_records():
         recs.append(record("baseline", seed, 1, 8, 1000, 320, 1e9, heldout_ok=0.0))
         recs.append(record("baseline", seed, 1, 16, 4000, 320, 1e9, status="failed"))
     recs.append(record("baseline", 3, 1, 8, 1000, 40, 5000.0))  # seed 3 lacks the second model
-    a = capacity.analyse(recs + [{"task": "other", "metrics": {}}])
+    a = analyse_capacity(recs + [{"task": "other", "metrics": {}}])
     (g,) = a["groups"]
     assert g["seeds_used"] == [0, 1, 2] and g["seeds_incomplete"] == [3]
     slopes = [(c1 * 1000 + c2 * 4000) / (1000 ** 2 + 4000 ** 2) for c1, c2 in caps.values()]
@@ -247,7 +248,7 @@ def test_alpha_slope_and_mean_on_constructed_records():
     # a second method, paired by seed: capacity exactly 10% lower -> delta = -0.1 * alpha per seed
     recs2 = recs + [record("mbe", s, L, d, p, 40, 0.9 * c)
                     for s, cs in caps.items() for (L, d, p), c in zip(models, cs)]
-    a2 = capacity.analyse(recs2)
+    a2 = analyse_capacity(recs2)
     (delta,) = a2["method_deltas"]
     assert delta["method"] == "mbe" and delta["seeds"] == [0, 1, 2]
     assert delta["alpha_slope"]["values"] == pytest.approx([-0.1 * s for s in slopes])
@@ -256,22 +257,79 @@ def test_alpha_slope_and_mean_on_constructed_records():
 
     from rich.console import Console
     buf = io.StringIO()
-    capacity.render_capacity(a2, console=Console(file=buf, width=200))
+    render(a2, "rich", console=Console(file=buf, width=200))
     out = buf.getvalue()
     assert "alpha slope" in out and "L1/d16" in out and "held-out check failed" in out
 
 
 def test_precision_groups_are_separate():
     recs = [record("baseline", 0, 1, 8, 1000, 40, 2000.0, precision=p) for p in ("fp32", "bf16")]
-    a = capacity.analyse(recs)
+    a = analyse_capacity(recs)
     assert sorted(g["precision"] for g in a["groups"]) == ["bf16", "fp32"]
     auto = record("baseline", 0, 1, 8, 1000, 40, 2000.0)
     auto["summary"] = {}
     auto["config"]["train"] = {"precision": "auto", "device": "auto"}
     auto["env"] = {"device": "cuda:0"}
-    assert capacity.precision_of(auto) == "bf16"
+    assert precision_of(auto) == "bf16"
 
 
 def test_n_sequences_conflicting_with_capacity_ratio_is_an_error():
     with pytest.raises(ConfigError, match="capacity_ratio=null"):
         make_plan(["synthetic_capacity"], ["baseline"], [0], "quick", ["data.n_sequences=100"])
+
+
+def paper_conv_records(S: int = 32) -> list[dict]:
+    """Two models, three seeds, three N each; per-model strict ratio 3.71-3.73 at N=40 (stopped on the budget),
+    the paper's convention x S/(S-1) on top."""
+    recs = []
+    for seed in range(3):
+        for L, d, p in ((1, 8, 1000), (1, 16, 4000)):
+            cap = (3.71 + 0.01 * seed) * p
+            for n, frac, stop in ((10, 0.5, "converged"), (40, 1.0, "budget"), (160, 0.8, "budget")):
+                r = record("baseline", seed, L, d, p, n, frac * cap)
+                r["metrics"]["mem_bits_paper_conv"] = frac * cap * S / (S - 1)
+                r["metrics"]["bits_per_param_paper_conv"] = frac * cap * S / (S - 1) / p
+                r["metrics"]["converged"] = float(stop == "converged")
+                r["stop_reason"] = stop
+                r["config"]["train"]["seq_len"] = S
+                recs.append(r)
+    return recs
+
+
+def test_alpha_in_both_conventions_beside_the_paper():
+    from gapt_bench.analysis import paper_table
+
+    recs = paper_conv_records()
+    a = analyse_capacity(recs)
+    (g,) = a["groups"]
+    assert g["precision"] == "fp32"
+    assert g["alpha_mean"]["mean"] == pytest.approx(3.72)
+    assert g["alpha_mean_paper_conv"]["mean"] == pytest.approx(3.72 * 32 / 31)
+    assert g["alpha_slope_paper_conv"]["mean"] == pytest.approx(g["alpha_slope"]["mean"] * 32 / 31)
+    assert g["paper_alpha_mean"] == 3.83 and g["paper_alpha_slope"] is None  # the paper's 3.64 slope is bf16
+    buf = io.StringIO()
+    from rich.console import Console
+    render(a, "rich", console=Console(file=buf, width=300))
+    out = buf.getvalue()
+    assert "alpha mean (paper conv.)" in out and "paper (paper conv.)" in out and "no slope, mean 3.83" in out
+    assert "slope 3.64, mean 3.83" not in out  # no bf16 slope beside an fp32 group
+    # the paper table compares like with like: paper-convention alpha against 3.83
+    row = next(r for r in paper_table(recs)["rows"] if r["task"] == "synthetic_capacity" and r["setup"] == "fp32")
+    assert row["convention"] == "paper" and row["measured"] == pytest.approx(3.72 * 32 / 31)
+    assert row["measured_strict"] == pytest.approx(3.72) and row["verdict"] == "replicates"
+    assert "paper convention" in row["note"] and "strict 3.72" in row["note"]
+
+
+def test_budget_stops_are_marked():
+    a = analyse_capacity(paper_conv_records())
+    (g,) = a["groups"]
+    assert [m["n_budget_stopped"] for m in g["models"]] == [3, 3]  # every capacity run (N=40) hit the budget
+    assert g["n_capacity_runs_budget"] == 6 and g["n_capacity_runs"] == 6
+    assert {c["n_sequences"]: c["n_budget_stopped"] for c in g["sweep"] if c["n_params"] == 1000} == \
+        {10: 0, 40: 3, 160: 3}
+    from rich.console import Console
+    buf = io.StringIO()
+    render(a, "rich", console=Console(file=buf, width=300))
+    out = buf.getvalue()
+    assert "capacity run on budget" in out and "3/3 budget" in out and "6/6 budget" in out
+    assert "lower bound" in out

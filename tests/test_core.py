@@ -15,9 +15,9 @@ from gapt_bench.store import RECORD_FIELDS, read_records
 
 def test_registry_duplicate_and_suggestion():
     reg = Registry("thing")
-    reg.register("alpha", object())
+    reg.register("alpha", type("A", (), {}))
     with pytest.raises(RegistryError, match="already registered"):
-        reg.register("alpha", object())
+        reg.register("alpha", type("B", (), {}))
     with pytest.raises(RegistryError, match="did you mean 'alpha'"):
         reg.get("alpah")
     assert "arithmetic_ood" in TASKS and "gapt" in METHODS
@@ -134,10 +134,15 @@ def test_bad_task_exits_2_with_suggestion_and_writes_nothing(tmp_path, capsys):
 
 def test_ls_lists_tasks_and_methods(capsys):
     assert cli.main(["ls"]) == 0
-    text = capsys.readouterr().out
-    for name in ("arithmetic_ood", "forgetting_separation", "synthetic_capacity", "fineweb_lm", "baseline", "gapt",
-                 "mbe", "periodic"):
-        assert name in text
+    lines = capsys.readouterr().out.splitlines()
+    section, listed = None, {"tasks:": [], "methods:": []}
+    for line in lines:
+        if line in listed:
+            section = line
+        elif line.startswith("  ") and not line.strip().startswith("from "):
+            listed[section].append(line.split()[0])
+    assert listed["tasks:"] == ["arithmetic_ood", "fineweb_lm", "forgetting_separation", "synthetic_capacity"]
+    assert listed["methods:"] == ["baseline", "gapt", "mbe", "periodic"]
 
 
 def test_validate_resolves_without_training(tmp_path, capsys):
@@ -153,3 +158,40 @@ def test_bf16_weights_precision_runs_and_is_recorded(tmp_path, tiny_capacity_arg
     (rec,) = read_records(tmp_path)
     assert rec["status"] == "ok" and rec["summary"]["precision"] == "bf16-weights"
     assert rec["metrics"]["mem_bits"] == rec["metrics"]["mem_bits"]  # finite, not NaN
+
+
+def test_flops_per_token_and_mfu():
+    from gapt_bench.models import flops_per_token, mfu, peak_flops, peak_for_name
+
+    assert peak_for_name("NVIDIA H100 80GB HBM3") == 989e12
+    assert peak_for_name("NVIDIA H100 PCIe") == 756e12
+    assert peak_for_name("NVIDIA H200") == 989e12
+    assert peak_for_name("NVIDIA A100-SXM4-80GB") == 312e12
+    assert peak_for_name("Some Other GPU") is None
+    assert peak_flops(torch.device("cpu")) == (None, None)
+    L, d, V, S = 12, 768, 50304, 1024
+    with torch.device("meta"):
+        model = build_model(n_layer=L, n_embd=d, n_head=12, vocab_size=V, n_positions=S)
+    n_nonemb = sum(p.numel() for p in model.parameters()) - V * d - S * d
+    assert n_nonemb == 12 * L * d * d + 13 * L * d + 2 * d  # GPT-2 blocks with biases and LayerNorms
+    fpt = flops_per_token(model, S)
+    assert fpt == 6 * (n_nonemb + V * d) + 12 * L * d * S
+    # 462k tokens/s per H100 on GPT-2 small is about 40% MFU (modded-nanogpt's 2024 record)
+    assert mfu(fpt, 462e3, 989e12) == pytest.approx(fpt * 462e3 / 989e12)
+    assert 0.38 < mfu(fpt, 462e3, 989e12) < 0.42
+    assert mfu(fpt, 1e5, 989e12, world_size=2) == pytest.approx(mfu(fpt, 1e5, 989e12) / 2)
+    assert mfu(fpt, 1e5, None) is None
+
+
+def test_a_task_refuses_settings_it_does_not_read(capsys):
+    with pytest.raises(ConfigError, match="does not use train.lr"):
+        make_plan(["forgetting_separation"], ["baseline"], [0], "quick", ["train.lr=0.1"])
+    make_plan(["forgetting_separation"], ["baseline"], [0], "quick", ["train.threads=2"])  # execution-only: fine
+
+
+def test_config_hash_covers_only_the_sections_a_method_reads():
+    base = make_plan(["synthetic_capacity"], ["baseline", "gapt"], [0], "tiny")
+    tweaked = make_plan(["synthetic_capacity"], ["baseline", "gapt"], [0], "tiny", ["gapt.tau=0.3"])
+    assert base[0].config_hash() == tweaked[0].config_hash()  # baseline does not read gapt.*
+    assert base[1].config_hash() != tweaked[1].config_hash()  # gapt does
+    assert {c.setup_hash() for c in base + tweaked} == {base[0].setup_hash()}

@@ -84,7 +84,8 @@ def test_single_process_helpers_are_no_ops(monkeypatch):
     t = torch.ones(3)
     assert distributed.all_reduce_sum(t) is t and t.tolist() == [1, 1, 1]
     assert distributed.mean_step_values([], [1.0], True) is True
-    assert distributed.device_for("cpu") == torch.device("cpu")
+    from gapt_bench.runtime import resolve_device
+    assert resolve_device("cpu") == torch.device("cpu") and resolve_device("auto", 0) == torch.device("cpu")
     with distributed.local_main_first():
         pass
     distributed.barrier()

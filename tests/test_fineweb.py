@@ -4,36 +4,21 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
-from fineweb_schema import fineweb_table
 import torch
 
-from gapt_bench import textdata as td
+from gapt_bench import text as td
+from gapt_bench.text import sources as td_sources
 from gapt_bench.cli import main
 from gapt_bench.registry import TASKS
 from gapt_bench.runner import make_plan
-from gapt_bench.tasks import fineweb_lm as fw
 
-N_DOCS = 160
 
 
 pytestmark = pytest.mark.usefixtures("offline_env")
-
-
-@pytest.fixture(scope="module")
-def fineweb_parquet(tmp_path_factory) -> Path:
-    """A parquet file in FineWeb's schema (text, id, dump, url, date, file_path, language, language_score,
-    token_count), its text taken from the bundled corpus."""
-    texts = [d.text for d in td.load_texts("offline", limit=N_DOCS)]
-    table = fineweb_table(texts)
-    path = tmp_path_factory.mktemp("fineweb") / "000_00000.parquet"
-    pq.write_table(table, path)
-    return path
 
 
 def _task(overrides: list[str], seed: int = 0, preset: str = "tiny"):
@@ -97,13 +82,13 @@ def test_validation_is_disjoint_from_training(fineweb_parquet):
 
 def test_token_cache_is_reused(fineweb_parquet, tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = td._iter_local
+    real = td_sources._iter_local
 
     def counting(src):
         calls["n"] += 1
         return real(src)
 
-    monkeypatch.setattr(td, "_iter_local", counting)
+    monkeypatch.setattr(td_sources, "_iter_local", counting)
     first = _task([f"data.source={fineweb_parquet}"])
     assert not first.data.cache_hit and calls["n"] == 1
     second = _task([f"data.source={fineweb_parquet}"])
@@ -118,14 +103,12 @@ def test_token_cache_is_reused(fineweb_parquet, tmp_path, monkeypatch):
     assert calls["n"] == 1
 
 
-def test_hub_source_offline_fails_fast_writing_nothing(tmp_path, capsys):
+def test_hub_source_offline_fails_fast_writing_nothing(tmp_path, capsys, no_hub_streaming):
     out = tmp_path / "out"
-    t0 = time.perf_counter()
     code = main(["run", "--tasks", "fineweb_lm", "--preset", "tiny", "--seeds", "0", "--out", str(out),
                  "--workers", "1", "--set", "data.source=HuggingFaceFW/fineweb", "--set", "data.name=sample-10BT"])
-    elapsed = time.perf_counter() - t0
     err = capsys.readouterr().err.strip()
-    assert code == 2 and elapsed < 5
+    assert code == 2
     assert len(err.splitlines()) == 1
     assert "unreachable" in err and "data.source=/path/to/fineweb.parquet" in err
     assert not out.exists()
@@ -171,26 +154,8 @@ def test_vocab_and_config_checks():
         make_plan(["fineweb_lm"], ["baseline", "gapt"], [0], preset)
 
 
-def test_throughput_helpers():
-    from gapt_bench.models import build_model
-
-    assert fw.peak_for_name("NVIDIA H100 80GB HBM3") == 989e12
-    assert fw.peak_for_name("NVIDIA H100 PCIe") == 756e12
-    assert fw.peak_for_name("NVIDIA H200") == 989e12
-    assert fw.peak_for_name("NVIDIA A100-SXM4-80GB") == 312e12
-    assert fw.peak_for_name("Some Other GPU") is None
-    assert fw.peak_flops(torch.device("cpu")) == (None, None)
-    L, d, V, S = 12, 768, 50304, 1024
-    with torch.device("meta"):
-        model = build_model(n_layer=L, n_embd=d, n_head=12, vocab_size=V, n_positions=S)
-    n_nonemb = sum(p.numel() for p in model.parameters()) - V * d - S * d
-    assert n_nonemb == 12 * L * d * d + 13 * L * d + 2 * d  # GPT-2 blocks with biases and LayerNorms
-    assert fw.flops_per_token(model, L, d, S) == 6 * (n_nonemb + V * d) + 12 * L * d * S
-
-
 def test_short_run_learns_well_below_log_vocab(tmp_path, capsys):
     out = tmp_path / "out"
-    t0 = time.perf_counter()
     code = main(["run", "--tasks", "fineweb_lm", "--preset", "quick", "--methods", "baseline", "--seeds", "0",
                  "--out", str(out), "--workers", "1", "--no-progress", "--no-report",
                  "--set", "model.n_layer=2", "--set", "train.tokens=204800", "--set", "data.val_tokens=32768"])
@@ -198,4 +163,3 @@ def test_short_run_learns_well_below_log_vocab(tmp_path, capsys):
     (rec,) = _records(out)
     log_v = math.log(rec["config"]["model"]["vocab_size"])
     assert rec["status"] == "ok" and rec["metrics"]["val_ce"] < 0.55 * log_v, rec["metrics"]
-    assert time.perf_counter() - t0 < 40

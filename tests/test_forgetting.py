@@ -9,7 +9,7 @@ import torch
 
 from gapt_bench.config import ConfigError
 from gapt_bench.runner import make_plan
-from gapt_bench.tasks.forgetting_separation import (GROUP_A, GROUP_B, ForgettingSeparation, build_batch,
+from gapt_bench.tasks.forgetting_separation.task import (GROUP_A, GROUP_B, ForgettingSeparation, build_batch,
                                                     make_problem, separation, specialization)
 
 FAST = ["data.steps_first=60", "data.steps_second=60", "gapt.patience_m=5", "gapt.patience_c=5"]
@@ -107,7 +107,7 @@ def test_a_then_b_protocol_forgets_a(tmp_path):
     cfg = make_plan(["forgetting_separation"], ["baseline"], [0], "quick",
                     ["data.protocol=A->B", "data.steps_first=150", "data.steps_second=150"])[0]
     from gapt_bench.methods.baseline import Baseline
-    from gapt_bench.train import RunContext
+    from gapt_bench.runtime import RunContext
 
     res = ForgettingSeparation(cfg).run(Baseline, RunContext(run_dir=tmp_path))
     m = res.metrics

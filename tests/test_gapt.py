@@ -1,13 +1,15 @@
 """The gate as a pure state machine, driven through each rule by constructed CE/MBE traces."""
 import pytest
+import torch
 
-from gapt_bench.gapt import COMPRESS, MEMORIZE, GAPTController
+from gapt_bench.config import GAPTConfig, from_dict
+from gapt_bench.gate import COMPRESS, MEMORIZE, GAPTController, phase_summary
 
 
 def gate(**kw):
     defaults = dict(delta_e=0.01, delta_m=0.002, patience_m=5, patience_c=5, tau=0.1)
     defaults.update(kw)
-    return GAPTController(**defaults)
+    return GAPTController(from_dict(GAPTConfig, defaults, "gapt"))
 
 
 def test_ce_plateau_switches_to_compression_after_patience():
@@ -79,3 +81,74 @@ def test_state_round_trip_and_bad_options():
     assert [g.update(2.0, [1.0]) for _ in range(3)] == [h.update(2.0, [1.0]) for _ in range(3)]
     with pytest.raises(ValueError):
         gate(thresholds="percent")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The author's code variants, each a named option
+
+
+def test_later_gate_keeps_the_mbe_minimum_across_phases():
+    """mbe_min_reset=false: M_min is tracked in phase 1 too and never reset, so a compression phase that does not
+    beat the best MBE seen so far makes no progress (the May-2025 gate starts each phase from +inf)."""
+    may, later = gate(), gate(mbe_min_reset=False)
+    for g in (may, later):
+        for _ in range(6):
+            g.update(1.0, [0.5])  # CE flat: compression after patience; MBE 0.5 seen in phase 1
+        assert g.phase == COMPRESS
+    assert may.update(1.0, [0.8]) == COMPRESS and may.s_c == 0  # first observation of the phase: an improvement
+    assert later.update(1.0, [0.8]) == COMPRESS and later.s_c == 1  # 0.8 does not beat 0.5
+
+
+def test_first_gain_zero_counts_the_first_observation_as_no_improvement():
+    may, later = gate(), gate(first_gain="zero")
+    may.update(3.0, [1.0])
+    later.update(3.0, [1.0])
+    assert may.s_m == 0 and later.s_m == 1
+
+
+def test_mean_aggregate_uses_the_gain_of_the_mean_not_the_best_layer():
+    best, mean = gate(initial_phase=COMPRESS), gate(initial_phase=COMPRESS, mbe_aggregate="mean")
+    for g in (best, mean):
+        g.update(2.0, [1.0, 1.0])
+        g.update(2.0, [0.99, 1.009])  # layer 0 improves by 0.01 > delta_m; the mean improves by 0.0005 only
+    assert best.s_c == 0 and mean.s_c == 1
+
+
+def _method(name, **sections):
+    from gapt_bench.runner import make_plan
+    from gapt_bench.registry import METHODS
+
+    overrides = [f"{k}={v}" for k, v in sections.items()]
+    cfg = make_plan(["fineweb_lm"], [name], [0], "tiny", overrides)[0]
+    return METHODS.get(name)(cfg, 12)
+
+
+def test_gate_watch_all_and_rotate_rr_layers():
+    m = _method("gapt", **{"reg.layers": "rotate_rr"})
+    assert m.reg_layers_all() == list(range(2, 10))  # RRScheduler(start_layer=2, end_layer=L-2) on 12 layers
+    assert [m.reg_layers(s)[0] for s in range(9)] == [2, 3, 4, 5, 6, 7, 8, 9, 2]
+    assert m.gate_layers() == list(range(2, 10))
+    assert _method("gapt", **{"gapt.watch": "all"}).gate_layers() == list(range(12))
+    assert _method("gapt", **{"reg.layers": "middle"}).reg_layers(0) == list(range(1, 11))
+
+
+def test_alternate_step_mode_alternates_ce_and_mbe_steps():
+    m = _method("mbe", **{"reg.step_mode": "alternate", "reg.layers": "all", "reg.weight": 2.0})
+    ce = torch.tensor(3.0, requires_grad=True)
+    hidden = [torch.randn(2, 16, 8, requires_grad=True) for _ in range(12)]
+    even, info = m.loss(ce, hidden, step=4)
+    odd, info_odd = m.loss(ce, hidden, step=5)
+    assert even is ce  # a CE-only step
+    assert float(odd.detach()) == pytest.approx(2.0 * info_odd.reg_loss)  # an MBE-only step
+    summed = _method("mbe", **{"reg.layers": "all", "reg.weight": 2.0})
+    total, info_sum = summed.loss(ce, hidden, step=5)
+    assert float(total.detach()) == pytest.approx(3.0 + 2.0 * info_sum.reg_loss)
+
+
+def test_phase_summary_of_a_schedule():
+    phases = [1] * 6 + [2] * 2 + [1] * 2 + [2] * 2
+    s = phase_summary(phases)
+    assert s["duty_compress"] == pytest.approx(4 / 12)
+    assert s["mean_phase_memorize"] == 4 and s["mean_phase_compress"] == 2 and s["n_phases_compress"] == 2
+    assert s["first_phase"] == 1
+    assert phase_summary([])["duty_compress"] is None

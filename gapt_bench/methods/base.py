@@ -4,6 +4,13 @@ A method sees, for each micro-batch, the CE loss (a tensor) and the hidden state
 loss to back-propagate. After each optimizer step it observes the step's training CE and MBE. It never sees the
 data loader, the optimizer, the batch size or the budget: the trainer fixes those identically for every method,
 so all arms get the same tokens, data order and initialisation for a seed.
+
+A method is a registered subclass (`@register_method("name")`) that declares:
+- `config_sections`: the method sections of the config it reads (reg, gapt, periodic); only those enter its config
+  hash, so e.g. baselines that differ only in gapt.tau are one group;
+- `controls`: the methods that control it (the report puts them beside it, the paper table under its claims);
+- `matches`: for a matched control, the method whose realised run it copies (the runner finds that run and passes
+  its record summary as `matched`).
 """
 from __future__ import annotations
 
@@ -33,10 +40,18 @@ class Method:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    config_sections: ClassVar[tuple[str, ...]] = ()
+    controls: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, cfg: "RunConfig", n_layer: int) -> None:
+    def __init__(self, cfg: "RunConfig", n_layer: int, matched: dict | None = None) -> None:
         self.cfg = cfg
         self.n_layer = n_layer
+        self.matched = matched
+
+    @classmethod
+    def matches(cls, cfg: "RunConfig") -> str | None:
+        """The method whose run (same task, setup and seed) this run must copy, or None."""
+        return None
 
     # -- the interface -------------------------------------------------------------------------------------------
     def loss(self, ce: torch.Tensor, hidden: Sequence[torch.Tensor], step: int) -> tuple[torch.Tensor, StepInfo]:
@@ -61,20 +76,22 @@ class Method:
     # -- helpers for MBE-based methods ----------------------------------------------------------------------------
     def reg_layers(self, step: int) -> list[int]:
         """Layers whose MBE enters the loss at `step` (config reg.layers)."""
-        middle = list(range(1, self.n_layer - 1)) or list(range(self.n_layer))  # L <= 2: no middle, use all
         mode = self.cfg.reg.layers
-        if mode == "all":
-            return list(range(self.n_layer))
-        if mode == "middle":
-            return middle
-        return [middle[step % len(middle)]]  # rotate: one layer per optimizer step (May-2025 RRScheduler)
-
-    def gate_layers(self) -> list[int]:
-        """Layers whose MBE the gate watches: the regularised set (all middle layers in rotate mode)."""
-        return self.reg_layers(0) if self.cfg.reg.layers != "rotate" else self.reg_layers_all()
+        pool = self.reg_layers_all()
+        return pool if mode in ("all", "middle") else [pool[step % len(pool)]]  # rotate: one layer per step
 
     def reg_layers_all(self) -> list[int]:
-        return list(range(1, self.n_layer - 1)) or list(range(self.n_layer))
+        """Every layer the regulariser may reach: all; middle 1..L-2; rotate_rr 2..L-3 (the May-2025
+        RRScheduler(start_layer=2, end_layer=L-2)). Too shallow a model for a range falls back to all layers."""
+        mode, n = self.cfg.reg.layers, self.n_layer
+        if mode == "all":
+            return list(range(n))
+        lo, hi = (2, n - 2) if mode == "rotate_rr" else (1, n - 1)
+        return list(range(lo, hi)) or list(range(n))
+
+    def gate_layers(self) -> list[int]:
+        """Layers whose MBE the gate watches: every layer (gapt.watch=all), else the regularised pool."""
+        return list(range(self.n_layer)) if self.cfg.gapt.watch == "all" else self.reg_layers_all()
 
     def mbe_of(self, hidden: Sequence[torch.Tensor], layers: Sequence[int]) -> dict[int, torch.Tensor]:
         m = self.cfg.mbe
@@ -82,7 +99,11 @@ class Method:
 
     def regularised_loss(self, ce: torch.Tensor, hidden: Sequence[torch.Tensor], step: int, weight: float,
                          watch: Sequence[int] = ()) -> tuple[torch.Tensor, StepInfo]:
-        """CE + weight * mean MBE over the regularised layers (weight 0: CE only, MBE of `watch` measured)."""
+        """CE + weight * mean MBE over the regularised layers (weight 0: CE only, MBE of `watch` measured).
+
+        reg.step_mode=alternate (May-2025): in a compression step the loss is CE alone on even optimizer steps and
+        weight * MBE alone on odd ones (whole optimizer steps alternate; the regularised layer rotates as set).
+        """
         info = StepInfo(ce=float(ce.detach()))
         if weight > 0:
             layers = self.reg_layers(step)
@@ -90,7 +111,10 @@ class Method:
             reg = torch.stack(list(values.values())).mean()
             info.mbe = {i: float(v.detach()) for i, v in values.items()}
             info.reg_loss = float(reg.detach())
-            loss = ce + weight * reg
+            if self.cfg.reg.step_mode == "alternate":
+                loss = weight * reg if step % 2 else ce
+            else:
+                loss = ce + weight * reg
         else:
             loss = ce
         missing = [i for i in watch if i not in info.mbe]

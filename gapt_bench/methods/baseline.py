@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from gapt_bench.methods.base import Method, StepInfo
+from gapt_bench.registry import register_method
 
 
+@register_method("baseline")
 class Baseline(Method):
-    name = "baseline"
     description = "cross-entropy only (the reference arm)"
 
     def loss(self, ce, hidden, step):

@@ -1,31 +1,27 @@
 """GAPT: gated phase transitions between memorization (CE) and compression (CE + lambda * MBE).
 
-The gate itself is `gapt_bench.gapt.GAPTController`; this class wires it to the trainer. The gate reads the
+The gate itself is `gapt_bench.gate.GAPTController`; this class wires it to the trainer. The gate reads the
 *training* CE and MBE of the last micro-batch of each optimizer step (patience_unit="step", the May-2025 code),
-or of every micro-batch (patience_unit="micro_batch", the later code). It never reads validation or test data.
+or of every micro-batch (patience_unit="micro_batch", the later code), on the layers `gapt.watch` names. It never
+reads validation or test data.
 """
 from __future__ import annotations
 
-from gapt_bench.gapt import COMPRESS, GAPTController
+from gapt_bench.gate import GAPTController, phase_summary
 from gapt_bench.methods.base import Method
+from gapt_bench.registry import register_method
 
 
-def controller_from_config(cfg) -> GAPTController:
-    g = cfg.gapt
-    return GAPTController(
-        delta_e=g.delta_e, delta_m=g.delta_m, patience_m=g.patience_m, patience_c=g.patience_c, tau=g.tau,
-        lam=cfg.reg.weight, thresholds=g.thresholds, spike_reference=g.spike_reference, smoothing=g.smoothing,
-        initial_phase=g.initial_phase,
-    )
-
-
+@register_method("gapt")
 class GAPT(Method):
-    name = "gapt"
     description = "gated phase transition: CE until CE plateaus, then CE+lambda*MBE until a CE spike or MBE plateau"
+    config_sections = ("reg", "gapt")
+    controls = ("periodic", "mbe")
 
-    def __init__(self, cfg, n_layer):
-        super().__init__(cfg, n_layer)
-        self.gate = controller_from_config(cfg)
+    def __init__(self, cfg, n_layer, matched=None):
+        super().__init__(cfg, n_layer, matched)
+        self.gate = GAPTController(cfg.gapt, lam=cfg.reg.weight)
+        self.phases: list[int] = []  # the phase of every optimizer step: the realised schedule
 
     def loss(self, ce, hidden, step):
         _, weight = self.gate.loss_weights()
@@ -34,6 +30,7 @@ class GAPT(Method):
         return loss, info
 
     def observe(self, infos, step):
+        self.phases.append(infos[-1].phase)
         fed = infos if self.cfg.gapt.patience_unit == "micro_batch" else infos[-1:]
         layers = self.gate_layers()
         for info in fed:
@@ -43,13 +40,11 @@ class GAPT(Method):
         return self.gate.phase
 
     def summary(self):
-        return {f"gate_{k}": v for k, v in self.gate.summary().items()}
+        return {**{f"gate_{k}": v for k, v in self.gate.summary().items()}, **phase_summary(self.phases)}
 
     def state_dict(self):
-        return self.gate.state_dict()
+        return {**self.gate.state_dict(), "phases": list(self.phases)}
 
     def load_state_dict(self, state):
+        self.phases = list(state.get("phases", []))
         self.gate.load_state_dict(state)
-
-
-__all__ = ["GAPT", "COMPRESS", "controller_from_config"]

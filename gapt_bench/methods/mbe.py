@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from gapt_bench.methods.base import Method
+from gapt_bench.registry import register_method
 
 
+@register_method("mbe")
 class FixedMBE(Method):
-    name = "mbe"
     description = "CE + lambda*MBE always on (fixed-weight IBLM control)"
+    config_sections = ("reg",)
 
     def loss(self, ce, hidden, step):
         loss, info = self.regularised_loss(ce, hidden, step, self.cfg.reg.weight)

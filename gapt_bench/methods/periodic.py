@@ -1,28 +1,53 @@
-"""The same two phases on a fixed schedule (p_m steps CE, p_c steps CE + lambda*MBE), with no gate.
+"""The gate's two phases on a fixed schedule, with no gate: the control for GAPT's decisions.
 
-The control for GAPT: on small tasks the gate can settle into a fixed cycle; if `periodic` matches `gapt`, the
-gate's decisions do not matter, only the duty cycle does.
+Matched (periodic.match=gapt, the default): the schedule copies the realised schedule of the gapt run of the same
+task, setup and seed: p_c = its mean compression phase length and p_m = p_c * (1 - duty) / duty, so that the duty
+cycle (the fraction of steps compressing) and the number of compression phases match, starting in the phase gapt
+started in. (Copying both mean phase lengths would not keep the duty cycle: gapt's first memorization phase is
+usually long.) If periodic matches gapt, the gate's *decisions* do not matter, only how much it compressed. Unmatched (none): p_m = gapt.patience_m, p_c = gapt.patience_c (50% duty
+when they are equal). The record's summary has both arms' realised numbers (`duty_compress`, mean phase lengths;
+`matched_to`, `matched_duty_compress`).
 """
 from __future__ import annotations
 
-from gapt_bench.gapt import COMPRESS, MEMORIZE
+from gapt_bench.gate import COMPRESS, MEMORIZE, phase_summary
 from gapt_bench.methods.base import Method
+from gapt_bench.registry import register_method
 
 
+@register_method("periodic")
 class Periodic(Method):
-    name = "periodic"
-    description = "fixed schedule: p_m steps CE, then p_c steps CE+lambda*MBE (control for the gate)"
+    description = "fixed schedule of CE and CE+lambda*MBE steps; matched to gapt's realised duty cycle (control)"
+    config_sections = ("reg", "gapt", "periodic")
 
-    def __init__(self, cfg, n_layer):
-        super().__init__(cfg, n_layer)
-        self.steps = {MEMORIZE: 0, COMPRESS: 0}
+    def __init__(self, cfg, n_layer, matched=None):
+        super().__init__(cfg, n_layer, matched)
+        g = cfg.gapt
+        self.first_phase, self.p_m, self.p_c = g.initial_phase, g.patience_m, g.patience_c
+        if matched is not None:
+            s = matched["summary"]
+            self.first_phase = s.get("first_phase") or g.initial_phase
+            duty = s.get("duty_compress") or 0.0
+            # a run that never compressed (or never memorized) keeps that phase throughout
+            self.p_c = max(1, round(s["mean_phase_compress"])) if duty > 0 and s.get("mean_phase_compress") else 0
+            self.p_m = round(self.p_c * (1 - duty) / duty) if duty > 0 else 1
+        self.phases: list[int] = []
+
+    @classmethod
+    def matches(cls, cfg):
+        return "gapt" if cfg.periodic.match == "gapt" else None
 
     def _phase_at(self, step: int) -> int:
-        g = self.cfg.gapt
-        first, second = (g.patience_m, g.patience_c) if g.initial_phase == MEMORIZE else (g.patience_c, g.patience_m)
-        in_first = step % (first + second) < first
-        other = COMPRESS if g.initial_phase == MEMORIZE else MEMORIZE
-        return g.initial_phase if in_first else other
+        lengths = {MEMORIZE: self.p_m, COMPRESS: self.p_c}
+        first = self.first_phase
+        other = COMPRESS if first == MEMORIZE else MEMORIZE
+        if lengths[first] + lengths[other] == 0:
+            return first
+        if lengths[other] == 0:
+            return first
+        if lengths[first] == 0:
+            return other
+        return first if step % (lengths[first] + lengths[other]) < lengths[first] else other
 
     def loss(self, ce, hidden, step):
         phase = self._phase_at(step)
@@ -32,16 +57,17 @@ class Periodic(Method):
         return loss, info
 
     def observe(self, infos, step):
-        self.steps[infos[-1].phase] += 1
-
-    def phase(self):
-        return None
+        self.phases.append(infos[-1].phase)
 
     def summary(self):
-        return {"steps_memorize": self.steps[MEMORIZE], "steps_compress": self.steps[COMPRESS]}
+        out = {"schedule_p_m": self.p_m, "schedule_p_c": self.p_c, **phase_summary(self.phases)}
+        if self.matched is not None:
+            out.update({"matched_to": self.matched["run_id"],
+                        "matched_duty_compress": self.matched["summary"].get("duty_compress")})
+        return out
 
     def state_dict(self):
-        return {"steps": dict(self.steps)}
+        return {"phases": list(self.phases)}
 
     def load_state_dict(self, state):
-        self.steps = {int(k): v for k, v in state["steps"].items()}
+        self.phases = list(state.get("phases", []))

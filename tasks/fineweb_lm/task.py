@@ -34,17 +34,12 @@ Metrics, all on the validation split, only at the end of training:
 Throughput, in the record's ``summary`` (not in ``metrics``: it measures the machine, not the method):
 
 * ``tokens_per_s``: training tokens (all ranks) per second, timed after the first few steps (warm-up, compile).
-* ``mfu``: model FLOPs utilisation = ``flops_per_token * tokens_per_s / (peak_flops * world_size)``, with
-  ``flops_per_token = 6 * (N_nonemb + V * d) + 12 * L * d * S``: N_nonemb are the parameters outside the token and
-  position embeddings, V * d the (tied) output projection, which is a matmul on every token, and 12 L d S the
-  attention scores and weighted sum (forward and backward, full S x S as in PaLM's appendix B). ``peak_flops`` is
-  the dense bf16 peak of the GPU from a small table keyed by ``torch.cuda.get_device_name`` (H100 SXM and H200:
-  989 TFLOP/s, A100: 312); ``mfu`` is null on CPU or an unknown GPU. The MBE regulariser's FLOPs are not counted.
+* ``mfu``: model FLOPs utilisation against the GPU's dense bf16 peak (formula and peak table in
+  :mod:`gapt_bench.models`); null on CPU or an unknown GPU. The MBE regulariser's FLOPs are not counted.
 """
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,65 +47,14 @@ import torch
 import torch.nn.functional as F
 
 from gapt_bench.config import ConfigError, opt
-from gapt_bench.tasks.base import LMTask, TaskResult, mbe_metrics
-from gapt_bench.train import resolve_precision
-
-# Dense bf16 peak FLOP/s by device-name substring, most specific first.
-PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
-    ("H200", 989e12),  # also GH200
-    ("H100 PCIe", 756e12),
-    ("H100 NVL", 835e12),
-    ("H100", 989e12),  # SXM (HBM3)
-    ("H800", 989e12),
-    ("A100", 312e12),
-    ("A800", 312e12),
-    ("L40S", 362e12),
-    ("L4", 121e12),
-)
-
-TOKENIZER_VOCAB = {"bytes": 257, "gpt2": 50257}
-
-
-def tokenizer_vocab_size(spec: str) -> int:
-    """The vocabulary size a tokenizer spec will have (BPE: at most N), known without building it."""
-    spec = str(spec).strip().lower()
-    if spec in TOKENIZER_VOCAB:
-        return TOKENIZER_VOCAB[spec]
-    m = re.fullmatch(r"bpe(\d+)", spec)
-    if m:
-        n = int(m.group(1))
-        if n < 258:
-            raise ConfigError(f"data.tokenizer={spec!r}: a byte-level BPE needs at least 258 ids; use bytes or bpe512+")
-        return n
-    raise ConfigError(f"data.tokenizer={spec!r} is unknown: use bytes, gpt2 or bpe<N> (e.g. bpe2048)")
-
-
-def peak_for_name(name: str) -> float | None:
-    """Dense bf16 peak FLOP/s for a CUDA device name (first matching PEAK_BF16_FLOPS entry), None if unknown."""
-    for key, peak in PEAK_BF16_FLOPS:
-        if key.lower() in name.lower():
-            return peak
-    return None
-
-
-def peak_flops(device: torch.device) -> tuple[float | None, str | None]:
-    """(dense bf16 peak FLOP/s, device name) of a CUDA device; (None, None) on CPU, (None, name) if unknown."""
-    if device.type != "cuda" or not torch.cuda.is_available():
-        return None, None
-    name = torch.cuda.get_device_name(device)
-    return peak_for_name(name), name
-
-
-def flops_per_token(model: torch.nn.Module, n_layer: int, n_embd: int, seq_len: int) -> float:
-    """6 * (N_nonemb + V * d) + 12 * L * d * S (see the module docstring)."""
-    inner = getattr(model, "module", model)
-    inner = getattr(inner, "_orig_mod", inner)
-    total = sum(p.numel() for p in inner.parameters())
-    wte = inner.transformer.wte.weight
-    wpe = inner.transformer.wpe.weight
-    n_nonemb = total - wte.numel() - wpe.numel()
-    head = wte.shape[0] * wte.shape[1]
-    return 6.0 * (n_nonemb + head) + 12.0 * n_layer * n_embd * seq_len
+from gapt_bench.entropy import matrix_entropy_per_patch
+from gapt_bench.models import MFU_FORMULA, build_model, flops_per_token, forward_with_hidden, mfu, peak_flops
+from gapt_bench.registry import register_task
+from gapt_bench.runtime import autocast_context, resolve_precision
+from gapt_bench.task import Evaluation, LMTask, mbe_metrics
+from gapt_bench.text import DataError, TokenCache, get_tokenizer, hub_unreachable_reason, resolve_source
+from gapt_bench.text.sources import LOCAL_FIX, check_local_source
+from gapt_bench.text.tokenizers import tokenizer_vocab_size
 
 
 @dataclass
@@ -131,20 +75,23 @@ class FineWebOptions:
     cache_dir: str | None = opt(None, "token cache root (null: $GAPT_BENCH_CACHE or ~/.cache/gapt_bench)")
 
 
+@register_task("fineweb_lm")
 class FineWebLM(LMTask):
-    name = "fineweb_lm"
     version = "1"
     description = "GPT-2 language modelling on FineWeb (or the bundled offline corpus): val CE, bits/byte, MBE"
     Options = FineWebOptions
     metrics = {"val_ce": "min", "val_bpb": "min", "val_mbe": "min", "val_mbe_centered": "min",
                "val_mbe_layer_*": "min"}
-    _pin = False  # pinned host batches (set on CUDA)
+    primary = ("val_ce",)
 
     # -- planning ----------------------------------------------------------------------------------------------
     @classmethod
     def finalize(cls, cfg) -> None:
         d, m, t = cfg.data, cfg.model, cfg.train
-        v = tokenizer_vocab_size(d.tokenizer)
+        try:
+            v = tokenizer_vocab_size(d.tokenizer)
+        except DataError as e:
+            raise ConfigError(str(e)) from None
         padded = -(-v // d.pad_vocab_multiple) * d.pad_vocab_multiple
         if m.vocab_size and m.vocab_size < v:
             raise ConfigError(f"model.vocab_size={m.vocab_size} is below the {d.tokenizer} tokenizer's {v} ids; "
@@ -161,10 +108,10 @@ class FineWebLM(LMTask):
         check_source(cfg)
 
     # -- data --------------------------------------------------------------------------------------------------
-    def setup(self) -> None:
+    def setup(self, ctx=None) -> None:
         from gapt_bench import distributed
-        from gapt_bench.textdata import TokenCache, resolve_source
 
+        self._pin = ctx is not None and ctx.device.type == "cuda"  # pinned host batches on CUDA
         d, t = self.cfg.data, self.cfg.train
         src = resolve_source(d.source, d.name)
         train_tokens = d.train_tokens if d.train_tokens is not None else (None if src.kind == "offline" else t.tokens)
@@ -213,13 +160,10 @@ class FineWebLM(LMTask):
 
     # -- evaluation --------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, model, ctx) -> dict[str, float]:
+    def evaluate(self, model, ctx, trained) -> Evaluation:
         """Validation CE, bits/byte and per-layer MBE; under DDP each rank takes windows rank::world_size and the
         sums are all-reduced, so the numbers equal a single process's."""
         from gapt_bench import distributed
-        from gapt_bench.entropy import matrix_entropy_per_patch
-        from gapt_bench.models import forward_with_hidden
-        from gapt_bench.train import autocast_context
 
         S, d, mb = self.cfg.train.seq_len, self.cfg.data, self.cfg.mbe
         L = self.cfg.model.n_layer
@@ -259,80 +203,67 @@ class FineWebLM(LMTask):
         centred = [float(acc[2 + L + li]) / n_patches for li in range(L)]
         out = {"val_ce": val_ce, "val_bpb": val_ce / math.log(2) / self.data.val.bytes_per_token}
         out.update(mbe_metrics("val_", plain, centred))
-        self._eval_info = {"val_windows": self.n_val_windows, "val_tokens_evaluated": int(acc[1]),
-                           "val_mbe_windows": mbe_windows}
-        return out
+        return Evaluation(out, {"val_windows": self.n_val_windows, "val_tokens_evaluated": int(acc[1]),
+                                "val_mbe_windows": mbe_windows})
 
-    # -- the run -----------------------------------------------------------------------------------------------
-    def run(self, method_cls: type, ctx) -> TaskResult:
-        self._pin = ctx.device.type == "cuda"
-        result = super().run(method_cls, ctx)
+    # -- provenance and throughput ------------------------------------------------------------------------------
+    def summary(self, trained, ctx) -> dict:
         m, t = self.cfg.model, self.cfg.train
         data = self.data
-        seq_tokens = self.n_seq * t.seq_len
-        result.summary.update({
+        out = {
             "tokenizer": data.tokenizer.name, "tokenizer_vocab_size": data.vocab_size,
             "model_vocab_size": m.vocab_size, "data_source": data.source,
             "train_tokens_available": data.train.n_tokens, "train_sequences": self.n_seq,
-            "epochs": result.tokens / seq_tokens, "val_tokens_split": data.val.n_tokens,
+            "epochs": trained.tokens / (self.n_seq * t.seq_len), "val_tokens_split": data.val.n_tokens,
             "val_docs": data.val.n_docs, "val_bytes_per_token": data.val.bytes_per_token,
             "token_cache_hit": data.cache_hit, "world_size": ctx.world_size,
             "precision": resolve_precision(t.precision, ctx.device),
-            **getattr(self, "_eval_info", {}),
-        })
-        result.summary.update(self.throughput(result, ctx))
-        return result
+        }
+        return {**out, **self.throughput(trained, ctx)}
 
-    def throughput(self, result: TaskResult, ctx) -> dict:
+    def throughput(self, trained, ctx) -> dict:
         """tokens_per_s (all ranks) and MFU against the GPU's dense bf16 peak (null on CPU / unknown GPUs)."""
-        from gapt_bench.models import build_model
-
-        s, m, t = result.summary, self.cfg.model, self.cfg.train
+        s, m, t = trained.summary, self.cfg.model, self.cfg.train
         if s.get("steady_time_s"):
             tokens, seconds = s["steady_tokens"], s["steady_time_s"]
         else:
-            tokens, seconds = result.tokens, s.get("train_time_s") or 0.0
+            tokens, seconds = trained.tokens, s.get("train_time_s") or 0.0
         tps = tokens / seconds if seconds else None
         with torch.device("meta"):
             shell = build_model(n_layer=m.n_layer, n_embd=m.n_embd, n_head=m.n_head, vocab_size=m.vocab_size,
                                 n_positions=m.n_positions)
-        fpt = flops_per_token(shell, m.n_layer, m.n_embd, t.seq_len)
+        fpt = flops_per_token(shell, t.seq_len)
         peak, gpu = peak_flops(ctx.device)
-        mfu = fpt * tps / (peak * max(1, ctx.world_size)) if (peak and tps) else None
-        return {"tokens_per_s": tps, "mfu": mfu, "flops_per_token": fpt, "peak_flops": peak, "gpu_name": gpu,
-                "mfu_formula": "6*(N_nonemb + V*d) + 12*L*d*S per token, dense bf16 peak"}
+        return {"tokens_per_s": tps, "mfu": mfu(fpt, tps, peak, ctx.world_size), "flops_per_token": fpt,
+                "peak_flops": peak, "gpu_name": gpu, "mfu_formula": MFU_FORMULA}
 
 
 def check_source(cfg) -> None:
     """Refuse a hub source at planning time when the hub cannot be reached (DataError -> exit 2), unless both
     token files are already cached; a missing, empty or text-less local source raises DataError too. Local sources
     never touch the network."""
-    from gapt_bench import textdata as td
-
     d = cfg.data
-    src = td.resolve_source(d.source, d.name)
+    src = resolve_source(d.source, d.name)
     if src.kind == "local":
-        td.check_local_source(src)
+        check_local_source(src)
     if src.kind != "hub":
         return
     label = src.hub_id + (f" (config {src.hub_name})" if src.hub_name else "")
-    why = td.hub_unreachable_reason()
+    why = hub_unreachable_reason()
     if why is None or _hub_tokens_cached(cfg, src):
         return
-    raise td.DataError(f"the Hugging Face hub is unreachable ({why}), so {label} cannot be streamed and its tokens "
-                       f"are not cached; {td.LOCAL_FIX}")
+    raise DataError(f"the Hugging Face hub is unreachable ({why}), so {label} cannot be streamed and its tokens "
+                    f"are not cached; {LOCAL_FIX}")
 
 
 def _hub_tokens_cached(cfg, src) -> bool:
-    from gapt_bench import textdata as td
-
     d = cfg.data
     if d.tokenizer.lower() not in ("bytes", "gpt2"):
         return False  # a BPE for a hub source is trained by streaming it
     try:
-        tok = td.get_tokenizer(d.tokenizer)
-    except td.DataError:
+        tok = get_tokenizer(d.tokenizer)
+    except DataError:
         return False
-    return td.TokenCache(d.cache_dir).cached(
+    return TokenCache(d.cache_dir).cached(
         src, tok, val_tokens=d.val_tokens, val_bytes=d.val_bytes, val_fraction=d.val_fraction,
         train_tokens=d.train_tokens if d.train_tokens is not None else cfg.train.tokens)

@@ -7,7 +7,6 @@ import json
 import re
 import shutil
 import socket
-import time
 from importlib import resources
 from pathlib import Path
 
@@ -15,11 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from fineweb_schema import fineweb_table
+from conftest import fineweb_table
 
-from gapt_bench import textdata as td
+from gapt_bench import text as td
 
-N_DOCS = 160  # about 0.5 MB of offline-corpus chapters
 
 
 pytestmark = pytest.mark.usefixtures("offline_env")
@@ -36,15 +34,8 @@ def no_network(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def texts() -> list[str]:
-    return [d.text for d in td.load_texts("offline", limit=N_DOCS)]
-
-
-@pytest.fixture
-def fineweb_parquet(tmp_path, texts) -> Path:
-    path = tmp_path / "fineweb_sample.parquet"
-    pq.write_table(fineweb_table(texts), path)
-    return path
+def texts(fineweb_texts) -> list[str]:
+    return fineweb_texts
 
 
 @pytest.fixture
@@ -106,26 +97,22 @@ def test_parquet_without_text_column_raises(tmp_path):
 
 @pytest.mark.parametrize("source, name", [("HuggingFaceFW/fineweb", "sample-10BT"),
                                           ("HuggingFaceFW/fineweb:sample-10BT", None)])
-def test_hub_source_offline_fails_fast(source, name):
-    t0 = time.perf_counter()
+def test_hub_source_offline_fails_fast(source, name, no_hub_streaming):
     with pytest.raises(td.DataError) as err:
         list(td.load_texts(source, name=name))
     with pytest.raises(td.DataError):
         td.TokenCache().get(source, "bytes", name=name, val_tokens=100, train_tokens=1000)
-    assert time.perf_counter() - t0 < 2.0
     msg = str(err.value)
     assert "unreachable" in msg and "--set data.source=" in msg and "\n" not in msg
     src = td.resolve_source(source, name)
     assert (src.kind, src.hub_id, src.hub_name) == ("hub", "HuggingFaceFW/fineweb", "sample-10BT")
 
 
-def test_hub_source_unreachable_without_offline_flags(monkeypatch, no_network):
+def test_hub_source_unreachable_without_offline_flags(monkeypatch, no_network, no_hub_streaming):
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.delenv("HF_DATASETS_OFFLINE")
-    t0 = time.perf_counter()
     with pytest.raises(td.DataError, match="unreachable.*--set data.source="):
         list(td.load_texts("HuggingFaceFW/fineweb", name="sample-10BT"))
-    assert time.perf_counter() - t0 < 5.0
 
 
 def test_hub_source_needs_a_train_budget():
@@ -184,11 +171,13 @@ def test_token_cache_is_reused(fineweb_parquet, tmp_path, monkeypatch):
     assert not list((tmp_path / "cache" / "tokens").glob("*.tmp"))
 
 
-def test_token_cache_key_follows_file_changes(fineweb_parquet, texts):
+def test_token_cache_key_follows_file_changes(tmp_path, texts):
+    path = tmp_path / "changing.parquet"
+    pq.write_table(fineweb_table(texts), path)
     cache = td.TokenCache()
-    a = cache.get(str(fineweb_parquet), "bytes", val_tokens=5_000, train_tokens=5_000)
-    pq.write_table(fineweb_table(texts[::-1]), fineweb_parquet)  # same size class, new content and mtime
-    b = cache.get(str(fineweb_parquet), "bytes", val_tokens=5_000, train_tokens=5_000)
+    a = cache.get(str(path), "bytes", val_tokens=5_000, train_tokens=5_000)
+    pq.write_table(fineweb_table(texts[::-1]), path)  # same size class, new content and mtime
+    b = cache.get(str(path), "bytes", val_tokens=5_000, train_tokens=5_000)
     assert not b.cache_hit and a.train.path != b.train.path
 
 

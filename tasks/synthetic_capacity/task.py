@@ -33,9 +33,11 @@ import torch
 import torch.nn.functional as F
 
 from gapt_bench.config import ConfigError, opt
-from gapt_bench.models import forward_with_hidden, paper_param_count
-from gapt_bench.tasks.base import LMTask, TaskResult, mbe_metrics
-from gapt_bench.train import resolve_precision
+from gapt_bench.entropy import layer_entropies
+from gapt_bench.models import forward_with_hidden, paper_param_count, param_count
+from gapt_bench.registry import register_task
+from gapt_bench.runtime import autocast_context, resolve_precision
+from gapt_bench.task import Evaluation, LMTask, mbe_metrics
 
 CURVE_FILE = "memorization.jsonl"
 CONVENTION_TEXT = ("strict: mem_bits = N*(S-1)*log2(V) - sum of NLL bits over the N*(S-1) predicted tokens "
@@ -69,8 +71,8 @@ def sequence_bits(seq_len: int, vocab_size: int) -> float:
     return (seq_len - 1) * math.log2(vocab_size)
 
 
+@register_task("synthetic_capacity")
 class SyntheticCapacity(LMTask):
-    name = "synthetic_capacity"
     version = "2"
     description = "bits/parameter memorized on uniform random sequences (Morris et al. 2025)"
     Options = CapacityOptions
@@ -78,6 +80,13 @@ class SyntheticCapacity(LMTask):
                "bits_per_param_paper_conv": "max", "heldout_bits_per_token": "max", "converged": "max",
                "mem_fraction": "max", "heldout_ok": "max", "train_bits_per_token": "min",
                "curve_rel_change": "min", "mbe": "min", "mbe_centered": "min"}
+    primary = ()  # capacity is a property of the model, never a score
+
+    @classmethod
+    def analyses(cls, records, reference: str = "baseline"):
+        from gapt_bench.analysis import analyse_capacity
+
+        return {"capacity": analyse_capacity(records, reference=reference)}
 
     @classmethod
     def finalize(cls, cfg) -> None:
@@ -99,16 +108,14 @@ class SyntheticCapacity(LMTask):
             d.n_sequences = n
 
     # -- data ------------------------------------------------------------------------------------------------------
-    def setup(self) -> None:
+    def setup(self, ctx=None) -> None:
         d, S = self.cfg.data, self.cfg.train.seq_len
         seed = self.cfg.seed if d.data_seed is None else d.data_seed
         g = torch.Generator().manual_seed(10_000 + seed)
         self.train = torch.randint(0, d.vocab_size, (d.n_sequences, S), generator=g)
         g_held = torch.Generator().manual_seed(20_000_000 + seed)  # independent of N: same held-out set for every N
         self.heldout = torch.randint(0, d.vocab_size, (d.heldout_sequences, S), generator=g_held)
-        self.curve: list[tuple[int, float]] = []
-        self._converged_at: int | None = None
-        self._curve_loaded = False
+        self.curve = MemorizationCurve(ctx, self.data_bits)
 
     @property
     def data_bits(self) -> float:
@@ -142,8 +149,6 @@ class SyntheticCapacity(LMTask):
     @torch.no_grad()
     def nll_bits(self, model, data: torch.Tensor, device) -> float:
         """Sum of NLL in bits over the predicted tokens (positions 2..S) of `data`, at the training precision."""
-        from gapt_bench.train import autocast_context
-
         total = 0.0
         was_training = model.training
         model.eval()
@@ -162,113 +167,113 @@ class SyntheticCapacity(LMTask):
     def mem_bits(self, model, device) -> float:
         return self.data_bits - self.nll_bits(model, self.train, device)
 
-    def _window_flat(self, values: list[float]) -> bool:
-        w = self.cfg.data.converge_window
-        if len(values) < w:
-            return False
-        recent = values[-w:]
-        return (max(recent) - min(recent)) <= self.cfg.data.converge_rtol * max(abs(recent[-1]), 1.0)
+    def check(self, model, step, ctx) -> bool:
+        """Convergence of training-set memorization (never held-out data): flat over the last window."""
+        mem = self.mem_bits(model, ctx.device)
+        self.curve.add(step, mem, param_count(model))
+        d = self.cfg.data
+        return self.curve.flat(d.converge_window, d.converge_rtol, after=self.cfg.train.warmup_steps)
 
-    def _rel_change(self, values: list[float]) -> dict[str, float]:
-        """{"curve_rel_change": movement over the last window / |last|}, or {} with fewer than two points."""
-        recent = values[-self.cfg.data.converge_window:]
-        if len(recent) < 2:
-            return {}
-        return {"curve_rel_change": (max(recent) - min(recent)) / max(abs(recent[-1]), 1.0)}
+    def evaluate(self, model, ctx, trained) -> Evaluation:
+        d, S = self.cfg.data, self.cfg.train.seq_len
+        n_params = param_count(model)
+        train_nll = self.nll_bits(model, self.train, ctx.device)
+        mem = self.data_bits - train_nll
+        held = self.train[: d.heldout_sequences] if d.leak_heldout else self.heldout
+        held_bpt = self.nll_bits(model, held, ctx.device) / (held.shape[0] * (S - 1))
+        heldout_ok = held_bpt >= (1 - d.heldout_tolerance) * math.log2(d.vocab_size)
+        converged = trained.stop_reason == "converged"
+        if not converged:  # stopped at the budget: the final model is one more point of the curve
+            self.curve.add(trained.steps, mem, n_params, final=True)
+        paper_conv = S / (S - 1)
+        metrics = {
+            "mem_bits": mem, "mem_bits_paper_conv": mem * paper_conv, "data_bits": self.data_bits,
+            "bits_per_param": mem / n_params, "bits_per_param_paper_conv": mem * paper_conv / n_params,
+            "mem_fraction": mem / self.data_bits,
+            "train_bits_per_token": train_nll / (d.n_sequences * (S - 1)),
+            "heldout_bits_per_token": held_bpt, "heldout_ok": float(heldout_ok),
+            "converged": float(converged),
+            **self.curve.rel_change(d.converge_window),
+            **self._mbe(model, ctx),
+        }
+        return Evaluation(metrics, {"converged_at_step": trained.steps if converged else None,
+                                    "n_evals": len(self.curve.points), "memorization_curve": CURVE_FILE})
 
-    def _load_curve(self, ctx, step: int) -> None:
-        """On the first check of this process: keep rows of an interrupted earlier attempt up to `step` (resume)."""
-        self._curve_loaded = True
-        path = ctx.run_dir / CURVE_FILE
-        if not path.exists():
+    def summary(self, trained, ctx) -> dict:
+        d, m = self.cfg.data, self.cfg.model
+        return {"convention": d.convention, "estimator": CONVENTION_TEXT,
+                "precision": resolve_precision(self.cfg.train.precision, ctx.device),
+                "n_sequences": d.n_sequences, "data_bits": self.data_bits,
+                "paper_param_count": paper_param_count(m.n_layer, m.n_embd, m.vocab_size, m.n_positions)}
+
+    @torch.no_grad()
+    def _mbe(self, model, ctx) -> dict[str, float]:
+        m = self.cfg.mbe
+        x = self.train[: min(64, self.cfg.data.n_sequences)].to(ctx.device)  # seq_len % patch_size == 0 (check_run)
+        _, hidden = forward_with_hidden(model, x)
+        return mbe_metrics("", layer_entropies(hidden, m.alpha, m.patch_size).tolist(),
+                           layer_entropies(hidden, m.alpha, m.patch_size, centered=True).tolist(), per_layer=False)
+
+
+class MemorizationCurve:
+    """Training-set memorization against step, kept in `<run_dir>/memorization.jsonl` (one row per check).
+
+    A resumed run keeps the rows of the interrupted attempt up to its first new check, so the curve is the one an
+    uninterrupted run would have written.
+    """
+
+    def __init__(self, ctx, data_bits: float) -> None:
+        self.path = ctx.run_dir / CURVE_FILE if ctx is not None else None
+        self.write = self.path is not None and ctx.is_main
+        self.data_bits = data_bits
+        self.points: list[tuple[int, float]] = []
+        self._loaded = not (ctx is not None and ctx.resume)
+        if self._loaded and self.write and self.path.exists():
+            self.path.unlink()
+
+    def _load(self, step: int) -> None:
+        """On the first check after a resume: keep the earlier attempt's rows before `step`."""
+        self._loaded = True
+        if self.path is None or not self.path.exists():
             return
         rows = []
-        for line in path.read_text().splitlines():
+        for line in self.path.read_text().splitlines():
             try:
                 row = json.loads(line)
             except ValueError:
                 continue
             if row.get("step", 1 << 62) < step and not row.get("final"):
                 rows.append(row)
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        self.curve = [(r["step"], r["mem_bits"]) for r in rows]
+        if self.write:
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        self.points = [(r["step"], r["mem_bits"]) for r in rows]
 
-    def _log_point(self, ctx, step: int, mem: float, final: bool = False) -> None:
-        if not getattr(ctx, "is_main", True):
+    def add(self, step: int, mem: float, n_params: int, final: bool = False) -> None:
+        if not self._loaded:
+            self._load(step)
+        if final and self.points and self.points[-1][0] == step:
             return
-        row = {"step": step, "mem_bits": mem, "mem_fraction": mem / self.data_bits,
-               "bits_per_param": mem / self._n_params if self._n_params else None, "final": final}
-        with open(ctx.run_dir / CURVE_FILE, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        self.points.append((step, mem))
+        if self.write:
+            row = {"step": step, "mem_bits": mem, "mem_fraction": mem / self.data_bits,
+                   "bits_per_param": mem / n_params if n_params else None, "final": final}
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
 
-    def check(self, model, step, ctx) -> bool:
-        if not self._curve_loaded:
-            self._load_curve(ctx, step)
-        from gapt_bench.models import param_count
+    def flat(self, window: int, rtol: float, after: int = 0) -> bool:
+        """True when the last `window` points after step `after` differ by at most rtol * |last|."""
+        values = [v for s, v in self.points if s >= after]
+        if len(values) < window:
+            return False
+        recent = values[-window:]
+        return (max(recent) - min(recent)) <= rtol * max(abs(recent[-1]), 1.0)
 
-        self._n_params = param_count(model)
-        mem = self.mem_bits(model, ctx.device)
-        self.curve.append((step, mem))
-        self._log_point(ctx, step, mem)
-        after_warmup = [v for s, v in self.curve if s >= self.cfg.train.warmup_steps]
-        if self._window_flat(after_warmup):
-            self._converged_at = step
-            return True
-        return False
-
-    def evaluate(self, model, ctx) -> dict[str, float]:
-        from gapt_bench.models import param_count
-
-        d, S = self.cfg.data, self.cfg.train.seq_len
-        self._n_params = n_params = param_count(model)
-        train_nll = self.nll_bits(model, self.train, ctx.device)
-        mem = self.data_bits - train_nll
-        held = self.train[: d.heldout_sequences] if d.leak_heldout else self.heldout
-        held_bpt = self.nll_bits(model, held, ctx.device) / (held.shape[0] * (S - 1))
-        heldout_ok = held_bpt >= (1 - d.heldout_tolerance) * math.log2(d.vocab_size)
-        if self._converged_at is None:  # stopped at the budget: the final model is one more point of the curve
-            final_step = self._final_step
-            if not self.curve or self.curve[-1][0] != final_step:
-                self.curve.append((final_step, mem))
-            self._log_point(ctx, final_step, mem, final=True)
-        paper_conv = S / (S - 1)
-        return {
-            "mem_bits": mem, "mem_bits_paper_conv": mem * paper_conv, "data_bits": self.data_bits,
-            "bits_per_param": mem / n_params, "bits_per_param_paper_conv": mem * paper_conv / n_params,
-            "mem_fraction": mem / self.data_bits,
-            "train_bits_per_token": train_nll / (d.n_sequences * (S - 1)),
-            "heldout_bits_per_token": held_bpt, "heldout_ok": float(heldout_ok),
-            "converged": float(self._converged_at is not None),
-            **self._rel_change([v for _, v in self.curve]),
-            **self._mbe(model, ctx),
-        }
-
-    def run(self, method_cls: type, ctx) -> TaskResult:
-        from gapt_bench.train import steps_for_budget
-
-        self._final_step = steps_for_budget(self.cfg)
-        self._n_params = 1
-        result = super().run(method_cls, ctx)
-        d = self.cfg.data
-        result.summary.update({
-            "convention": d.convention, "estimator": CONVENTION_TEXT,
-            "precision": resolve_precision(self.cfg.train.precision, ctx.device),
-            "n_sequences": d.n_sequences, "data_bits": self.data_bits,
-            "paper_param_count": paper_param_count(self.cfg.model.n_layer, self.cfg.model.n_embd,
-                                                   self.cfg.model.vocab_size, self.cfg.model.n_positions),
-            "converged_at_step": self._converged_at, "n_evals": len(self.curve), "memorization_curve": CURVE_FILE,
-        })
-        return result
-
-    @torch.no_grad()
-    def _mbe(self, model, ctx) -> dict[str, float]:
-        from gapt_bench.entropy import layer_entropies
-
-        m = self.cfg.mbe
-        x = self.train[: min(64, self.cfg.data.n_sequences)].to(ctx.device)  # seq_len % patch_size == 0 (check_run)
-        _, hidden = forward_with_hidden(model, x)
-        return mbe_metrics("", layer_entropies(hidden, m.alpha, m.patch_size).tolist(),
-                           layer_entropies(hidden, m.alpha, m.patch_size, centered=True).tolist(), per_layer=False)
+    def rel_change(self, window: int) -> dict[str, float]:
+        """{"curve_rel_change": movement over the last window / |last|}, or {} with fewer than two points."""
+        recent = [v for _, v in self.points][-window:]
+        if len(recent) < 2:
+            return {}
+        return {"curve_rel_change": (max(recent) - min(recent)) / max(abs(recent[-1]), 1.0)}
 
 
 def _targets(x: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,8 @@ and the same batches (drawn from an explicit torch.Generator seeded by the run s
 Metrics (on the held-out samples; `_pre` = at the end of the first phase, the others after the second):
 - `separation` (and `separation_pre`) = ||mu_A - mu_B|| / sqrt(1/2 (E||h_A - mu_A||^2 + E||h_B - mu_B||^2)).
 - `l1_a`, `l1_b`, `l1_a_pre`, `l1_b_pre`: mean absolute error per group.
+- `retained_l1`, `finetuned_l1`: after the second phase, the L1 of the group it left out (what was retained) and
+  of the group it trained on: the practitioner's quality, the task's primary metrics.
 - `forgetting`: increase of the forgettable group's L1 over the second phase (this run).
 - `alleviation_pct` = (L1f_base - L1f_method) / (L1f_base - L1f_base_pre) * 100, with L1f the forgettable group's
   L1 after the second phase and L1f_base_pre the baseline's before it. The baseline is a CE-only (here L1-only)
@@ -57,8 +59,9 @@ from torch import nn
 
 from gapt_bench.config import ConfigError, opt
 from gapt_bench.entropy import matrix_entropy
-from gapt_bench.tasks.base import Task, TaskResult
-from gapt_bench.train import Diverged
+from gapt_bench.registry import register_task
+from gapt_bench.runtime import Diverged
+from gapt_bench.task import Task, TaskResult
 
 INPUT_DIM = 10
 GROUP_A, GROUP_B = 0, 1
@@ -222,14 +225,17 @@ class Snapshot:
 # The task
 
 
+@register_task("forgetting_separation")
 class ForgettingSeparation(Task):
-    name = "forgetting_separation"
     version = "1"
     description = "MLP on conflicting groups: forgetting of the first experience and hidden-layer separation"
     Options = ForgettingOptions
     metrics = {"separation": "max", "separation_pre": "max", "l1_a": "min", "l1_b": "min", "l1_a_pre": "min",
                "l1_b_pre": "min", "forgetting": "min", "alleviation_pct": "max", "specialization": "max",
-               "mbe": "min", "mbe_centered": "min", "mbe_mixed": "min"}
+               "mbe": "min", "mbe_centered": "min", "mbe_mixed": "min", "retained_l1": "min",
+               "finetuned_l1": "min"}
+    primary = ("retained_l1", "finetuned_l1")
+    ignored_sections = ("model", "train")  # the MLP's sizes, steps, batch and lr are data.* options
 
     @classmethod
     def plan_summary(cls, cfg) -> str:
@@ -319,7 +325,7 @@ class ForgettingSeparation(Task):
     def run(self, method_cls: type, ctx) -> TaskResult:
         cfg, d = self.cfg, self.cfg.data
         prob = make_problem(d, cfg.seed if d.data_seed is None else d.data_seed)
-        method = method_cls(cfg, 1)
+        method = self.make_method(method_cls, 1, ctx)
         with open(ctx.curve_path, "w") as curve:
             model, pre, post, elapsed = self._train(method, prob, curve)
         if getattr(method_cls, "name", "") == "baseline":
@@ -334,6 +340,7 @@ class ForgettingSeparation(Task):
             "separation": post.separation, "separation_pre": pre.separation,
             "l1_a": post.l1[0], "l1_b": post.l1[1], "l1_a_pre": pre.l1[0], "l1_b_pre": pre.l1[1],
             "forgetting": post.l1[forget] - pre.l1[forget], "alleviation_pct": alleviation,
+            "retained_l1": post.l1[forget], "finetuned_l1": post.l1[1 - forget],
             "specialization": post.specialization, "mbe": post.mbe, "mbe_centered": post.mbe_centered,
             "mbe_mixed": post.mbe_mixed,
         }

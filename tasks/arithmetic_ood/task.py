@@ -53,7 +53,10 @@ import torch
 import torch.nn.functional as F
 
 from gapt_bench.config import ConfigError, opt
-from gapt_bench.tasks.base import LMTask, mbe_metrics
+from gapt_bench.entropy import matrix_entropy_per_patch
+from gapt_bench.models import forward_with_hidden
+from gapt_bench.registry import register_task
+from gapt_bench.task import Evaluation, LMTask, mbe_metrics
 
 BOS, EOS, TIMES, EQUALS, SPACE, DIGIT0 = 0, 1, 2, 3, 4, 5
 VOCAB = ["<bos>", "<eos>", "x", "=", " "] + [str(d) for d in range(10)]
@@ -88,10 +91,6 @@ def encode(text: str) -> list[int]:
 
 def decode(ids: Sequence[int]) -> str:
     return "".join(VOCAB[int(i)] for i in ids)
-
-
-def example_text(a: int, b: int) -> str:
-    return f"<bos>{a} x {b} = {a * b}<eos>"
 
 
 def answer_tokens(c: int, eos: bool = True) -> list[int]:
@@ -305,14 +304,15 @@ class ArithmeticOptions:
     mbe_windows: int = opt(256, "max seq_len windows of the ID/OOD streams for the MBE metrics", min=1)
 
 
+@register_task("arithmetic_ood")
 class ArithmeticOOD(LMTask):
-    name = "arithmetic_ood"
     version = "1"
     description = "a*b with short operands in training; answer CE, exact match and digit accuracy on longer ones"
     Options = ArithmeticOptions
     metrics = {"id_answer_ce": "min", "ood_answer_ce": "min", "id_exact_match": "max", "ood_exact_match": "max",
                "id_digit_acc": "max", "ood_digit_acc": "max", "ood_mbe": "min", "ood_mbe_centered": "min",
                "ood_mbe_layer_*": "min", "id_mbe": "min"}
+    primary = ("ood_answer_ce", "ood_digit_acc")
 
     @classmethod
     def finalize(cls, cfg) -> None:
@@ -342,7 +342,7 @@ class ArithmeticOOD(LMTask):
             raise ConfigError(f"model.n_positions={m.n_positions} < train.seq_len={t.seq_len}")
 
     # -- data ------------------------------------------------------------------------------------------------------
-    def setup(self) -> None:
+    def setup(self, ctx=None) -> None:
         d = self.cfg.data
         seed = self.cfg.seed if d.data_seed is None else d.data_seed
         self.data_seed = seed
@@ -488,9 +488,6 @@ class ArithmeticOOD(LMTask):
     @torch.no_grad()
     def stream_mbe(self, model, ex: Examples, device) -> tuple[list[float], list[float]]:
         """Per-layer MBE (plain and centred) of the examples as a stream cut into seq_len windows."""
-        from gapt_bench.entropy import matrix_entropy_per_patch
-        from gapt_bench.models import forward_with_hidden
-
         S, m = self.cfg.train.seq_len, self.cfg.mbe
         toks, _, _ = tokenize(ex)
         n = min(len(toks) // S, self.cfg.data.mbe_windows)
@@ -510,7 +507,7 @@ class ArithmeticOOD(LMTask):
                 centred[layer].append(matrix_entropy_per_patch(h, m.alpha, m.patch_size, centered=True).flatten().cpu())
         return ([float(torch.cat(v).mean()) for v in plain], [float(torch.cat(v).mean()) for v in centred])
 
-    def evaluate(self, model, ctx) -> dict[str, float]:
+    def evaluate(self, model, ctx, trained) -> Evaluation:
         was_training = model.training
         model.eval()
         device = ctx.device
@@ -524,7 +521,7 @@ class ArithmeticOOD(LMTask):
         out.update(mbe_metrics("ood_", *self.stream_mbe(model, self.ood_ex, device)))
         out.update(mbe_metrics("id_", self.stream_mbe(model, self.id_ex, device)[0], per_layer=False))
         model.train(was_training)
-        return out
+        return Evaluation(out)
 
 
 def max_example_len(digits: int) -> int:

@@ -1,1 +1,0 @@
-"""Benchmark tasks: each module is one registered Task (data + evaluation). See base.Task."""
