@@ -185,15 +185,23 @@ class StepResult:
 
 
 def optimizer_step(model, raw_model, task, method, cfg, ctx: RunContext, step: int, optimizers) -> StepResult:
-    """Forward and backward over the step's micro-batches, clip, step the optimizers."""
+    """Forward and backward over the step's micro-batches, clip, step the optimizers.
+
+    Each micro-batch's loss is weighted by its share of the global batch's loss tokens (targets != -100, counted on
+    the whole global batch, so every rank knows the total without communication), times the world size that
+    DDP's gradient averaging divides by. The CE part of the gradient is then the token mean of the global batch
+    however it is split into micro-batches and ranks; with no masked targets the weight is 1/grad_accum.
+    """
     t, device = cfg.train, ctx.device
     x, y = task.get_batch(step)
+    n_global = int((y != -100).sum())
     x, y = x[ctx.rank::ctx.world_size], y[ctx.rank::ctx.world_size]
     micro = x.shape[0] // t.grad_accum
     infos, losses, hidden, align = [], [], [], {}
     align_now = bool(cfg.align.every) and step % cfg.align.every == 0
     for i in range(t.grad_accum):
         last = i == t.grad_accum - 1
+        share = int((y[i * micro:(i + 1) * micro] != -100).sum()) * ctx.world_size / max(n_global, 1)  # on the host
         xb = x[i * micro:(i + 1) * micro].to(device, non_blocking=True)
         yb = y[i * micro:(i + 1) * micro].to(device, non_blocking=True)
         # DDP all-reduces gradients only on the last micro-batch: no_sync must cover the forward too, since DDP
@@ -210,7 +218,7 @@ def optimizer_step(model, raw_model, task, method, cfg, ctx: RunContext, step: i
             if align_now and last:  # before backward frees the graph; .grad untouched
                 align = gradient_alignment(raw_model, ce, hidden, method.reg_layers_all(), cfg.mbe.patch_size,
                                            cfg.mbe.alpha)
-            (loss / t.grad_accum).backward()
+            (loss * share).backward()
         infos.append(info)
         losses.append(float(loss.detach()))
     clip = t.grad_clip if t.grad_clip > 0 else float("inf")

@@ -100,3 +100,84 @@ def test_env_info_reads_torchrun_variables(monkeypatch):
     info = distributed.env_info()
     assert (info.rank, info.world_size, info.local_rank, info.local_world_size) == (3, 4, 1, 2)
     assert distributed.launched() and not info.is_main and not info.is_local_main
+
+
+MASKED_ARGS = ["run", "--tasks", "arithmetic_ood", "--preset", "quick", "--methods", "baseline", "--seeds", "0",
+               "--no-progress", "--no-report", "--set", "data.n_train=2000", "--set", "data.n_id=50",
+               "--set", "data.n_ood=50", "--set", "train.tokens=40960", "--set", "train.warmup_steps=2",
+               "--set", "data.train_loss=answer", "--set", "train.log_every=1"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+                    reason="torch.distributed with gloo is needed")
+def test_masked_targets_and_grad_accum_give_the_same_training_however_the_batch_is_split(tmp_path, monkeypatch):
+    """Answer-only loss: micro-batches hold different numbers of loss tokens. 2 ranks x 2 micro-batches, 1 rank x
+    4 micro-batches and 1 rank x 1 batch must take the same steps (CE weighted by tokens across the global batch)."""
+    env = _env(tmp_path)
+    ddp_out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "gapt_bench", *MASKED_ARGS, "--set", "train.grad_accum=2", "--out", str(ddp_out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    outs = {}
+    for accum in (1, 4):
+        outs[accum] = tmp_path / f"one{accum}"
+        assert main([*MASKED_ARGS, "--set", f"train.grad_accum={accum}", "--out", str(outs[accum]),
+                     "--workers", "1"]) == 0
+    (ref,), _, ref_curve = _load(outs[1])
+    for out in (ddp_out, outs[4]):
+        (rec,), _, curve = _load(out)
+        assert len(curve) == len(ref_curve) == 20
+        for a, b in zip(curve, ref_curve):
+            assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4), (out.name, a["step"])
+        for k, v in ref["metrics"].items():
+            assert rec["metrics"][k] == pytest.approx(v, rel=1e-4, abs=1e-5), (out.name, k)
+
+
+@pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+                    reason="torch.distributed with gloo is needed")
+def test_no_sync_covers_the_forward_so_only_the_last_micro_batch_all_reduces(tmp_path, monkeypatch):
+    import socket
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+    from gapt_bench.methods.baseline import Baseline
+    from gapt_bench.models import build_model
+    from gapt_bench.runner import make_plan
+    from gapt_bench.runtime import RunContext
+    from gapt_bench.train import optimizer_step
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        (cfg,) = make_plan(["fineweb_lm"], ["baseline"], [0], "tiny", ["train.grad_accum=2"])
+        torch.manual_seed(0)
+        model = build_model(n_layer=2, n_embd=32, n_head=4, vocab_size=cfg.model.vocab_size, n_positions=32)
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        calls = []
+
+        def counting(state, bucket):
+            calls.append(1)
+            return allreduce_hook(state, bucket)
+
+        ddp.register_comm_hook(None, counting)
+        batch = (torch.randint(0, 64, (16, 32)), torch.randint(0, 64, (16, 32)))
+        task = SimpleNamespace(get_batch=lambda step: batch)
+        # a rank of a world of 2 (the process group has 1: enough to count the all-reduces of one rank)
+        ctx = RunContext(run_dir=tmp_path, world_size=2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)
+        optimizer_step(ddp, model, task, Baseline(cfg, 2), cfg, ctx, 0, [opt])
+        buckets = len(calls)
+        calls.clear()
+        cfg.train.grad_accum = 1
+        optimizer_step(ddp, model, task, Baseline(cfg, 2), cfg, ctx, 0, [opt])
+        assert buckets == len(calls) >= 1  # two micro-batches reduce exactly as often as one
+    finally:
+        dist.destroy_process_group()
