@@ -12,7 +12,8 @@ from gapt_bench.runner import make_plan
 from gapt_bench.tasks.forgetting_separation.task import (GROUP_A, GROUP_B, ForgettingSeparation, build_batch,
                                                     make_problem, separation, specialization)
 
-FAST = ["data.steps_first=60", "data.steps_second=60", "gapt.patience_m=5", "gapt.patience_c=5"]
+FAST = ["data.steps_first=60", "data.steps_second=60", "gapt.patience_m=5", "gapt.patience_c=5",
+        "gapt.smoothing=0.0"]
 METRICS = {"separation", "separation_pre", "l1_a", "l1_b", "l1_a_pre", "l1_b_pre", "forgetting", "alleviation_pct",
            "specialization", "mbe", "mbe_centered", "mbe_mixed"}
 
@@ -73,7 +74,10 @@ def test_quick_preset_runs_both_layouts_and_checks_batch():
     assert sorted({c.data.batch_layout for c in plan}) == ["grouped", "shuffled"] and len(plan) == 4
     with pytest.raises(ConfigError, match="multiple of two MBE patches"):
         make_plan(["forgetting_separation"], ["baseline"], [0], "quick", ["data.batch_size=24"])
-    make_plan(["forgetting_separation"], ["baseline"], [0], "quick", ["data.batch_size=24", "data.protocol=A->B"])
+    make_plan(["forgetting_separation"], ["baseline"], [0], "quick",
+              ["data.batch_size=24", "data.protocol=A->B", "data.finetune_patch_size=8"])
+    with pytest.raises(ConfigError, match="finetune_patch_size=32"):
+        make_plan(["forgetting_separation"], ["baseline"], [0], "quick", ["data.batch_size=48"])
 
 
 def test_full_protocol_lands_all_metrics(tmp_path):
@@ -113,3 +117,34 @@ def test_a_then_b_protocol_forgets_a(tmp_path):
     m = res.metrics
     assert m["l1_b_pre"] > m["l1_b"]  # B is learned in the second phase
     assert m["forgetting"] == pytest.approx(m["l1_a"] - m["l1_a_pre"])
+
+
+def _arm(method: str, seed: int = 0, *overrides: str):
+    from gapt_bench.registry import METHODS
+    from gapt_bench.runtime import RunContext
+
+    cfg = make_plan(["forgetting_separation"], [method], [seed], "quick", [*FAST, *overrides])[0]
+    return ForgettingSeparation(cfg), METHODS.get(method), RunContext
+
+
+def test_shared_pretraining_starts_every_arm_from_one_model(tmp_path):
+    """The default protocol: the first stage is plain L1 and identical for every arm; only fine-tuning differs."""
+    results = {}
+    for method in ("baseline", "gapt", "mbe"):
+        task, cls, ctx = _arm(method)
+        results[method] = task.run(cls, ctx(run_dir=tmp_path)).metrics
+    pre = {k: v for k, v in results["baseline"].items() if k.endswith("_pre")}
+    for method in ("gapt", "mbe"):
+        assert {k: results[method][k] for k in pre} == pre  # bit-identical pretraining
+        assert results[method]["retained_l1"] != results["baseline"]["retained_l1"]
+    # alleviation against the shared model: (L1f_base - L1f_method) / (L1f_base - L1f_shared)
+    b, m = results["baseline"], results["mbe"]
+    assert m["alleviation_pct"] == pytest.approx((b["l1_b"] - m["l1_b"]) / (b["l1_b"] - b["l1_b_pre"]) * 100)
+
+
+def test_per_method_pretraining_keeps_round_one_protocol(tmp_path):
+    task, cls, ctx = _arm("mbe", 0, "data.pretrain=per_method")
+    per_method = task.run(cls, ctx(run_dir=tmp_path)).metrics
+    task, cls, ctx = _arm("baseline", 0, "data.pretrain=per_method")
+    base = task.run(cls, ctx(run_dir=tmp_path)).metrics
+    assert per_method["l1_b_pre"] != base["l1_b_pre"]  # the method already acted while pretraining

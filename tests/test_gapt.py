@@ -152,3 +152,43 @@ def test_phase_summary_of_a_schedule():
     assert s["mean_phase_memorize"] == 4 and s["mean_phase_compress"] == 2 and s["n_phases_compress"] == 2
     assert s["first_phase"] == 1
     assert phase_summary([])["duty_compress"] is None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# periodic, matched to the gate's realised schedule
+
+
+def test_periodic_copies_the_duty_cycle_of_the_gapt_run_it_controls(tmp_path, capsys):
+    from gapt_bench import cli
+    from gapt_bench.store import read_records
+
+    fast = ["data.steps_first=200", "data.steps_second=200", "gapt.patience_m=10", "gapt.patience_c=10",
+            "data.batch_layout=grouped"]
+    argv = ["run", "--tasks", "forgetting_separation", "--methods", "periodic,gapt", "--seeds", "0",
+            "--workers", "1", "--no-report", "--out", str(tmp_path), *[x for o in fast for x in ("--set", o)]]
+    assert cli.main(argv) == 0
+    recs = read_records(tmp_path)
+    for seed in (0,):
+        (g,) = [r for r in recs if r["method"] == "gapt" and r["seed"] == seed
+                and r["config"]["data"]["batch_layout"] == "grouped"]
+        (p,) = [r for r in recs if r["method"] == "periodic" and r["seed"] == seed
+                and r["config"]["data"]["batch_layout"] == "grouped"]
+        assert p["summary"]["matched_to"] == g["run_id"]  # planned second although listed first
+        assert 0 < g["summary"]["duty_compress"] < 1
+        assert p["summary"]["matched_duty_compress"] == g["summary"]["duty_compress"]
+        assert abs(p["summary"]["duty_compress"] - g["summary"]["duty_compress"]) <= 0.05
+        assert p["summary"]["schedule_p_c"] == max(1, round(g["summary"]["mean_phase_compress"]))
+
+
+def test_a_matched_control_without_its_reference_is_refused_at_planning(tmp_path, capsys):
+    from gapt_bench import cli
+
+    out = tmp_path / "out"
+    assert cli.main(["run", "--tasks", "forgetting_separation", "--methods", "periodic", "--seeds", "0",
+                     "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "add gapt to --methods or set periodic.match=none" in err and err.count("\n") == 1
+    assert not out.exists()
+    assert cli.main(["run", "--tasks", "forgetting_separation", "--methods", "periodic", "--seeds", "0", "--out",
+                     str(out), "--set", "periodic.match=none", "--set", "data.steps_first=20",
+                     "--set", "data.steps_second=20", "--no-report"]) == 0

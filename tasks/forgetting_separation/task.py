@@ -23,8 +23,15 @@ permutes the batch so patches mix the groups. MBE pulls together what shares a p
 create separation: run both. Single-group batches are laid out the same way (a shuffle of one group changes no
 patch's composition).
 
+Pretraining (`pretrain`). `shared` (default, the author's later protocol): the first stage trains a plain-L1
+student, identical for every arm of a seed; each arm then fine-tunes from those weights with a fresh Adam and the
+method on, its regulariser using `finetune_patch_size` (32: the whole fine-tuning batch is one patch). So every
+arm starts fine-tuning from the same model, and `alleviation_pct` measures only what the method did while
+fine-tuning. `per_method` (round one's protocol): the method runs in both stages with one optimizer, so the
+alleviation also contains what the method did during pretraining (seed 0 of the quick preset: -47% vs -9%).
+
 Every method sees the same student initialisation (torch seeded with the run seed before the student is built)
-and the same batches (drawn from an explicit torch.Generator seeded by the run seed, never from the global RNG).
+and the same batches (drawn from explicit torch.Generators seeded by the run seed, never from the global RNG).
 
 Metrics (on the held-out samples; `_pre` = at the end of the first phase, the others after the second):
 - `separation` (and `separation_pre`) = ||mu_A - mu_B|| / sqrt(1/2 (E||h_A - mu_A||^2 + E||h_B - mu_B||^2)).
@@ -33,9 +40,10 @@ Metrics (on the held-out samples; `_pre` = at the end of the first phase, the ot
   of the group it trained on: the practitioner's quality, the task's primary metrics.
 - `forgetting`: increase of the forgettable group's L1 over the second phase (this run).
 - `alleviation_pct` = (L1f_base - L1f_method) / (L1f_base - L1f_base_pre) * 100, with L1f the forgettable group's
-  L1 after the second phase and L1f_base_pre the baseline's before it. The baseline is a CE-only (here L1-only)
-  student trained inside the same run with the same seed, initialisation and batches, so the metric needs no other
-  run; for the baseline arm it is 0 by construction. Its numbers are in the record's summary (`ref_*`).
+  L1 after the second phase and L1f_base_pre the baseline's before it (with shared pretraining: the shared
+  model's). The baseline is an L1-only student trained inside the same run with the same seed, initialisation
+  and batches, so the metric needs no other run; for the baseline arm it is 0 by construction. Its numbers are in
+  the record's summary (`ref_*`).
 - `specialization`: fraction of hidden units whose selectivity |(m_A - m_B) / (m_A + m_B)| exceeds 0.5 (m = mean
   activation per group; a unit silent on both groups has selectivity 0).
 - `mbe`: MBE of the held-out hidden states with group-pure patches (the A samples, then the B samples);
@@ -47,6 +55,7 @@ Runs on the CPU whatever `train.device` says: the model is tiny.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -88,6 +97,12 @@ class ForgettingOptions:
     batch_size: int = opt(32, "samples per micro-batch (a multiple of the MBE patch; of 2 patches for mix)", min=1)
     grad_accum: int = opt(1, "micro-batches per optimizer step (later protocol: 32)", min=1)
     lr: float = opt(0.01, "Adam learning rate", min=0.0)
+    pretrain: str = opt("shared", "shared: the first stage trains a plain-L1 student once per seed and every arm "
+                                  "fine-tunes from it with a fresh Adam (the author's later protocol); per_method: "
+                                  "the method runs in both stages with one optimizer (round one)",
+                        choices=("shared", "per_method"))
+    finetune_patch_size: int | None = opt(32, "MBE patch of the regulariser while fine-tuning (shared pretraining; "
+                                              "the author's later protocol: 32); null = mbe.patch_size", min=2)
     data_seed: int | None = opt(None, "teacher, shift and samples seed; null = the run seed")
     log_every: int = opt(10, "steps between curve rows", min=1)
 
@@ -227,7 +242,7 @@ class Snapshot:
 
 @register_task("forgetting_separation")
 class ForgettingSeparation(Task):
-    version = "1"
+    version = "2"  # 2: shared pretraining is the default protocol
     description = "MLP on conflicting groups: forgetting of the first experience and hidden-layer separation"
     Options = ForgettingOptions
     metrics = {"separation": "max", "separation_pre": "max", "l1_a": "min", "l1_b": "min", "l1_a_pre": "min",
@@ -258,27 +273,24 @@ class ForgettingSeparation(Task):
             raise ConfigError(f"data.batch_size={d.batch_size} needs more samples per group than data.n_train={d.n_train}")
         if d.n_val < p:
             raise ConfigError(f"data.n_val={d.n_val} is below mbe.patch_size={p}")
+        ft = d.finetune_patch_size or p
+        if d.pretrain == "shared" and d.batch_size % ft:
+            raise ConfigError(f"data.batch_size={d.batch_size} is not a multiple of data.finetune_patch_size={ft} "
+                              "(the regulariser's patch while fine-tuning); change one of them")
 
     # -- training ----------------------------------------------------------------------------------------------
-    def _train(self, method, prob: Problem, curve=None) -> tuple[Student, Snapshot, Snapshot, float]:
-        """Both phases; method None = plain L1 (the in-run baseline). Returns model, pre and post snapshots."""
+    def _steps(self, model: Student, opt, method, prob: Problem, stage: int, n_steps: int, g: torch.Generator,
+               step0: int, curve=None) -> None:
+        """`n_steps` optimizer steps of protocol stage `stage` (0: the first groups, 1: the second); method None
+        is plain L1 (the in-run baseline). Batches come from the explicit generator `g`."""
         cfg, d = self.cfg, self.cfg.data
-        torch.manual_seed(cfg.seed)  # same student init for every method of a seed
-        model = Student(d.hidden, d.outputs)
-        opt = torch.optim.Adam(model.parameters(), lr=d.lr)
-        g = torch.Generator().manual_seed(1_000_003 * cfg.seed + 12_345)  # same batches for every method
-        stages = PROTOCOLS[d.protocol]
+        groups = PROTOCOLS[d.protocol][stage]
         total = d.steps_first + d.steps_second
         samples_per_step = d.batch_size * d.grad_accum
-        pre = None
-        t0 = time.perf_counter()
-        for step in range(total):
-            stage = 0 if step < d.steps_first else 1
-            if stage == 1 and pre is None:
-                pre = self.snapshot(model, prob)
+        for step in range(step0, step0 + n_steps):
             infos, losses, last_h, ce_sum = [], [], None, 0.0
             for _ in range(d.grad_accum):
-                idx, lab = build_batch(stages[stage], d.batch_size, d.batch_layout, d.n_train, g)
+                idx, lab = build_batch(groups, d.batch_size, d.batch_layout, d.n_train, g)
                 x = torch.where((lab == GROUP_A)[:, None], prob.x[0][idx], prob.x[1][idx])
                 y = torch.where((lab == GROUP_A)[:, None], prob.y[0][idx], prob.y[1][idx])
                 out, h = model(x)
@@ -306,8 +318,38 @@ class ForgettingSeparation(Task):
                        "mbe": float(matrix_entropy(last_h.reshape(1, d.batch_size, d.hidden), cfg.mbe.alpha,
                                                    cfg.mbe.patch_size))}
                 curve.write(json.dumps(row) + "\n")
-        elapsed = time.perf_counter() - t0
-        return model, pre, self.snapshot(model, prob), elapsed
+
+    def _student(self) -> tuple[Student, torch.optim.Optimizer, torch.Generator]:
+        """The student, its optimizer and the batch generator: the same for every method of a seed."""
+        torch.manual_seed(self.cfg.seed)
+        model = Student(self.cfg.data.hidden, self.cfg.data.outputs)
+        g = torch.Generator().manual_seed(1_000_003 * self.cfg.seed + 12_345)
+        return model, torch.optim.Adam(model.parameters(), lr=self.cfg.data.lr), g
+
+    def _train_per_method(self, method, prob: Problem, curve=None) -> tuple[Student, Snapshot, Snapshot]:
+        """pretrain=per_method (round one's protocol): the method in both stages, one optimizer throughout."""
+        d = self.cfg.data
+        model, opt, g = self._student()
+        self._steps(model, opt, method, prob, 0, d.steps_first, g, 0, curve)
+        pre = self.snapshot(model, prob)
+        self._steps(model, opt, method, prob, 1, d.steps_second, g, d.steps_first, curve)
+        return model, pre, self.snapshot(model, prob)
+
+    def _pretrain_shared(self, prob: Problem, curve=None) -> tuple[dict, Snapshot]:
+        """pretrain=shared: stage 1 with plain L1, identical for every arm of a seed; its weights and snapshot."""
+        model, opt, g = self._student()
+        self._steps(model, opt, None, prob, 0, self.cfg.data.steps_first, g, 0, curve)
+        return {k: v.clone() for k, v in model.state_dict().items()}, self.snapshot(model, prob)
+
+    def _finetune(self, start: dict, method, prob: Problem, curve=None) -> tuple[Student, Snapshot]:
+        """pretrain=shared: stage 2 from the shared weights with a fresh optimizer and the fine-tuning batches."""
+        d = self.cfg.data
+        model = Student(d.hidden, d.outputs)
+        model.load_state_dict(start)
+        opt = torch.optim.Adam(model.parameters(), lr=d.lr)
+        g = torch.Generator().manual_seed(1_000_003 * self.cfg.seed + 54_321)
+        self._steps(model, opt, method, prob, 1, d.steps_second, g, d.steps_first, curve)
+        return model, self.snapshot(model, prob)
 
     @torch.no_grad()
     def snapshot(self, model: Student, prob: Problem) -> Snapshot:
@@ -325,13 +367,25 @@ class ForgettingSeparation(Task):
     def run(self, method_cls: type, ctx) -> TaskResult:
         cfg, d = self.cfg, self.cfg.data
         prob = make_problem(d, cfg.seed if d.data_seed is None else d.data_seed)
-        method = self.make_method(method_cls, 1, ctx)
+        t0 = time.perf_counter()
+        baseline_arm = getattr(method_cls, "name", "") == "baseline"
         with open(ctx.curve_path, "w") as curve:
-            model, pre, post, elapsed = self._train(method, prob, curve)
-        if getattr(method_cls, "name", "") == "baseline":
+            if d.pretrain == "shared":
+                start, pre = self._pretrain_shared(prob, curve)
+                ft_cfg = copy.deepcopy(cfg)  # the regulariser's patch during fine-tuning (the author's 32)
+                ft_cfg.mbe.patch_size = d.finetune_patch_size or cfg.mbe.patch_size
+                method = method_cls(ft_cfg, 1, matched=ctx.matched)
+                model, post = self._finetune(start, method, prob, curve)
+            else:
+                method = self.make_method(method_cls, 1, ctx)
+                model, pre, post = self._train_per_method(method, prob, curve)
+        elapsed = time.perf_counter() - t0
+        if baseline_arm:
             ref_pre, ref_post = pre, post
+        elif d.pretrain == "shared":
+            ref_pre, (_, ref_post) = pre, self._finetune(start, None, prob)
         else:
-            _, ref_pre, ref_post, _ = self._train(None, prob)
+            _, ref_pre, ref_post = self._train_per_method(None, prob)
         forget = 1 if d.protocol == "mix->A" else 0  # index of the group that can be forgotten
         ref_forgetting = ref_post.l1[forget] - ref_pre.l1[forget]
         alleviation = ((ref_post.l1[forget] - post.l1[forget]) / ref_forgetting * 100
@@ -345,7 +399,9 @@ class ForgettingSeparation(Task):
             "mbe_mixed": post.mbe_mixed,
         }
         total = d.steps_first + d.steps_second
-        summary = {**method.summary(), "train_time_s": elapsed, "steps_total": total,
+        summary = {**method.summary(), "train_time_s": elapsed, "steps_total": total, "pretrain": d.pretrain,
+                   "finetune_patch_size": (d.finetune_patch_size or cfg.mbe.patch_size) if d.pretrain == "shared"
+                   else cfg.mbe.patch_size,
                    "ref_l1_forgotten_pre": ref_pre.l1[forget], "ref_l1_forgotten_post": ref_post.l1[forget],
                    "ref_separation": ref_post.separation}
         n_params = sum(p.numel() for p in model.parameters())
