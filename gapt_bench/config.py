@@ -68,6 +68,8 @@ class TrainConfig:
     precision: str = opt("auto", "auto = bf16 autocast on CUDA, fp32 on CPU; bf16-weights keeps the parameters in bf16",
                          choices=("auto", "fp32", "bf16", "bf16-weights"))
     compile: bool = opt(False, "torch.compile the model (CUDA; slower on CPU)")
+    fused: str = opt("auto", "fused AdamW kernel: auto (on CUDA), always or never",
+                     choices=("auto", "always", "never"))
     threads: int = opt(1, "torch CPU threads per run (one per parallel worker)", min=1)
     log_every: int = opt(10, "steps between training-curve rows", min=1)
     eval_every: int = opt(0, "steps between task checks on training-side data (0 = end only)", min=0)
@@ -148,7 +150,7 @@ METHOD_SECTIONS = ("reg", "gapt", "periodic")
 # Measured alongside training, never changing it (gradient alignment uses autograd.grad): in no hash.
 DIAGNOSTIC_SECTIONS = ("align",)
 # Execution-only fields: they change how fast a run goes, not what it measures.
-EXECUTION_FIELDS = {"train": ("threads", "log_every", "compile")}
+EXECUTION_FIELDS = {"train": ("threads", "log_every", "compile", "fused")}
 
 
 @dataclass

@@ -83,7 +83,8 @@ def parse_names(text: str, what: str) -> list[str]:
 def make_plan(tasks: Iterable[str], methods: Iterable[str], seeds: Iterable[int], preset: str,
               overrides: Iterable[str] = ()) -> list[RunConfig]:
     """Every run of the request as a validated RunConfig. Each (task, grid point, method) is resolved and checked
-    once; its seeds are copies that differ only in the seed."""
+    once; its seeds are copies that differ only in the seed. Grid points that overrides make identical give one
+    run each (a plan never holds a run key twice)."""
     tasks, methods, seeds, overrides = list(tasks), list(methods), list(seeds), list(overrides)
     if not tasks:
         raise ConfigError("empty task list: name at least one task (see `gapt-bench ls`)")
@@ -91,6 +92,7 @@ def make_plan(tasks: Iterable[str], methods: Iterable[str], seeds: Iterable[int]
         if name not in METHODS:
             raise ConfigError(METHODS.unknown_message(name))
     plan: list[RunConfig] = []
+    seen: set[tuple[str, str]] = set()
     for task in tasks:
         if task not in TASKS:
             raise ConfigError(TASKS.unknown_message(task))
@@ -107,6 +109,9 @@ def make_plan(tasks: Iterable[str], methods: Iterable[str], seeds: Iterable[int]
                 task_cls.finalize(first)
                 task_cls.check_ignored(first)
                 check_run(first)
+                if (task, first.config_hash()) in seen:
+                    continue
+                seen.add((task, first.config_hash()))
                 for seed in seeds:
                     cfg = first if seed == seeds[0] else copy.deepcopy(first)
                     cfg.seed = seed

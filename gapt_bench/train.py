@@ -78,7 +78,7 @@ def _decay_groups(params, t):
 @register_optimizer("adamw")
 @register_optimizer("adam")
 def _adamw(model, t, device):
-    fused = device.type == "cuda"
+    fused = device.type == "cuda" if t.fused == "auto" else t.fused == "always"
     params = [p for p in model.parameters() if p.requires_grad]
     return [torch.optim.AdamW(_decay_groups(params, t), lr=t.lr, betas=(t.beta1, t.beta2), fused=fused)]
 

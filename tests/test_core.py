@@ -195,3 +195,9 @@ def test_config_hash_covers_only_the_sections_a_method_reads():
     assert base[0].config_hash() == tweaked[0].config_hash()  # baseline does not read gapt.*
     assert base[1].config_hash() != tweaked[1].config_hash()  # gapt does
     assert {c.setup_hash() for c in base + tweaked} == {base[0].setup_hash()}
+
+
+def test_overrides_that_collapse_grid_points_give_one_run():
+    plan = make_plan(["synthetic_capacity"], ["baseline"], [0, 1], "quick",
+                     ["model.n_layer=1", "model.n_embd=8", "model.n_head=2", "data.capacity_ratio=2"])
+    assert len(plan) == 2 and len({(c.config_hash(), c.seed) for c in plan}) == 2
