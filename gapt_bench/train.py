@@ -219,6 +219,9 @@ def optimizer_step(model, raw_model, task, method, cfg, ctx: RunContext, step: i
                 align = gradient_alignment(raw_model, ce, hidden, method.reg_layers_all(), cfg.mbe.patch_size,
                                            cfg.mbe.alpha)
             (loss * share).backward()
+        if ctx.world_size > 1 and method.syncs_micro_batches:  # the decision must be the same on every rank
+            distributed.mean_step_values([info], [], False)
+        method.observe_micro(info, step)
         infos.append(info)
         losses.append(float(loss.detach()))
     clip = t.grad_clip if t.grad_clip > 0 else float("inf")

@@ -192,3 +192,25 @@ def test_a_matched_control_without_its_reference_is_refused_at_planning(tmp_path
     assert cli.main(["run", "--tasks", "forgetting_separation", "--methods", "periodic", "--seeds", "0", "--out",
                      str(out), "--set", "periodic.match=none", "--set", "data.steps_first=20",
                      "--set", "data.steps_second=20", "--no-report"]) == 0
+
+
+def test_micro_batch_patience_switches_within_a_step():
+    """patience_unit=micro_batch (the later code): the gate steps on every micro-batch, and a switch made after one
+    micro-batch already shapes the next micro-batch's loss, inside the same optimizer step."""
+    m = _method("gapt", **{"gapt.patience_unit": "micro_batch", "gapt.patience_m": 2, "gapt.delta_e": 10.0,
+                           "reg.layers": "all"})
+    hidden = [torch.randn(2, 16, 8) for _ in range(12)]
+    phases = []
+    for _ in range(4):  # four micro-batches of one optimizer step (step 0)
+        _, info = m.loss(torch.tensor(3.0), hidden, step=0)
+        phases.append(info.phase)
+        m.observe_micro(info, 0)
+    m.observe([], 0)
+    # the first CE counts as an improvement; then no gain reaches 10: after p_m = 2 more the gate compresses
+    assert phases == [1, 1, 1, 2]
+    assert m.summary()["duty_compress"] == 0.25 and m.summary()["mean_phase_compress"] == 1
+    per_step = _method("gapt", **{"gapt.patience_m": 2, "gapt.delta_e": 10.0, "reg.layers": "all"})
+    for _ in range(4):
+        _, info = per_step.loss(torch.tensor(3.0), hidden, step=0)
+        per_step.observe_micro(info, 0)
+        assert info.phase == 1  # patience counted in optimizer steps: no switch inside a step

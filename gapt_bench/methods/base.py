@@ -57,6 +57,14 @@ class Method:
     def loss(self, ce: torch.Tensor, hidden: Sequence[torch.Tensor], step: int) -> tuple[torch.Tensor, StepInfo]:
         raise NotImplementedError
 
+    def observe_micro(self, info: StepInfo, step: int) -> None:
+        """Called after each micro-batch's backward, before the next micro-batch's loss: a method that decides per
+        micro-batch (the later GAPT code's gate) acts here, so the decision reaches the next micro-batch."""
+
+    # Under DDP the trainer averages a micro-batch's StepInfo over ranks before observe_micro only for methods
+    # that set this (one all-reduce per micro-batch); every method's infos are averaged before `observe`.
+    syncs_micro_batches: ClassVar[bool] = False
+
     def observe(self, infos: Sequence[StepInfo], step: int) -> None:
         """Called once after each optimizer step with the StepInfo of each of its micro-batches."""
 

@@ -2,8 +2,9 @@
 
 The gate itself is `gapt_bench.gate.GAPTController`; this class wires it to the trainer. The gate reads the
 *training* CE and MBE of the last micro-batch of each optimizer step (patience_unit="step", the May-2025 code),
-or of every micro-batch (patience_unit="micro_batch", the later code), on the layers `gapt.watch` names. It never
-reads validation or test data.
+or of every micro-batch as soon as it is done, so that a switch reaches the next micro-batch of the same step
+(patience_unit="micro_batch", the later code), on the layers `gapt.watch` names. It never reads validation or test
+data. The realised schedule (`duty_compress`, mean phase lengths) is counted in micro-batches.
 """
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ class GAPT(Method):
     def __init__(self, cfg, n_layer, matched=None):
         super().__init__(cfg, n_layer, matched)
         self.gate = GAPTController(cfg.gapt, lam=cfg.reg.weight)
-        self.phases: list[int] = []  # the phase of every optimizer step: the realised schedule
+        self.per_micro = cfg.gapt.patience_unit == "micro_batch"
+        self.syncs_micro_batches = self.per_micro
+        self.phases: list[int] = []  # the phase of every micro-batch: the realised schedule
 
     def loss(self, ce, hidden, step):
         _, weight = self.gate.loss_weights()
@@ -29,12 +32,15 @@ class GAPT(Method):
         info.phase = self.gate.phase
         return loss, info
 
+    def observe_micro(self, info, step):
+        self.phases.append(info.phase)
+        if self.per_micro:
+            self.gate.update(info.ce, [info.mbe[i] for i in self.gate_layers()])
+
     def observe(self, infos, step):
-        self.phases.append(infos[-1].phase)
-        fed = infos if self.cfg.gapt.patience_unit == "micro_batch" else infos[-1:]
-        layers = self.gate_layers()
-        for info in fed:
-            self.gate.update(info.ce, [info.mbe[i] for i in layers])
+        if not self.per_micro:
+            info = infos[-1]
+            self.gate.update(info.ce, [info.mbe[i] for i in self.gate_layers()])
 
     def phase(self):
         return self.gate.phase

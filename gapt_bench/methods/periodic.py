@@ -2,10 +2,11 @@
 
 Matched (periodic.match=gapt, the default): the schedule copies the realised schedule of the gapt run of the same
 task, setup and seed: p_c = its mean compression phase length and p_m = p_c * (1 - duty) / duty, so that the duty
-cycle (the fraction of steps compressing) and the number of compression phases match, starting in the phase gapt
-started in. (Copying both mean phase lengths would not keep the duty cycle: gapt's first memorization phase is
-usually long.) If periodic matches gapt, the gate's *decisions* do not matter, only how much it compressed. Unmatched (none): p_m = gapt.patience_m, p_c = gapt.patience_c (50% duty
-when they are equal). The record's summary has both arms' realised numbers (`duty_compress`, mean phase lengths;
+cycle (the fraction of micro-batches compressing) and the number of compression phases match, starting in the
+phase gapt started in. Lengths are in micro-batches, as gapt's realised schedule is counted (one per optimizer
+step when there is no gradient accumulation). (Copying both mean phase lengths would not keep the duty cycle: gapt's first memorization phase is
+usually long.) If periodic matches gapt, the gate's *decisions* do not matter, only how much it compressed. Unmatched (none): p_m = gapt.patience_m, p_c = gapt.patience_c micro-batches
+(50% duty when they are equal). The record's summary has both arms' realised numbers (`duty_compress`, mean phase lengths;
 `matched_to`, `matched_duty_compress`).
 """
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Periodic(Method):
             self.p_c = max(1, round(s["mean_phase_compress"])) if duty > 0 and s.get("mean_phase_compress") else 0
             self.p_m = round(self.p_c * (1 - duty) / duty) if duty > 0 else 1
         self.phases: list[int] = []
+        self.n_micro = 0  # micro-batches done: the schedule's clock
 
     @classmethod
     def matches(cls, cfg):
@@ -50,14 +52,15 @@ class Periodic(Method):
         return first if step % (lengths[first] + lengths[other]) < lengths[first] else other
 
     def loss(self, ce, hidden, step):
-        phase = self._phase_at(step)
+        phase = self._phase_at(self.n_micro)
         weight = self.cfg.reg.weight if phase == COMPRESS else 0.0
         loss, info = self.regularised_loss(ce, hidden, step, weight)
         info.phase = phase
         return loss, info
 
-    def observe(self, infos, step):
-        self.phases.append(infos[-1].phase)
+    def observe_micro(self, info, step):
+        self.phases.append(info.phase)
+        self.n_micro += 1
 
     def summary(self):
         out = {"schedule_p_m": self.p_m, "schedule_p_c": self.p_c, **phase_summary(self.phases)}
@@ -67,7 +70,8 @@ class Periodic(Method):
         return out
 
     def state_dict(self):
-        return {"phases": list(self.phases)}
+        return {"phases": list(self.phases), "n_micro": self.n_micro}
 
     def load_state_dict(self, state):
         self.phases = list(state.get("phases", []))
+        self.n_micro = int(state.get("n_micro", len(self.phases)))

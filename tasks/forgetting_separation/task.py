@@ -304,6 +304,8 @@ class ForgettingSeparation(Task):
                 if not torch.isfinite(loss):
                     raise Diverged(step, f"loss is {float(loss)}")
                 (loss / d.grad_accum).backward()
+                if method is not None:
+                    method.observe_micro(info, step)
                 losses.append(float(loss.detach()))
                 ce_sum += float(l1.detach())
                 last_h = h.detach()
