@@ -169,8 +169,10 @@ def test_quick_preset_plan():
         c.model.n_layer, c.model.n_embd, 32, 32)), 1) for c in plan})
     assert ratios[0] == pytest.approx(0.5, abs=0.05) and ratios[-1] == pytest.approx(8, abs=0.1)
     sizes = {p: len(make_plan(["synthetic_capacity"], ["baseline"], [0], p))
-             for p in ("quick-long", "paper", "paper-fp32", "paper-l2")}
-    assert sizes == {"quick-long": 15, "paper": 25, "paper-fp32": 25, "paper-l2": 3}
+             for p in ("quick-long", "paper", "paper-fp32", "paper-l2", "cpu-capacity")}
+    assert sizes == {"quick-long": 15, "paper": 25, "paper-fp32": 25, "paper-l2": 3, "cpu-capacity": 1}
+    (cpu,) = make_plan(["synthetic_capacity"], ["baseline"], [0], "cpu-capacity")
+    assert param_count_of(cpu) == 28_544 and cpu.data.n_sequences == 497  # 0.9 x 3.6 P of data
     paper = make_plan(["synthetic_capacity"], ["baseline"], [0], "paper")
     assert sorted({param_count_of(c) for c in paper}) == [r[2] for r in PAPER_ROWS]
     assert all(c.train.precision == "bf16" and c.data.vocab_size == 2048 and c.train.seq_len == 64 for c in paper)
