@@ -10,6 +10,9 @@ and one record per run key (task, method, config, seed):
 - a matched control (e.g. periodic matched to gapt) runs after the run it copies, whose record summary it receives;
 - parallel workers load the same plug-ins as the parent, and die with it: they checkpoint at the next step and
   exit, and append nothing.
+
+`run_plan` executes a plan in this process or a local pool of workers; `gapt_bench.launch` submits the same runs as
+cluster jobs (submitit: Slurm job arrays or local processes), each job calling `execute` for one run.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ from gapt_bench.config import (ConfigError, RunConfig, apply_overrides, build_ru
                                resolve_preset)
 from gapt_bench.registry import METHODS, TASKS, included, load_plugins
 from gapt_bench.store import (SCHEMA_VERSION, DiskFullError, RunRecord, StoreError, append_record, finished_keys,
-                              is_disk_full, iter_raw_records, runs_file, try_claim)
+                              has_results, is_disk_full, iter_raw_records, try_claim)
 
 STATE_FILE = "state.json"
 MAX_SEED = 2**32 - 1  # seeds land in JSON records read by pandas/numpy: stay well inside int64
@@ -163,7 +166,7 @@ def reference_config(cfg: RunConfig) -> RunConfig | None:
 def check_matches(plan: list[RunConfig], out: Path) -> None:
     """Every matched control needs the run it copies in the plan or already in `out` (ConfigError otherwise)."""
     planned = {run_key(c) for c in plan}
-    recorded = finished_keys(out) if runs_file(out).is_file() else set()
+    recorded = finished_keys(out)
     for cfg in plan:
         ref = reference_config(cfg)
         if ref is not None and run_key(ref) not in planned | recorded:
@@ -180,7 +183,7 @@ def matched_summary(cfg: RunConfig, out: Path) -> dict | None:
     key = run_key(ref)
     rec = next((r for r in iter_raw_records(out, warn=False) if
                 (r["task"], r["method"], r["config_hash"], r["seed"]) == key and r["status"] == "ok"), None) \
-        if runs_file(out).is_file() else None
+        if has_results(out) else None
     if rec is None:
         raise RuntimeError(f"the {ref.method} run this {cfg.method} run is matched to (seed {cfg.seed}) has no ok "
                            f"record in {out}; run it first, or set {cfg.method}.match=none")
@@ -235,6 +238,20 @@ def _request_stop(signum, frame) -> None:
 def install_signal_handlers() -> None:
     signal.signal(signal.SIGTERM, _request_stop)
     signal.signal(signal.SIGINT, _request_stop)
+
+
+def request_stop() -> None:
+    """Ask the run executing in this process to finish its step, checkpoint and return interrupted (no record);
+    what a launcher's own signal handler calls (e.g. a cluster job told it is about to be preempted)."""
+    _STOP["flag"] = True
+
+
+def stop_requested() -> bool:
+    return _STOP["flag"]
+
+
+def clear_stop() -> None:
+    _STOP["flag"] = False
 
 
 def _new_run_dir(out: Path, cfg: RunConfig) -> Path:
@@ -323,7 +340,8 @@ def _execute_claimed(cfg, out, dist, checkpoint_every, resume, progress, quiet) 
     task_cls, method_cls = TASKS.get(cfg.task), METHODS.get(cfg.method)
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
-    log(f"start {run_id} on {device} (resume={resuming})")
+    ranks = f", world_size={dist.world_size}" if dist.enabled else ""
+    log(f"start {run_id} on {device} (resume={resuming}{ranks})")
     status, error, result = "ok", None, None
     try:
         ctx.matched = matched_summary(cfg, out)

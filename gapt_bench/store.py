@@ -1,21 +1,38 @@
-"""Results store: the run record schema, `runs.jsonl` (one record per finished run), run claims and tolerant reading.
+"""Results store: the run record schema, per-record files and `runs.jsonl`, run claims and tolerant reading.
 
 The record (`RunRecord`, below) is the one definition of what a run leaves behind: the runner fills it, the readers
 check it, the README points here.
 
-Writing. An append is one `os.write` of one line on an O_APPEND descriptor under an exclusive `flock`, so two
-processes never interleave; a short write or a full disk truncates the file back to its size before the append, so
-no partial line is ever left for the next writer to build on.
+Layout of a results folder OUT (safe on a shared filesystem written by many nodes at once, NFS included):
+
+    OUT/records/<run_id>.json   one file per record: the commit point
+    OUT/runs.jsonl              the same records, one line each, in the order written (what people read and copy)
+    OUT/claims/<digest>.claim   who is training which run key right now
+    OUT/runs/<run_id>/          the run folder: config.json, curve.jsonl, log.txt, state.json, checkpoint.pt
+
+Writing. A record is first written whole to a private temporary file in `OUT/records/`, fsync'd, and renamed to
+`<run_id>.json`. A rename within one folder is atomic on local filesystems and on NFS alike, so a record file is
+either absent or complete, and no two writers ever touch the same file: nothing depends on `flock`. The record is
+then appended to `runs.jsonl` as one `os.write` of one line on an O_APPEND descriptor under an exclusive `flock`, so
+on a local disk two processes never interleave; a short write or a full disk truncates the file back to its size
+before the append, so no partial line is ever left for the next writer to build on. Where `flock` or O_APPEND are
+not honoured across machines (NFS without working locks), concurrent appends may tear or overwrite lines of
+`runs.jsonl`; the record files still hold every record, and readers merge the two (below). On any write error
+(a full disk) neither is left behind: the record file is removed again and DiskFullError/StoreError is raised.
+`compact()` rewrites `runs.jsonl` from the merged records (`gapt-bench status OUT --compact`).
 
 One run, one replicate. A run is identified by its key (task, method, config_hash, seed). Before training, the
-executing process *claims* the key with an exclusive-create file in `OUT/claims/`, so concurrent sweeps of the same
-plan train each run once; the claim names its host and pid, is refreshed while the run trains (heartbeat), and is
-taken over when its owner is dead (same host) or silent for CLAIM_STALE_S (another host). Readers keep one record
-per key and say how many they dropped: a finished record (ok or diverged: both deterministic) wins over a failed
-one, and among equals the first written wins.
+executing process *claims* the key with an exclusive-create file in `OUT/claims/` (O_EXCL is atomic on NFSv3+),
+so concurrent sweeps of the same plan train each run once; the claim names its host, pid and cluster job (the
+GAPT_BENCH_JOB_ID variable, set by `gapt_bench.launch`), is refreshed while the run trains (heartbeat), and is
+taken over when its owner is dead (same host), silent for CLAIM_STALE_S (another host), or an earlier incarnation
+of the same requeued cluster job. Readers keep one record per key and say how many they dropped: a finished record
+(ok or diverged: both deterministic) wins over a failed one, and among equals the first written wins.
 
-Reading is tolerant: a truncated, hand-edited or ill-typed line is skipped with a warning naming the line, and the
-file is never rewritten.
+Reading is tolerant: `runs.jsonl` is read in order, then every record file whose run id it did not yield (a line
+torn by an unlocked writer on NFS, or a writer that died between the rename and the append) is added in the order
+the files were written. A truncated, hand-edited or ill-typed line or file is skipped with a warning naming it, and
+nothing is rewritten by reading.
 """
 from __future__ import annotations
 
@@ -24,6 +41,8 @@ import fcntl
 import hashlib
 import json
 import os
+import re
+import shutil
 import socket
 import threading
 import time
@@ -34,7 +53,9 @@ from typing import Any, Iterator, Optional, TypedDict
 
 SCHEMA_VERSION = 1
 RUNS_FILE = "runs.jsonl"
+RECORDS_DIR = "records"  # one <run_id>.json per record, written by atomic rename (see the module docstring)
 CLAIMS_DIR = "claims"
+JOB_ENV = "GAPT_BENCH_JOB_ID"  # the cluster job a process belongs to (gapt_bench.launch sets it), kept in claims
 CLAIM_HEARTBEAT_S = 30.0
 CLAIM_STALE_S = 600.0  # a claim from another host not refreshed for this long is abandoned
 FINISHED = ("ok", "diverged")  # terminal and deterministic: never trained again
@@ -98,6 +119,28 @@ def runs_file(results: Path | str) -> Path:
     return p if p.suffix == ".jsonl" else p / RUNS_FILE
 
 
+def records_dir(results: Path | str) -> Path | None:
+    """The per-record folder of a results location: OUT/records for a folder or its runs.jsonl; None for any other
+    .jsonl file (a committed baseline is one file)."""
+    path = runs_file(results)
+    return path.parent / RECORDS_DIR if path.name == RUNS_FILE else None
+
+
+def record_file_name(run_id: str) -> str:
+    """`<run_id>.json` for the run ids the runner makes; a digest for anything that is not a safe file name."""
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,150}", run_id):
+        return f"{run_id}.json"
+    return f"id-{hashlib.sha256(run_id.encode()).hexdigest()[:32]}.json"
+
+
+def has_results(results: Path | str) -> bool:
+    """True when the location holds a runs file or at least one record file."""
+    if runs_file(results).is_file():
+        return True
+    rdir = records_dir(results)
+    return rdir is not None and rdir.is_dir() and any(rdir.glob("*.json"))
+
+
 def run_key(record: dict) -> tuple:
     """(task, method, config_hash, seed): one replicate."""
     return (record.get("task"), record.get("method"), record.get("config_hash"), record.get("seed"))
@@ -108,12 +151,56 @@ def run_key(record: dict) -> tuple:
 
 
 def append_record(results: Path | str, record: dict[str, Any]) -> None:
-    """Append one record atomically; on any write error the file is left exactly as it was."""
+    """Write one record: its own file in OUT/records (atomic rename: the commit point), then one line of runs.jsonl.
+    On any write error nothing is left behind (the record file is removed again; the runs file is as it was)."""
     missing = [f for f in RECORD_FIELDS if f not in record]
     if missing:
         raise ValueError(f"record lacks fields {missing}")
-    line = (json.dumps(record, sort_keys=True, allow_nan=True) + "\n").encode()
-    path = runs_file(results)
+    text = json.dumps(record, sort_keys=True, allow_nan=True)
+    rdir = records_dir(results)
+    written = _write_record_file(rdir, str(record["run_id"]), text.encode()) if rdir is not None else None
+    try:
+        _append_line(runs_file(results), (text + "\n").encode())
+    except StoreError:
+        if written is not None:
+            written.unlink(missing_ok=True)
+        raise
+
+
+def _write_record_file(rdir: Path, run_id: str, data: bytes) -> Path:
+    """Write `data` to rdir/<run_id>.json whole or not at all: a private temporary file, fsync, atomic rename."""
+    final = rdir / record_file_name(run_id)
+    tmp = rdir / f".{final.stem}.{socket.gethostname()}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        rdir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    except OSError as e:
+        raise _write_error(final, e) from e
+    try:
+        try:
+            written = os.write(fd, data)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, f"short write ({written} of {len(data)} bytes)")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, final)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _write_error(final, e) from e
+    try:  # make the new name durable (best effort: not every filesystem can fsync a folder)
+        dfd = os.open(rdir, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+    return final
+
+
+def _append_line(path: Path, line: bytes) -> None:
+    """Append one line atomically (local disks); on any write error the file is left exactly as it was."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -190,6 +277,7 @@ class StoreContents:
     path: Path
     records: list[dict[str, Any]] = field(default_factory=list)
     damaged_lines: list[int] = field(default_factory=list)
+    damaged_files: list[str] = field(default_factory=list)  # record files in OUT/records that could not be read
     duplicates: int = 0  # records of a key that already had one (kept: finished over failed, then the first)
 
     def notes(self) -> list[str]:
@@ -199,6 +287,8 @@ class StoreContents:
                        f"ignored in {self.path}: one record per run")
         if self.damaged_lines:
             out.append(f"{len(self.damaged_lines)} damaged line(s) skipped in {self.path}")
+        if self.damaged_files:
+            out.append(f"{len(self.damaged_files)} damaged record file(s) skipped in {self.path.parent / RECORDS_DIR}")
         return out
 
 
@@ -213,34 +303,74 @@ def _open_runs(results: Path | str) -> Path:
     return path
 
 
-def iter_raw_records(results: Path | str, warn: bool = True, damaged: list[int] | None = None) -> Iterator[dict]:
-    """Every well-formed record in file order (no de-duplication); damaged lines are skipped with a warning."""
-    path = _open_runs(results)
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                rec = json.loads(raw)
-                problem = record_problem(rec)
-                if problem:
-                    raise ValueError(problem)
-            except (ValueError, UnicodeDecodeError, RecursionError) as e:
-                if damaged is not None:
-                    damaged.append(lineno)
-                if warn:
-                    warnings.warn(f"{path}:{lineno}: skipped an unreadable record ({str(e)[:60]})", stacklevel=2)
-                continue
-            if rec.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION and warn:
-                warnings.warn(f"{path}:{lineno}: record has newer schema {rec['schema_version']}; upgrade gapt-bench")
-            yield rec
+def _parse(raw: bytes) -> dict:
+    rec = json.loads(raw)
+    problem = record_problem(rec)
+    if problem:
+        raise ValueError(problem)
+    return rec
+
+
+def iter_raw_records(results: Path | str, warn: bool = True, damaged: list[int] | None = None,
+                     damaged_files: list[str] | None = None) -> Iterator[dict]:
+    """Every well-formed record (no de-duplication): the lines of runs.jsonl in file order, then the record files
+    of OUT/records whose run id no line gave, in the order they were written. Damaged lines and files are skipped
+    with a warning."""
+    path = runs_file(results)
+    rdir = records_dir(results)
+    files = sorted(rdir.glob("*.json")) if rdir is not None and rdir.is_dir() else []
+    if not files or path.exists():
+        path = _open_runs(results)
+    seen: set[str] = set()
+    if path.is_file():
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    rec = _parse(raw)
+                except (ValueError, UnicodeDecodeError, RecursionError) as e:
+                    if damaged is not None:
+                        damaged.append(lineno)
+                    if warn:
+                        warnings.warn(f"{path}:{lineno}: skipped an unreadable record ({str(e)[:60]})", stacklevel=2)
+                    continue
+                _warn_schema(rec, f"{path}:{lineno}", warn)
+                seen.add(record_file_name(rec["run_id"]))
+                yield rec
+    pending = []
+    for file in files:
+        if file.name in seen:
+            continue
+        try:
+            pending.append((file.stat().st_mtime_ns, file.name, file))
+        except OSError:  # removed meanwhile (a rolled-back write)
+            continue
+    for _, _, file in sorted(pending):
+        try:
+            rec = _parse(file.read_bytes())
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
+            if damaged_files is not None:
+                damaged_files.append(str(file))
+            if warn:
+                warnings.warn(f"{file}: skipped an unreadable record ({str(e)[:60]})", stacklevel=2)
+            continue
+        _warn_schema(rec, str(file), warn)
+        yield rec
+
+
+def _warn_schema(rec: dict, where: str, warn: bool) -> None:
+    if rec.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION and warn:
+        warnings.warn(f"{where}: record has newer schema {rec['schema_version']}; upgrade gapt-bench")
 
 
 def read_store(results: Path | str, warn: bool = True) -> StoreContents:
     """The records of a results folder (or .jsonl file), one per run key (see the module docstring)."""
     out = StoreContents(path=runs_file(results))
     kept: dict[tuple, int] = {}
-    for rec in iter_raw_records(results, warn=warn, damaged=out.damaged_lines):
+    for rec in iter_raw_records(results, warn=warn, damaged=out.damaged_lines, damaged_files=out.damaged_files):
         key = run_key(rec)
         i = kept.get(key)
         if i is None:
@@ -262,9 +392,38 @@ def read_records(results: Path | str, warn: bool = True) -> list[dict[str, Any]]
 
 def finished_keys(results: Path | str) -> set[tuple]:
     """Keys of runs that must not be trained again (status ok or diverged)."""
-    if not runs_file(results).is_file():
+    if not has_results(results):
         return set()
     return {run_key(r) for r in iter_raw_records(results, warn=False) if r["status"] in FINISHED}
+
+
+def compact(results: Path | str) -> tuple[int, Path | None]:
+    """Rewrite OUT/runs.jsonl from every readable record (its own lines and OUT/records), without damaged lines and
+    without exact repeats; the old file is kept as runs.jsonl.<time>.bak. Returns (records written, backup path).
+    Writers may keep going: a line appended to the old file meanwhile is still in its record file."""
+    path = runs_file(results)
+    lines: list[bytes] = []
+    seen: set[bytes] = set()
+    for rec in iter_raw_records(results, warn=False):
+        line = json.dumps(rec, sort_keys=True, allow_nan=True).encode()
+        if line not in seen:
+            seen.add(line)
+            lines.append(line + b"\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    backup = None
+    try:
+        with open(tmp, "wb") as f:
+            f.write(b"".join(lines))
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            backup = path.with_name(f"{path.name}.{time.strftime('%Y%m%dT%H%M%S')}.bak")
+            shutil.copy2(path, backup)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _write_error(path, e) from e
+    return len(lines), backup
 
 
 def check_writable(out: Path, flag: str = "--out") -> None:
@@ -361,6 +520,9 @@ def _stale(path: Path, owner: dict | None) -> bool:
             return time.time() - path.stat().st_mtime > 5.0
         except OSError:
             return True
+    job = os.environ.get(JOB_ENV)
+    if job and owner.get("job") == job and (owner.get("host"), owner.get("pid")) != (socket.gethostname(), os.getpid()):
+        return True  # an earlier incarnation of this very cluster job (requeued after preemption, timeout or a crash)
     if owner.get("host") == socket.gethostname():
         return not _alive(int(owner.get("pid", -1)), owner.get("pid_start"))
     try:
@@ -369,12 +531,22 @@ def _stale(path: Path, owner: dict | None) -> bool:
         return True
 
 
+def live_claim(out: Path, key: tuple) -> dict | None:
+    """The owner of a live claim on `key` (a run being trained right now), or None."""
+    path = claim_path(out, key)
+    if not path.exists():
+        return None
+    owner = claim_owner(path)
+    return None if _stale(path, owner) else (owner or {})
+
+
 def try_claim(out: Path, key: tuple, *, heartbeat: bool = True) -> tuple[Claim | None, dict | None]:
     """(claim, None) when this process now owns the run; (None, owner) when a live process does."""
     path = claim_path(out, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     me = {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _proc_start(os.getpid()),
-          "key": list(key), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+          "job": os.environ.get(JOB_ENV) or None, "key": list(key),
+          "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     for _ in range(20):
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
