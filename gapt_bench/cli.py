@@ -67,6 +67,46 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true", help="continue interrupted runs, skip finished ones")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--no-report", action="store_true", help="do not print the summary report at the end")
+    r.add_argument("--track", action="append", default=[], type=_track_target, metavar="KIND:WHERE",
+                   help="also send each run's curve to tensorboard:DIR, wandb:PROJECT or trackio:PROJECT (repeatable; "
+                        "optional packages)")
+    lg = r.add_argument_group("cluster launchers (submitit: one job per run; see gapt_bench/launch.py)")
+    lg.add_argument("--launcher", choices=("local", "submitit", "submitit-local"), default=None,
+                    help="local (default: this process and its workers); submitit (Slurm job arrays where srun "
+                         "exists, else local jobs); submitit-local (submitit's local executor: one process per run)")
+    lg.add_argument("--launcher-config", metavar="FILE.yaml", default=None,
+                    help="launcher options from a YAML file (keys as the flags below, e.g. partition: gpu; "
+                         "slurm: {constraint: a100}); flags given here override it")
+    lg.add_argument("--partition", default=None, help="Slurm partition")
+    lg.add_argument("--account", default=None, help="Slurm account")
+    lg.add_argument("--qos", default=None, help="Slurm quality of service")
+    lg.add_argument("--timeout-min", type=int, default=None, metavar="MIN",
+                    help="time limit of one job (default 240 on Slurm); longer runs are requeued from a checkpoint")
+    lg.add_argument("--nodes", type=int, default=None, help="nodes per job (one run across nodes: DDP)")
+    lg.add_argument("--gpus-per-node", type=int, default=None, metavar="N", help="GPUs per node for each job")
+    lg.add_argument("--tasks-per-node", type=int, default=None, metavar="N",
+                    help="processes (DDP ranks) per node (default: one per GPU, else 1)")
+    lg.add_argument("--cpus-per-task", type=int, default=None, metavar="N",
+                    help="CPUs per process, also its torch threads (default 1)")
+    lg.add_argument("--mem-gb", type=float, default=None, metavar="GB", help="memory per node")
+    lg.add_argument("--array-parallelism", type=int, default=None, metavar="N",
+                    help="at most N jobs at once (Slurm array %%N; local: default the cores)")
+    lg.add_argument("--max-timeouts", type=int, default=None, metavar="N",
+                    help="requeues after hitting the time limit (default 3; preemptions do not count)")
+    lg.add_argument("--slurm-opt", action="append", default=[], metavar="KEY=VALUE",
+                    help="any other sbatch option, passed through (repeatable), e.g. constraint=a100")
+    lg.add_argument("--setup", action="append", default=[], metavar="CMD",
+                    help="shell line run before each job (repeatable), e.g. 'source .venv/bin/activate'")
+    lg.add_argument("--wait", action="store_true", default=None,
+                    help="Slurm: stay until every job has ended and print the results (local jobs always do)")
+    lg.add_argument("--dry-run", action="store_true",
+                    help="print the jobs and the sbatch file that would be submitted; submit nothing")
+
+    st = sub.add_parser("status", help="which runs of a plan are done, running, failed, diverged or missing")
+    st.add_argument("results", nargs="?", default="results")
+    plan_args(st)
+    st.add_argument("--compact", action="store_true",
+                    help="first rewrite RESULTS/runs.jsonl from every record (drops damaged lines; keeps a .bak)")
 
     v = sub.add_parser("validate", help="resolve and print the run plan without training")
     plan_args(v)
@@ -109,9 +149,27 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--strict", action="store_true", help="inconclusive verdicts exit 3")
     g.add_argument("--format", default="rich", choices=("rich", "md", "json"))
 
+    dr = sub.add_parser("doctor", help="the environment; with --gpu, the prepared GPU check (CUDA paths, speed, MFU)")
+    dr.add_argument("--gpu", action="store_true", help="run the GPU check (needs CUDA; about 8 minutes)")
+    dr.add_argument("--out", default="results/gpu", help="folder for gpu_check.json and gpu_check.md")
+    dr.add_argument("--budget", type=float, default=480.0, metavar="SECONDS", help="time budget (default 480)")
+
     pl = sub.add_parser("plot", help="write PNG plots of a results folder")
     pl.add_argument("results", nargs="?", default="results")
     pl.add_argument("--out", default=None, help="folder for the PNGs (default RESULTS/plots)")
+
+    si = sub.add_parser("site", help="a static HTML site: leaderboard, papers' claims, a page per task, every run")
+    si.add_argument("results", nargs="?", default="results")
+    si.add_argument("-o", "--out", required=True, metavar="DIR", help="folder for the site (index.html and pages)")
+    si.add_argument("--reference", default="baseline")
+    si.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures (faster; run curves stay)")
+    include_arg(si)
+
+    ex = sub.add_parser("export", help="training curves to TensorBoard event files, W&B or trackio (optional packages)")
+    ex.add_argument("results", nargs="?", default="results")
+    ex.add_argument("--tensorboard", metavar="DIR", help="one event folder per run: DIR/<run_id>/")
+    ex.add_argument("--wandb", metavar="PROJECT", help="one W&B run per run, in PROJECT")
+    ex.add_argument("--trackio", metavar="PROJECT", help="one trackio run per run, in PROJECT")
     return p
 
 
@@ -159,17 +217,44 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from gapt_bench import launch
+    from gapt_bench.registry import included
+
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     if args.checkpoint_every < 0:
         raise UsageError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+    try:
+        given = {name: getattr(args, name) for name in (
+            "partition", "account", "qos", "timeout_min", "nodes", "gpus_per_node", "tasks_per_node", "cpus_per_task",
+            "mem_gb", "array_parallelism", "max_timeouts", "setup", "wait")}
+        given["slurm"] = launch.parse_key_values(args.slurm_opt, "--slurm-opt")
+        launcher, lopts = launch.resolve_launcher(args.launcher, args.launcher_config, given)
+        if launcher != "local":
+            launch.detect_cluster()  # submitit is installed: checked before anything is written
+    except launch.LaunchError as e:
+        raise UsageError(str(e)) from None
+    if launcher != "local" and args.workers is not None:
+        raise UsageError("--workers applies to --launcher local; submitit runs one job per run: cap how many run at "
+                         "once with --array-parallelism")
+    if args.dry_run and launcher == "local":
+        raise UsageError("--dry-run applies to --launcher submitit or submitit-local")
     plan = _plan_from(args)
     out = Path(args.out)
     check_matches(plan, out)
+    if args.dry_run:
+        try:
+            for line in launch.dry_run_lines(plan, out, launcher, lopts):
+                print(line)
+        except launch.LaunchError as e:
+            raise UsageError(str(e)) from None
+        return 0
     check_writable(out)
-    workers = args.workers or _default_workers(plan)
+    workers = 1 if launcher != "local" else (args.workers or _default_workers(plan))
+    plan_argv = launch.plan_argv(args.tasks, args.methods, args.seeds, args.preset, args.overrides, args.include)
     say = _Say()
-    say(f"gapt-bench run: {len(plan)} runs -> {out}/runs.jsonl ({workers} worker{'s' if workers > 1 else ''})")
+    how = f"{workers} worker{'s' if workers > 1 else ''}" if launcher == "local" else f"launcher {launcher}"
+    say(f"gapt-bench run: {len(plan)} runs -> {out}/runs.jsonl ({how})")
     rows: list[tuple] = []
     problems: list[str] = []
     progress = None
@@ -210,12 +295,28 @@ def cmd_run(args) -> int:
         else:
             say(line)
 
+    sub = None
     try:
-        outcomes = run_plan(plan, out, workers=workers, checkpoint_every=args.checkpoint_every, resume=args.resume,
-                            on_done=on_done, progress_factory=factory)
+        if launcher == "local":
+            outcomes = run_plan(plan, out, workers=workers, checkpoint_every=args.checkpoint_every,
+                                resume=args.resume, on_done=on_done, progress_factory=factory)
+        else:  # one submitit job per run; every job resumes what an earlier one left
+            sub = launch.submit_plan(plan, out, launcher, lopts, overrides=args.overrides, includes=included(),
+                                     checkpoint_every=args.checkpoint_every, on_done=on_done, say=say)
+            outcomes = sub.outcomes
+    except launch.LaunchError as e:
+        raise UsageError(str(e)) from None
     finally:
         if progress:
             progress.stop()
+    if sub is not None:
+        status_cmd = launch.shell_join(["gapt-bench", "status", str(out), *plan_argv])
+        if not sub.waited:  # a Slurm submission: the jobs run on; say where to look
+            for line in sub.describe(status_cmd):
+                say(line)
+            return 0
+        if sub.jobs:
+            say(f"job logs: {sub.folder}/<job id>_0_log.out and .err; state of the sweep: {status_cmd}")
     if any(o.interrupted for o in outcomes) or len(outcomes) < len(plan):
         print(f"interrupted: checkpoints kept; continue with the same command plus --resume "
               f"(gapt-bench run ... --out {out} --resume)", file=sys.stderr)
@@ -224,6 +325,7 @@ def cmd_run(args) -> int:
         _print_run_table(rows)
         if not args.no_report and rows:
             _print_result(_report_of(read_records(out)), "rich")
+    _track(out, [r for _, r in rows], args.track)
     bad = [r for _, r in rows if r["status"] != "ok"]
     if bad:
         print(f"gapt-bench: {len(bad)} run(s) did not finish ok: "
@@ -389,8 +491,111 @@ def _write_plots(results: str, out: Path, flag: str) -> None:
         print(f"wrote {path}")
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "ls": cmd_ls, "report": cmd_report, "paper": cmd_paper,
-            "leaderboard": cmd_leaderboard, "compare": cmd_compare, "gate": cmd_gate, "plot": cmd_plot}
+def cmd_status(args) -> int:
+    """Which runs of the plan are done, running, failed, diverged or missing; exit 0 only when all are done."""
+    from gapt_bench import launch
+    from gapt_bench.store import compact, has_results
+
+    out = Path(args.results)
+    plan = _plan_from(args)
+    if args.compact:
+        n, backup = compact(out)
+        print(f"compacted {out}/runs.jsonl: {n} record(s)" + (f" (previous file kept as {backup})" if backup else ""))
+    states = launch.plan_status(plan, out)
+    argv = launch.plan_argv(args.tasks, args.methods, args.seeds, args.preset, args.overrides, args.include)
+    if not has_results(out):
+        print(f"(no results in {out} yet)")
+    for line in launch.status_lines(states, out, launch.resubmit_command(argv, out)):
+        print(line)
+    return 0 if all(s.state == "done" for s in states) else 1
+
+
+def cmd_site(args) -> int:
+    """The static site of a results folder (gapt_bench/site/)."""
+    import shlex
+
+    from gapt_bench.site import build_site
+
+    records = _load(args.results)
+    _check_reference(records, args.reference)
+    out = Path(args.out)
+    check_writable(out, flag="-o")
+    command = ["gapt-bench", "site", args.results, "-o", args.out]
+    command += (["--reference", args.reference] if args.reference != "baseline" else [])
+    command += [x for path in args.include for x in ("--include", path)] + (["--no-figures"] if args.no_figures else [])
+    site = build_site(args.results, out, records=records, reference=args.reference, command=shlex.join(command),
+                      figures=not args.no_figures)
+    print(f"wrote {len(site.pages)} pages ({site.n_runs} runs, {site.n_figures} figures) to {out}; "
+          f"open {out / 'index.html'}")
+    return 0
+
+
+def _track_target(text: str):
+    """argparse type of --track: refused before any training when the kind is unknown or its package missing."""
+    from gapt_bench import tracking
+
+    try:
+        return tracking.parse_target(text)
+    except tracking.TrackingError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _track(out: Path, records: list[dict], targets: list) -> None:
+    """After a sweep: its runs' curves to the --track destinations; a failure there leaves the records intact."""
+    from gapt_bench import tracking
+
+    if not targets or not records:
+        return
+    try:
+        for line in tracking.export(out, records, targets):
+            print(line)
+    except Exception as e:  # noqa: BLE001 (a logger's own error must not hide that the runs finished)
+        print(f"gapt-bench: curves not exported ({type(e).__name__}: {e}); the runs are saved, export them with "
+              f"`gapt-bench export {out} --{targets[0].kind} {targets[0].where}`", file=sys.stderr)
+
+
+def cmd_export(args) -> int:
+    from gapt_bench import tracking
+
+    given = [(kind, getattr(args, kind)) for kind in tracking.BACKENDS if getattr(args, kind)]
+    if not given:
+        raise UsageError("name where the curves go: --tensorboard DIR, --wandb PROJECT or --trackio PROJECT")
+    try:
+        targets = [tracking.parse_target(f"{kind}:{where}") for kind, where in given]
+    except tracking.TrackingError as e:
+        raise UsageError(str(e)) from None
+    for line in tracking.export(args.results, _load(args.results), targets):
+        print(line)
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    """The environment; with --gpu the GPU check (on a machine without CUDA: what it would run, then exit 1)."""
+    from gapt_bench import doctor
+
+    if args.budget < 60:
+        raise UsageError(f"--budget must be at least 60 seconds, got {args.budget}")
+    env = doctor.environment()
+    print(f"gapt_bench {env['gapt_bench']} ({env['git_sha']}), torch {env['torch']}, CUDA {env['cuda']}, "
+          f"machine class {env['machine_class']}")
+    if not args.gpu:
+        return 0
+    print("\n".join(doctor.plan(args.budget)), flush=True)
+    try:
+        result = doctor.run_check(Path(args.out), args.budget)
+    except doctor.NoCuda as e:
+        print(f"gapt-bench: error: {e}", file=sys.stderr)
+        return 1
+    print(doctor.markdown(result))
+    print(f"wrote {Path(args.out) / 'gpu_check.json'} and {Path(args.out) / 'gpu_check.md'}")
+    failed = result["tests"].get("failed") or result["tests"].get("errors") or any(
+        result[p].get("error") for p in ("tests", "throughput", "capacity"))
+    return 1 if failed else 0
+
+
+COMMANDS = {"doctor": cmd_doctor, "run": cmd_run, "status": cmd_status, "validate": cmd_validate, "ls": cmd_ls, "report": cmd_report, "paper": cmd_paper,
+            "leaderboard": cmd_leaderboard, "compare": cmd_compare, "gate": cmd_gate, "plot": cmd_plot,
+            "site": cmd_site, "export": cmd_export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
