@@ -15,13 +15,16 @@ its analysis compose them.
   chosen on a calibration split disjoint from the scored one.
 - The membership-inference law (section 3.5): the corrected form that reproduces the paper's validation table, the
   printed (inconsistent) form, its inverse, and a least-squares fit of the same functional form.
-- `exact_dedup` (section 3 data preparation) and `double_descent_peak` (section 3, a descriptive locator).
+- `exact_dedup` and `rows_in` (section 3 data preparation: exact deduplication, and the check that non-members
+  never occur in the training pool) and `double_descent_peak` (section 3, a descriptive locator).
+- `sequence_scores`: code lengths and greedy extraction from one forward pass (what a task evaluates).
 
 Units: all code lengths are bits (log base 2). Membership losses are per-sequence *mean* NLL in bits per
 predicted token, i.e. `sequence_nll_bits(...) / (S - 1)`.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from typing import Any, Hashable, Sequence
@@ -211,6 +214,47 @@ def extraction_rate(model: torch.nn.Module, tokens: torch.Tensor, prefix_len: in
     """Fraction of sequences extracted by `greedy_extraction` (NaN for an empty set)."""
     hits = greedy_extraction(model, tokens, prefix_len, batch_size=batch_size, device=device, method=method)
     return float(hits.mean()) if hits.size else float("nan")
+
+
+def sequence_scores(model: torch.nn.Module, tokens: torch.Tensor, prefix_lens: Sequence[int] = (), *,
+                    batch_size: int = 256, device: torch.device | str | None = None,
+                    context: Any = None) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Code lengths and greedy extraction from one forward pass per batch: (nll_bits (N,), {prefix_len: hits (N,)}).
+
+    `nll_bits` is `sequence_nll_bits` (strict convention, float64 bits) and `hits[p]` is `greedy_extraction(...,
+    p, method="teacher_forced")`: the argmax at every position p-1 .. S-2 equals the next true token. Both read the
+    logits of the same forward on the whole sequence (the teacher-forced argmax at position t depends only on
+    tokens 1..t under causal attention, so the outcome equals greedy decoding; see `greedy_extraction`). A task
+    that needs both on a large set (text memorization: every training sequence) halves its evaluation this way.
+
+    `context`: a callable returning a context manager entered around each forward (e.g. bf16 autocast, to measure
+    at the training precision); log-probabilities are taken in float32 either way. Eval mode and no_grad inside,
+    the training flag restored. Raises ValueError unless 1 <= p < S for every prefix length.
+    """
+    x_all = _as_tokens(tokens, 2)
+    seq_len = x_all.shape[1]
+    prefixes = [int(p) for p in prefix_lens]
+    for p in prefixes:
+        if not 1 <= p < seq_len:
+            raise ValueError(f"prefix_len must satisfy 1 <= prefix_len < S = {seq_len}, got {p}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    dev = torch.device(device) if device is not None else _model_device(model)
+    nll_out = np.empty(x_all.shape[0], dtype=np.float64)
+    hits_out = {p: np.zeros(x_all.shape[0], dtype=bool) for p in prefixes}
+    with _EvalMode(model):
+        for i in range(0, x_all.shape[0], batch_size):
+            x = x_all[i:i + batch_size].to(dev)
+            with (context() if context is not None else contextlib.nullcontext()):
+                logits = model(input_ids=x, use_cache=False).logits
+            logits = logits[:, :-1].float()  # position t predicts token t+1
+            nll = F.cross_entropy(logits.transpose(1, 2), x[:, 1:], reduction="none")  # (B, S-1) nats
+            nll_out[i:i + x.shape[0]] = nll.double().sum(dim=1).cpu().numpy()
+            if prefixes:
+                correct = logits.argmax(dim=-1) == x[:, 1:]  # (B, S-1): correct[:, t] predicts token t+1
+                for p in prefixes:
+                    hits_out[p][i:i + x.shape[0]] = correct[:, p - 1:].all(dim=1).cpu().numpy()
+    return nll_out / math.log(2), hits_out
 
 
 # -- membership inference ----------------------------------------------------------------------------------------
@@ -508,6 +552,46 @@ def exact_dedup(sequences: Any) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     _, first = np.unique(x, axis=0, return_index=True)
     return np.sort(first).astype(np.int64)
+
+
+def _row_keys(x: np.ndarray) -> np.ndarray:
+    """A 64-bit FNV-1a-style key per row (vectorised over rows); equal rows have equal keys."""
+    h = np.full(x.shape[0], 0xCBF29CE484222325, dtype=np.uint64)
+    prime = np.uint64(0x100000001B3)
+    with np.errstate(over="ignore"):
+        for j in range(x.shape[1]):
+            h = (h ^ x[:, j].astype(np.uint64)) * prime
+    return h
+
+
+def rows_in(rows: Any, others: Any) -> np.ndarray:
+    """(N,) bool: whether each row of `rows` (N, S) equals some row of `others` (M, S), exactly.
+
+    For checking that held-out (non-member) sequences never occur in a training pool (capacity-paper.md section 3:
+    non-members come from unused data). Rows are matched by a 64-bit key, then every key match is confirmed
+    element by element, so a key collision never counts as an overlap. Linear in N + M (plus a sort of M).
+    """
+    a, b = np.asarray(rows), np.asarray(others)
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"rows and others must be 2-D, got shapes {a.shape} and {b.shape}")
+    out = np.zeros(a.shape[0], dtype=bool)
+    if a.shape[0] == 0 or b.shape[0] == 0:
+        return out
+    if a.shape[1] != b.shape[1]:
+        return out  # rows of different lengths are never equal
+    ka, kb = _row_keys(a), _row_keys(b)
+    order = np.argsort(kb, kind="stable")
+    kbs = kb[order]
+    pos = np.searchsorted(kbs, ka)
+    hit = (pos < kbs.size) & (kbs[np.minimum(pos, kbs.size - 1)] == ka)
+    for i in np.flatnonzero(hit):
+        j = int(pos[i])
+        while j < kbs.size and kbs[j] == ka[i]:
+            if np.array_equal(a[i], b[order[j]]):
+                out[i] = True
+                break
+            j += 1
+    return out
 
 
 def _group_ratios(r: np.ndarray, rtol: float) -> list[np.ndarray]:

@@ -1,5 +1,6 @@
-"""PNG figures: training curves with GAPT phases shaded, per-layer MBE bars, the capacity plateau, and the
-gradient-alignment cosine.
+"""PNG figures: training curves with GAPT phases shaded, per-layer MBE bars, the capacity plateau, the
+gradient-alignment cosine, and the text-memorization sweep (unintended memorization, double descent, extraction,
+membership inference against the paper's law).
 
 Figures are built on `matplotlib.figure.Figure` directly (Agg canvas, no pyplot state), so plotting is safe in
 worker processes and tests, and never opens a window. Each writer takes plain rows/records and an output path and
@@ -18,8 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from gapt_bench import stats
-from gapt_bench.analysis import (CAPACITY_TASK, PAPER_ALPHA_SLOPE, Group, controls_by_method, group_records,
-                                 method_order, natural_key, stopped_on_budget)
+from gapt_bench.analysis import (CAPACITY_TASK, MEMORIZATION_TASK, PAPER_ALPHA_SLOPE, Group, controls_by_method,
+                                 group_records, method_order, natural_key, stopped_on_budget)
 
 PHASE2_COLOR = "#f4a261"
 PHASE2_LABEL = "phase 2 (compression)"
@@ -283,6 +284,153 @@ def plot_alignment(curves: dict[str, Sequence[dict]], out_path: Path | str, titl
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# text memorization: figures drawn from `analysis.analyse_memorization` results
+
+METHOD_STYLES = ["-", "--", "-.", ":"]
+
+
+def _mem_series(result: dict):
+    """(group, model, colour, line style, label) for every (method, model) of a memorization result."""
+    groups = result.get("groups") or []
+    labels = sorted({m["label"] for g in groups for m in g["models"]},
+                    key=lambda lb: min(m["n_params"] or 0 for g in groups for m in g["models"] if m["label"] == lb))
+    methods = sorted({g["method"] for g in groups}, key=lambda x: (x != result.get("reference", "baseline"), x))
+    for g in groups:
+        for m in g["models"]:
+            color = _cmap_color(labels.index(m["label"]), len(labels))
+            style = METHOD_STYLES[methods.index(g["method"]) % len(METHOD_STYLES)]
+            prec = f" {g['precision']}" if len({x["precision"] for x in groups}) > 1 else ""
+            yield g, m, color, style, f"{m['label']} (P={_fmt_params(m['n_params'] or 0)}), {g['method']}{prec}"
+
+
+def _errbar(ax: Any, xs: list, ds: list[dict], color: Any, style: str, label: str, marker: str = "o") -> None:
+    ys = [d["mean"] if d.get("mean") is not None else float("nan") for d in ds]
+    lo = [y - d["ci_low"] if d.get("ci_low") is not None else 0.0 for y, d in zip(ys, ds)]
+    hi = [d["ci_high"] - y if d.get("ci_high") is not None else 0.0 for y, d in zip(ys, ds)]
+    ax.errorbar(xs, ys, yerr=[lo, hi], fmt=marker, ls=style, color=color, capsize=2, label=label, ms=4)
+
+
+def memorization_unintended_figure(result: dict, title: str = "") -> Figure:
+    """Total unintended memorization of the training set (against the same-size reference) against N, one line per
+    (model, method), mean with 95% t-CI over seeds; a rise then a fall is the paper's text finding."""
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.subplots()
+    for g, m, color, style, label in _mem_series(result):
+        cells = m["cells"]
+        _errbar(ax, [c["n_sequences"] for c in cells], [c["mem_u_bits"] for c in cells], color, style, label)
+    ax.set_xscale("log")
+    ax.set_xlabel("training sequences N")
+    ax.set_ylabel("unintended memorization Σ max(0, log2 p̂ − log2 p_ref) (bits)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    ax.set_title(title or "unintended memorization vs N (mean ± 95% CI over seeds)")
+    return fig
+
+
+def memorization_double_descent_figure(result: dict, title: str = "") -> Figure:
+    """Test CE (solid markers) and train CE (hollow) against the realised data-to-capacity ratio; ratio 1 marked,
+    the band within a factor 2 of it shaded, each model's highest mean test CE circled."""
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.subplots()
+    for g, m, color, style, label in _mem_series(result):
+        cells = m["cells"]
+        xs = [c["ratio"]["mean"] for c in cells]
+        _errbar(ax, xs, [c["test_ce"] for c in cells], color, style, f"{label}: test")
+        ax.plot(xs, [c["train_ce"]["mean"] for c in cells], "o", ls=style, color=color, markerfacecolor="white",
+                lw=0.8, alpha=0.7, ms=4)
+        dd = m.get("double_descent") or {}
+        if dd.get("peak_ratio") is not None:
+            ax.plot([dd["peak_ratio"]], [dd["peak_loss"]], "o", ms=12, markerfacecolor="none", color=color,
+                    markeredgewidth=1.5 if dd.get("located") else 0.6)
+    ax.axvspan(0.5, 2.0, color="gray", alpha=0.1, lw=0)
+    ax.axvline(1.0, color="black", lw=0.8, ls=":")
+    ax.plot([], [], "o", ls="none", color="black", markerfacecolor="white", label="train CE (hollow)")
+    ax.plot([], [], "o", ms=12, ls="none", markerfacecolor="none", color="black",
+            label="highest mean test CE (thick: bracketed)")
+    ax.set_xscale("log")
+    ax.set_xlabel("data / capacity = Σ −log2 p_ref(x) / (α·P)")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    ax.set_title(title or "double descent: test loss vs data-to-capacity ratio (paper: peak at 1)")
+    return fig
+
+
+def memorization_extraction_figure(result: dict, title: str = "") -> Figure:
+    """Greedy extraction rate against N, one panel per prefix length: training sequences (filled) and non-members
+    (hollow, dotted), which the training rate should converge to."""
+    groups = result.get("groups") or []
+    prefixes = sorted({p for g in groups for p in g.get("prefixes") or []})
+    fig = Figure(figsize=(4.0 * max(1, len(prefixes)), 4.2))
+    axes = fig.subplots(1, max(1, len(prefixes)), squeeze=False, sharey=True)[0]
+    for ax, p in zip(axes, prefixes):
+        for g, m, color, style, label in _mem_series(result):
+            cells = [c for c in m["cells"] if str(p) in c["extraction"]]
+            xs = [c["n_sequences"] for c in cells]
+            _errbar(ax, xs, [c["extraction"][str(p)]["train"] for c in cells], color, style, f"{label}: train")
+            ax.plot(xs, [c["extraction"][str(p)]["test"]["mean"] for c in cells], "o", ls=":", color=color,
+                    markerfacecolor="white", ms=4)
+        ax.set_xscale("log")
+        ax.set_title(f"{p}-token prefix", fontsize=9)
+        ax.set_xlabel("training sequences N")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("exact greedy extraction rate")
+    axes[0].plot([], [], "o", ls=":", color="black", markerfacecolor="white", label="non-members (test)")
+    axes[0].legend(fontsize=6)
+    fig.suptitle(title or "extraction vs N: training rate converges to the non-member rate")
+    return fig
+
+
+def memorization_membership_figure(result: dict, title: str = "") -> Figure:
+    """Membership-inference F1 of every run against N/P, cell means with 95% CIs, the paper's law (corrected form)
+    and the law fitted to these runs; 0.5 = chance."""
+    import numpy as np
+
+    from gapt_bench import memorization as M
+
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.subplots()
+    xs_all: list[float] = []
+    for g, m, color, style, label in _mem_series(result):
+        cells = m["cells"]
+        xs = [c["d_over_p"] for c in cells]
+        xs_all += [x for x in xs if x]
+        _errbar(ax, xs, [c["mi_f1"] for c in cells], color, style, label)
+    if xs_all:
+        grid = np.geomspace(min(xs_all) / 2, max(xs_all) * 2, 200)
+        ax.plot(grid, M.mi_law_paper_corrected(grid), color="black", lw=1.5, label="paper's law (corrected form)")
+        for i, g in enumerate(result.get("groups") or []):
+            law = g.get("mi_law") or {}
+            fit = law.get("fit") if (law.get("fit") or {}).get("ok") else law.get("fit_log10")
+            if fit and fit.get("ok"):
+                ps = fit["params"]
+                u = grid if fit["x_scale"] == "linear" else np.log10(grid)
+                ax.plot(grid, 0.5 * (1 + ps["c1"] / (1 + np.exp(-(ps["a"] * u + ps["b"])))),
+                        color=_method_color(g["method"], i), lw=1, ls=(0, (4, 2)),
+                        label=f"fitted law, {g['method']} ({fit['x_scale']}, rms {fit['rms']:.3f})")
+        ax.set_xscale("log")
+    ax.axhline(0.5, color="gray", lw=0.8, ls=":", label="chance (0.5)")
+    ax.set_xlabel("training sequences per parameter N/P (|D|/P)")
+    ax.set_ylabel("loss-threshold membership F1")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    ax.set_title(title or "membership inference vs N/P")
+    return fig
+
+
+MEMORIZATION_FIGURES = {"unintended": memorization_unintended_figure,
+                        "double_descent": memorization_double_descent_figure,
+                        "extraction": memorization_extraction_figure,
+                        "membership": memorization_membership_figure}
+
+
+def plot_memorization(result: dict, out_dir: Path | str, prefix: str = "text_memorization") -> list[Path]:
+    """The four text-memorization figures of an `analyse_memorization` result, as `<prefix>_<name>.png`."""
+    out_dir = Path(out_dir)
+    return [_save(fn(result), out_dir / f"{prefix}_{name}.png") for name, fn in MEMORIZATION_FIGURES.items()]
+
+
+# ---------------------------------------------------------------------------------------------------------------
 
 
 def find_curve(results_dir: Path, record: dict) -> Path | None:
@@ -300,7 +448,8 @@ def _representative(g: Group) -> dict:
 
 
 def plot_all(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
-    """Every figure the results allow: curves per group, alignment and layer bars per setup, capacity plateau."""
+    """Every figure the results allow: curves per group, alignment and layer bars per setup, capacity plateau,
+    the text-memorization figures."""
     from gapt_bench.store import read_records, runs_file
 
     results_dir, out_dir = Path(results_dir), Path(out_dir)
@@ -324,6 +473,13 @@ def plot_all(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
     cap = [r for g in groups if g.task == CAPACITY_TASK for r in g.ok]
     if any("mem_bits" in (r.get("metrics") or {}) for r in cap):
         written.append(plot_capacity(cap, out_dir / "capacity_plateau.png"))
+    mem = [r for g in groups if g.task == MEMORIZATION_TASK for r in g.ok]
+    if mem:
+        from gapt_bench.analysis import analyse_memorization
+
+        result = analyse_memorization(mem)
+        if result["groups"]:
+            written += plot_memorization(result, out_dir)
     return written
 
 

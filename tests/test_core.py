@@ -141,7 +141,8 @@ def test_ls_lists_tasks_and_methods(capsys):
             section = line
         elif line.startswith("  ") and not line.strip().startswith("from "):
             listed[section].append(line.split()[0])
-    assert listed["tasks:"] == ["arithmetic_ood", "fineweb_lm", "forgetting_separation", "synthetic_capacity"]
+    assert listed["tasks:"] == ["arithmetic_ood", "fineweb_lm", "forgetting_separation", "synthetic_capacity",
+                               "text_memorization"]
     assert listed["methods:"] == ["baseline", "gapt", "mbe", "periodic"]
 
 

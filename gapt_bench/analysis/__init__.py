@@ -15,6 +15,7 @@ Modules, one job each:
   leaderboard  ranking on primary metrics by significant wins (`gapt-bench leaderboard`)
   gate         two result sets: two-sided `compare` and the regression `gate`
   capacity     capacity and alpha of synthetic_capacity runs
+  memorization text_memorization runs: unintended memorization, double descent, extraction, membership law
   tables, views, render   display: Table and formats; result -> Tables per kind; rich/md/json
 """
 from gapt_bench.analysis.capacity import analyse_capacity, slope_through_origin, stopped_on_budget
@@ -26,13 +27,15 @@ from gapt_bench.analysis.gate import compare, gate, machine_classes
 from gapt_bench.analysis.groups import (Group, controls_by_method, group_records, is_layer_metric, method_order,
                                         metric_sort_key, precision_of)
 from gapt_bench.analysis.leaderboard import leaderboard
-from gapt_bench.analysis.paper import CAPACITY_TASK, PAPER_ALPHA_SLOPE, PAPER_CLAIMS, Claim
+from gapt_bench.analysis.memorization import analyse_memorization
+from gapt_bench.analysis.paper import CAPACITY_TASK, MEMORIZATION_TASK, PAPER_ALPHA_SLOPE, PAPER_CLAIMS, Claim
 from gapt_bench.analysis.render import FORMATS, render, tables_of
 from gapt_bench.analysis.tables import Table, fmt_mean_ci
 
 __all__ = [
     "ALPHA", "CAPACITY_TASK", "DUTY_TOLERANCE", "FORMATS", "PAPER_ALPHA_SLOPE", "PAPER_CLAIMS", "Claim", "Group",
     "ReportError", "Table", "absolute_verdict", "analyse_capacity", "build_report", "claim_verdict", "compare",
+    "MEMORIZATION_TASK", "analyse_memorization",
     "controls_by_method", "fmt_mean_ci", "gate", "group_records", "is_layer_metric", "leaderboard",
     "machine_classes", "method_order", "metric_sort_key", "natural_key", "paper_table", "precision_of", "render",
     "slope_through_origin", "stopped_on_budget", "tables_of",

@@ -9,6 +9,7 @@ differences. Capacity claims are absolute, in the paper's convention (`capacity.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 from gapt_bench import stats
@@ -16,7 +17,9 @@ from gapt_bench.analysis.capacity import analyse_capacity
 from gapt_bench.analysis.common import ALPHA, clean, mean_of, unique
 from gapt_bench.analysis.comparisons import build_report
 from gapt_bench.analysis.duty import duty_text
-from gapt_bench.analysis.paper import CAPACITY_BAND, PAPER_CLAIMS, Claim, claim_members
+from gapt_bench.analysis.memorization import analyse_memorization
+from gapt_bench.analysis.paper import (CAPACITY_BAND, DD_FACTOR, EXTRACTION_BAND, MEMORIZATION_TASK, MI_LAW_BAND,
+                                       PAPER_CLAIMS, Claim, claim_members)
 
 
 def claim_verdict(claimed: float, rel: float | None, lo: float | None, hi: float | None, p_holm: float | None,
@@ -161,6 +164,110 @@ def _capacity_row(claim: Claim, capacity: dict | None, alpha: float) -> dict:
             "models": models, "preset_about": group.get("preset_about")}
 
 
+def _memorization_rows(claim: Claim, mem: dict | None) -> list[dict]:
+    """The text-memorization claims from `analyse_memorization`, one row per precision of the claim's method
+    (baseline): what was measured, its 95% t-interval over seeds, the scale, and a verdict against a band."""
+    groups = [g for g in (mem or {}).get("groups", []) if g["method"] == claim.method and g["models"]]
+    if not groups:
+        return [_no_runs_row(claim, claim.method)]
+    build = {"double_descent_peak_ratio": _dd_row, "mi_law_rms": _mi_law_row, "extraction_gap": _extraction_row}
+    rows = []
+    for g in groups:
+        models = g["models"]
+        base = {"claim": claim.text, "task": claim.task, "metric": claim.metric, "method": claim.method,
+                "reference": None, "role": "claim", "setup": g["precision"], "kind": "absolute",
+                "claimed": claim.claimed, "test": None, "p": None, "p_holm": None, "p_holm_claims": None,
+                "p_holm_report": None, "preset": ",".join(g["presets"]),
+                "n_params": mean_of(m.get("n_params") for m in models), "mde": None, "seeds_needed_claim": None,
+                "models": [m["label"] for m in models], "preset_about": g.get("preset_about")}
+        measured, lo, hi, n, verdict, note = build[claim.metric](g)
+        about = _about_text(g.get("preset_about"), "variant")
+        rows.append({**base, "measured": measured, "ci_low": lo, "ci_high": hi, "n": n, "verdict": verdict,
+                     "note": _note(note, f"models {', '.join(m['label'] for m in models)}", about)})
+    return rows
+
+
+def _dd_row(g: dict) -> tuple:
+    """Test-loss peak against the realised data/capacity ratio: the per-model peak of the mean curve (geometric
+    mean over models); CI over seeds of each seed's peak (geometric mean over models, t-interval of log2)."""
+    dds = [m["double_descent"] for m in g["models"]]
+    peaks = [d["peak_ratio"] for d in dds if d.get("peak_ratio")]
+    measured = 2 ** (sum(math.log2(p) for p in peaks) / len(peaks)) if peaks else None
+    per_seed: dict = {}
+    for dd in dds:
+        for s in dd.get("per_seed") or []:
+            if s.get("peak_ratio"):
+                per_seed.setdefault(str(s["seed"]), []).append(math.log2(s["peak_ratio"]))
+    d = stats.describe(sum(v) / len(v) for v in per_seed.values())
+    lo, hi = (2 ** d["ci_low"], 2 ** d["ci_high"]) if d["ci_low"] is not None else (None, None)
+    ranges = [d["ratio_range"] for d in dds if d.get("ratio_range")]
+    straddles = bool(ranges) and all(r[0] <= 1.0 <= r[1] for r in ranges)
+    located = [d for d in dds if d.get("located")]
+    per_model = "; ".join(f"{m['label']}: {m['double_descent'].get('statement', '')}" for m in g["models"])
+    if not straddles:
+        verdict, reason = "inconclusive", "the measured ratios do not straddle 1"
+    elif not located:
+        verdict, reason = "does not", ("no interior test-loss peak in a ratio range that straddles 1 (test loss "
+                                       "is highest at an end of the range)")
+    elif len(located) == len(dds) and all(d["within_factor"] for d in dds):
+        verdict, reason = "replicates", f"every model's peak is bracketed and within a factor {DD_FACTOR:g} of 1"
+    elif all(not d["within_factor"] for d in located) and hi is not None and (hi < 1 / DD_FACTOR or lo > DD_FACTOR):
+        verdict, reason = "does not", f"peaks located outside a factor {DD_FACTOR:g} of 1"
+    else:
+        verdict, reason = "inconclusive", "peaks located for some models only, or not all near 1"
+    return measured, lo, hi, d["n"], verdict, _note(reason, "measured: geometric mean over models of the ratio "
+                                                            "with the highest mean test CE; CI: per-seed peaks",
+                                                    per_model)
+
+
+def _mi_law_row(g: dict) -> tuple:
+    """RMS of (observed F1 − the corrected law at the run's |D|/P), per seed; mean and t-interval over seeds."""
+    law = g["mi_law"]
+    d = law["rms_over_seeds"]
+    verdict, reason = absolute_verdict(0.0, d["mean"], d["ci_low"], d["ci_high"], band=MI_LAW_BAND)
+    fit = law.get("fit") if (law.get("fit") or {}).get("ok") else law.get("fit_log10")
+    fitted = ""
+    if fit and fit.get("ok"):
+        ps = fit["params"]
+        fitted = (f"fitted ({fit['x_scale']} N/P, {fit['n']} runs): c1={ps['c1']:.3g}, a={ps['a']:.3g}, "
+                  f"b={ps['b']:.3g}, midpoint N/P={_num(fit.get('midpoint_d_over_p'))}, rms {_num(fit['rms'])}")
+    elif fit:
+        fitted = f"no fitted law: {fit.get('why')}"
+    rng = law.get("d_over_p_range") or [None, None]
+    return d["mean"], d["ci_low"], d["ci_high"], d["n"], verdict, _note(
+        reason, f"N/P {_num(rng[0])}–{_num(rng[1])}; paper law bias {_num(law.get('bias'))}", fitted)
+
+
+def _extraction_row(g: dict) -> tuple:
+    """Training minus test extraction rate at each model's largest N (the 32-token prefix, else the longest),
+    per seed averaged over models; mean and t-interval over seeds."""
+    prefixes = g.get("prefixes") or []
+    if not prefixes:
+        return None, None, None, 0, "inconclusive", "no extraction measured"
+    p = 32 if 32 in prefixes else max(prefixes)
+    per_seed: dict = {}
+    texts, ever = [], 0.0
+    for m in g["models"]:
+        ex = (m.get("extraction") or {}).get(str(p))
+        if not ex:
+            continue
+        ever = max(ever, ex.get("max_train") or 0.0)
+        largest = ex["largest_n"]
+        cell = next(c for c in m["cells"] if c["n_sequences"] == largest)
+        tr = cell["extraction"][str(p)]["train"]["values"]
+        te = cell["extraction"][str(p)]["test"]["values"]
+        for seed, a, b in zip(cell["seeds"], tr, te):
+            per_seed.setdefault(seed, []).append(a - b)
+        first = ex["train_by_n"][0]
+        texts.append(f"{m['label']}: train {_num(first)} at N={m['cells'][0]['n_sequences']} → "
+                     f"{_num(ex['train_by_n'][-1])} at N={largest}, test {_num(ex['test_by_n'][-1])}")
+    d = stats.describe(sum(v) / len(v) for v in per_seed.values())
+    verdict, reason = absolute_verdict(0.0, d["mean"], d["ci_low"], d["ci_high"], band=EXTRACTION_BAND)
+    if verdict == "replicates" and ever <= 0:
+        verdict, reason = "inconclusive", "no training sequence was extracted at any N: nothing to converge"
+    return d["mean"], d["ci_low"], d["ci_high"], d["n"], verdict, _note(reason, f"{p}-token prefix", *texts)
+
+
 def _num(x: float | None) -> str:
     return "—" if x is None else f"{x:.3g}"
 
@@ -172,13 +279,17 @@ def paper_table(report_or_records: dict | Sequence[dict], reference: str = "base
     Pass records, or a report from `build_report` (with its task analyses attached under "analyses", if any)."""
     if isinstance(report_or_records, dict):
         report, cap = report_or_records, (report_or_records.get("analyses") or {}).get("capacity")
+        mem = (report_or_records.get("analyses") or {}).get("memorization")
         reference = report.get("reference", reference)
     else:
         report = build_report(report_or_records, reference, alpha)
         cap = analyse_capacity(report_or_records, reference=reference)
+        mem = analyse_memorization(report_or_records, reference=reference)
     rows: list[dict] = []
     for claim in PAPER_CLAIMS:
-        if claim.kind == "absolute":
+        if claim.task == MEMORIZATION_TASK:
+            rows += _memorization_rows(claim, mem)
+        elif claim.kind == "absolute":
             rows.append(_capacity_row(claim, cap, alpha))
         else:
             rows += _relative_rows(claim, report, reference, alpha)

@@ -3,6 +3,9 @@
 GAPT (Yu 2025): relative effects of gapt against the baseline. Capacity (Morris et al. 2025): alpha in bits per
 parameter, in the paper's convention, which scales the strict memorized bits by S/(S-1) (the first token of a
 sequence counted as predicted; capacity-paper.md section 1). Compare the paper's alpha with `*_paper_conv` values.
+Text memorization (Morris et al. 2025 sections 3, 3.5): where the test-loss peak sits against the data-to-capacity
+ratio, the membership-inference law's error, and the training-minus-test extraction rate at the largest N; each an
+absolute figure from `analysis.memorization`, held to a band (DD_FACTOR, MI_LAW_BAND, EXTRACTION_BAND).
 
 A claim's *members* are the comparisons that test it (one per setup, e.g. both batch layouts) and its controls,
 listed right under it: the centred MBE for an MBE claim, and every control the claim's method declares. The same
@@ -16,6 +19,7 @@ from typing import Mapping, Sequence
 from gapt_bench.analysis.groups import CENTERED_SUFFIX
 
 CAPACITY_TASK = "synthetic_capacity"
+MEMORIZATION_TASK = "text_memorization"
 PAPER_ALPHA_SLOPE = 3.64  # bf16 regression slope, paper convention (capacity-paper.md section 0)
 PAPER_ALPHA_SLOPE_PRECISION = "bf16"  # the paper quotes no fp32 slope
 PAPER_ALPHA_MEAN = {"bf16": 3.51, "fp32": 3.83}  # means of per-model ratios, paper convention
@@ -24,6 +28,10 @@ PAPER_ROWS = {80_352: (1, 32, 4.23, 3.93), 468_864: (1, 128, 3.65, 3.61), 667_13
               3_700_224: (4, 256, 3.68, 3.51), 6_859_264: (8, 256, 3.96, 3.65)}
 # The paper's own spread of per-model capacity ratios (± 0.1 bits/param): the band an absolute claim is held to.
 CAPACITY_BAND = 0.1
+# Text memorization (sections 3 and 3.5): the bands its absolute claims are held to.
+MI_LAW_BAND = 0.015  # the membership law's validation error: within 1.5 F1 points (section 3.5)
+EXTRACTION_BAND = 0.01  # training minus test extraction rate that counts as converged (one percentage point)
+DD_FACTOR = 2.0  # a double-descent peak "near ratio 1" lies within [1/2, 2]
 
 
 def paper_alpha_slope(precision: str) -> float | None:
@@ -57,6 +65,15 @@ PAPER_CLAIMS: tuple[Claim, ...] = (
     Claim("forgetting_separation", "separation", 0.97, "GAPT: representation separation +97%"),
     Claim(CAPACITY_TASK, "bits_per_param", 3.51, "capacity 3.51 bits/param (bf16)", "absolute", "baseline", "bf16"),
     Claim(CAPACITY_TASK, "bits_per_param", 3.83, "capacity 3.83 bits/param (fp32)", "absolute", "baseline", "fp32"),
+    # text memorization (`claims._memorization_rows` reads `analysis.memorization`): one row per precision measured
+    Claim(MEMORIZATION_TASK, "double_descent_peak_ratio", 1.0,
+          "text: test-loss double descent peaks at data/capacity ratio ≈ 1", "absolute", "baseline"),
+    Claim(MEMORIZATION_TASK, "mi_law_rms", 0.0,
+          "text: membership-inference F1 follows the law (corrected form): RMS error ≤ 0.015", "absolute",
+          "baseline"),
+    Claim(MEMORIZATION_TASK, "extraction_gap", 0.0,
+          "text: training extraction converges to the test rate at large N (train − test → 0)", "absolute",
+          "baseline"),
 )
 
 

@@ -1,0 +1,1 @@
+"""Built-in task; see README.md and task.py."""
