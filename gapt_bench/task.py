@@ -46,6 +46,56 @@ class Evaluation:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+class EpochOrder:
+    """Which of n sequences fill batch `step`: an endless stream of per-epoch permutations, seeded by (seed, epoch),
+    so a batch is a pure function of (config, step) (every method sees the same order; a resumed run the same
+    batches) and every sequence is seen once per epoch whatever the batch size (B > n is allowed)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed = n, seed
+        self._cache: tuple[int, torch.Tensor] | None = None
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        if self._cache is None or self._cache[0] != epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._cache = (epoch, torch.randperm(self.n, generator=g))
+        return self._cache[1]
+
+    def indices(self, step: int, batch: int) -> torch.Tensor:
+        start, idx = step * batch, []
+        while len(idx) < batch:
+            epoch, k = divmod(start + len(idx), self.n)
+            idx.extend(self.permutation(epoch)[k:k + batch - len(idx)].tolist())
+        return torch.tensor(idx)
+
+
+def next_token_targets(x: torch.Tensor) -> torch.Tensor:
+    """Targets of whole sequences: the next token, and -100 (no loss) after the last one."""
+    y = torch.full_like(x, -100)
+    y[:, :-1] = x[:, 1:]
+    return y
+
+
+def size_vocab_for_tokenizer(cfg: "RunConfig") -> None:
+    """model.vocab_size from data.tokenizer (padded to data.pad_vocab_multiple) and model.n_positions from
+    train.seq_len, for tasks that read text; ConfigError for a model vocabulary below the tokenizer's."""
+    from gapt_bench.text import DataError, tokenizer_vocab_size
+
+    d, m, t = cfg.data, cfg.model, cfg.train
+    try:
+        v = tokenizer_vocab_size(d.tokenizer)
+    except DataError as e:
+        raise ConfigError(str(e)) from None
+    padded = -(-v // d.pad_vocab_multiple) * d.pad_vocab_multiple
+    if m.vocab_size and m.vocab_size < v:
+        raise ConfigError(f"model.vocab_size={m.vocab_size} is below the {d.tokenizer} tokenizer's {v} ids; "
+                          f"leave it at 0 (set from data.tokenizer)")
+    m.vocab_size = m.vocab_size or padded
+    m.n_positions = m.n_positions or t.seq_len
+    if m.n_positions < t.seq_len:
+        raise ConfigError(f"model.n_positions={m.n_positions} < train.seq_len={t.seq_len}")
+
+
 def mbe_metrics(prefix: str, plain: Sequence[float], centred: Sequence[float] | None = None,
                 per_layer: bool = True) -> dict[str, float]:
     """The MBE metrics every task reports, named alike so the report can pair each with its control:

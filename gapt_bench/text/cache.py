@@ -266,3 +266,16 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, arr)
     return buf.getvalue()
+
+
+def cached_without_streaming(source: Source, tokenizer: str, cache_dir=None, **budgets) -> bool:
+    """Whether both token files of (source, tokenizer spec, budgets) are already cached, so that a hub source needs
+    no network. Only for tokenizers known without training (bytes, gpt2): a BPE for a hub source is trained by
+    streaming it. `budgets` are TokenCache.cached's keywords (val_tokens, train_tokens, val_bytes, val_fraction)."""
+    if str(tokenizer).lower() not in ("bytes", "gpt2"):
+        return False
+    try:
+        tok = get_tokenizer(tokenizer)
+    except DataError:
+        return False
+    return TokenCache(cache_dir).cached(source, tok, **budgets)

@@ -51,10 +51,9 @@ from gapt_bench.entropy import matrix_entropy_per_patch
 from gapt_bench.models import MFU_FORMULA, build_model, flops_per_token, forward_with_hidden, mfu, peak_flops
 from gapt_bench.registry import register_task
 from gapt_bench.runtime import autocast_context, resolve_precision
-from gapt_bench.task import Evaluation, LMTask, mbe_metrics
-from gapt_bench.text import DataError, TokenCache, get_tokenizer, hub_unreachable_reason, resolve_source
-from gapt_bench.text.sources import LOCAL_FIX, check_local_source
-from gapt_bench.text.tokenizers import tokenizer_vocab_size
+from gapt_bench.task import Evaluation, LMTask, mbe_metrics, size_vocab_for_tokenizer
+from gapt_bench.text import (LOCAL_FIX, DataError, TokenCache, cached_without_streaming, check_local_source,
+                             hub_unreachable_reason, resolve_source)
 
 
 @dataclass
@@ -87,19 +86,8 @@ class FineWebLM(LMTask):
     # -- planning ----------------------------------------------------------------------------------------------
     @classmethod
     def finalize(cls, cfg) -> None:
-        d, m, t = cfg.data, cfg.model, cfg.train
-        try:
-            v = tokenizer_vocab_size(d.tokenizer)
-        except DataError as e:
-            raise ConfigError(str(e)) from None
-        padded = -(-v // d.pad_vocab_multiple) * d.pad_vocab_multiple
-        if m.vocab_size and m.vocab_size < v:
-            raise ConfigError(f"model.vocab_size={m.vocab_size} is below the {d.tokenizer} tokenizer's {v} ids; "
-                              f"leave it at 0 (set from data.tokenizer)")
-        m.vocab_size = m.vocab_size or padded
-        m.n_positions = m.n_positions or t.seq_len
-        if m.n_positions < t.seq_len:
-            raise ConfigError(f"model.n_positions={m.n_positions} < train.seq_len={t.seq_len}")
+        d, t = cfg.data, cfg.train
+        size_vocab_for_tokenizer(cfg)
         if d.val_bytes is None and d.val_tokens < t.seq_len + 1:
             raise ConfigError(f"data.val_tokens={d.val_tokens} is less than one validation window "
                               f"(train.seq_len + 1 = {t.seq_len + 1}); raise it")
@@ -258,12 +246,6 @@ def check_source(cfg) -> None:
 
 def _hub_tokens_cached(cfg, src) -> bool:
     d = cfg.data
-    if d.tokenizer.lower() not in ("bytes", "gpt2"):
-        return False  # a BPE for a hub source is trained by streaming it
-    try:
-        tok = get_tokenizer(d.tokenizer)
-    except DataError:
-        return False
-    return TokenCache(d.cache_dir).cached(
-        src, tok, val_tokens=d.val_tokens, val_bytes=d.val_bytes, val_fraction=d.val_fraction,
-        train_tokens=d.train_tokens if d.train_tokens is not None else cfg.train.tokens)
+    return cached_without_streaming(src, d.tokenizer, d.cache_dir, val_tokens=d.val_tokens, val_bytes=d.val_bytes,
+                                    val_fraction=d.val_fraction,
+                                    train_tokens=d.train_tokens if d.train_tokens is not None else cfg.train.tokens)

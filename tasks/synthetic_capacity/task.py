@@ -37,7 +37,7 @@ from gapt_bench.entropy import layer_entropies
 from gapt_bench.models import forward_with_hidden, paper_param_count, param_count
 from gapt_bench.registry import register_task
 from gapt_bench.runtime import autocast_context, resolve_precision
-from gapt_bench.task import Evaluation, LMTask, mbe_metrics
+from gapt_bench.task import EpochOrder, Evaluation, LMTask, mbe_metrics, next_token_targets
 
 CURVE_FILE = "memorization.jsonl"
 CONVENTION_TEXT = ("strict: mem_bits = N*(S-1)*log2(V) - sum of NLL bits over the N*(S-1) predicted tokens "
@@ -116,34 +116,16 @@ class SyntheticCapacity(LMTask):
         g_held = torch.Generator().manual_seed(20_000_000 + seed)  # independent of N: same held-out set for every N
         self.heldout = torch.randint(0, d.vocab_size, (d.heldout_sequences, S), generator=g_held)
         self.curve = MemorizationCurve(ctx, self.data_bits)
+        self.order = EpochOrder(d.n_sequences, self.cfg.seed)
 
     @property
     def data_bits(self) -> float:
         return self.cfg.data.n_sequences * sequence_bits(self.cfg.train.seq_len, self.cfg.data.vocab_size)
 
     def get_batch(self, step: int):
-        """Batch `step` = sequences [step*B, (step+1)*B) of an endless stream of per-epoch permutations.
-
-        Every sequence is seen once per epoch whatever B and N (B need not divide N, and B > N is allowed); the
-        permutation of epoch e is seeded by (seed, e), so the order is a pure function of (config, step).
-        """
-        n, b = self.cfg.data.n_sequences, self.cfg.train.batch_size
-        start = step * b
-        idx = []
-        while len(idx) < b:
-            epoch, k = divmod(start + len(idx), n)
-            perm = self._perm(epoch)
-            idx.extend(perm[k:k + b - len(idx)].tolist())
-        x = self.train[torch.tensor(idx)]
-        return x, _targets(x)
-
-    def _perm(self, epoch: int) -> torch.Tensor:
-        cache = getattr(self, "_perm_cache", None)
-        if cache is None or cache[0] != epoch:
-            g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
-            cache = (epoch, torch.randperm(self.cfg.data.n_sequences, generator=g))
-            self._perm_cache = cache
-        return cache[1]
+        """Batch `step` = sequences [step*B, (step+1)*B) of per-epoch permutations of the N sequences (EpochOrder)."""
+        x = self.train[self.order.indices(step, self.cfg.train.batch_size)]
+        return x, next_token_targets(x)
 
     # -- measurement -----------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -274,9 +256,3 @@ class MemorizationCurve:
         if len(recent) < 2:
             return {}
         return {"curve_rel_change": (max(recent) - min(recent)) / max(abs(recent[-1]), 1.0)}
-
-
-def _targets(x: torch.Tensor) -> torch.Tensor:
-    y = torch.full_like(x, -100)
-    y[:, :-1] = x[:, 1:]
-    return y

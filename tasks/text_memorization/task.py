@@ -95,9 +95,9 @@ from gapt_bench.entropy import layer_entropies
 from gapt_bench.models import build_model, forward_with_hidden, paper_param_count, param_count
 from gapt_bench.registry import register_task
 from gapt_bench.runtime import Interrupted, RunContext, autocast_context, resolve_precision
-from gapt_bench.task import Evaluation, LMTask, mbe_metrics
-from gapt_bench.text import (DataError, TokenCache, cache_root, check_local_source, get_tokenizer,
-                             hub_unreachable_reason, resolve_source, tokenizer_vocab_size)
+from gapt_bench.task import EpochOrder, Evaluation, LMTask, mbe_metrics, next_token_targets, size_vocab_for_tokenizer
+from gapt_bench.text import (DataError, TokenCache, cache_root, cached_without_streaming, check_local_source,
+                             hub_unreachable_reason, resolve_source)
 from gapt_bench.text.sources import LOCAL_FIX
 
 TASK_NAME = "text_memorization"
@@ -331,14 +331,8 @@ def _source_countable(cfg) -> bool:
         return True
     if d.read_tokens is None:
         raise ConfigError(f"data.source={d.source!r} is streamed: set data.read_tokens (training tokens to read)")
-    cached = False
-    if d.tokenizer.lower() in ("bytes", "gpt2"):
-        try:
-            cached = TokenCache(d.cache_dir).cached(src, get_tokenizer(d.tokenizer), val_tokens=d.val_tokens,
-                                                    train_tokens=d.read_tokens, val_fraction=d.val_fraction)
-        except DataError:
-            cached = False
-    if cached:
+    if cached_without_streaming(src, d.tokenizer, d.cache_dir, val_tokens=d.val_tokens, train_tokens=d.read_tokens,
+                                val_fraction=d.val_fraction):
         return True
     why = hub_unreachable_reason()
     if why is not None:
@@ -364,21 +358,12 @@ class _PoolBatches:
     """The references' data order: per-epoch permutations of the whole pool (a pure function of the step)."""
 
     def __init__(self, pool: np.ndarray, batch_size: int, seed: int) -> None:
-        self.pool, self.b, self.seed = pool, batch_size, seed
-        self._perm: tuple[int, torch.Tensor] | None = None
+        self.pool, self.b = pool, batch_size
+        self.order = EpochOrder(pool.shape[0], seed)
 
     def get_batch(self, step: int):
-        n = self.pool.shape[0]
-        idx: list[int] = []
-        start = step * self.b
-        while len(idx) < self.b:
-            epoch, k = divmod(start + len(idx), n)
-            if self._perm is None or self._perm[0] != epoch:
-                g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-                self._perm = (epoch, torch.randperm(n, generator=g))
-            idx.extend(self._perm[1][k:k + self.b - len(idx)].tolist())
-        x = torch.from_numpy(self.pool[np.asarray(idx, dtype=np.int64)].astype(np.int64))
-        return x, _targets(x)
+        x = torch.from_numpy(self.pool[self.order.indices(step, self.b).numpy()].astype(np.int64))
+        return x, next_token_targets(x)
 
     def check(self, model, step, ctx) -> bool:
         return False
@@ -547,20 +532,9 @@ class TextMemorization(LMTask):
     # -- planning ----------------------------------------------------------------------------------------------
     @classmethod
     def finalize(cls, cfg) -> None:
-        d, m, t = cfg.data, cfg.model, cfg.train
+        d, t = cfg.data, cfg.train
         S = t.seq_len
-        try:
-            v = tokenizer_vocab_size(d.tokenizer)
-        except DataError as e:
-            raise ConfigError(str(e)) from None
-        padded = -(-v // d.pad_vocab_multiple) * d.pad_vocab_multiple
-        if m.vocab_size and m.vocab_size < v:
-            raise ConfigError(f"model.vocab_size={m.vocab_size} is below the {d.tokenizer} tokenizer's {v} ids; "
-                              f"leave it at 0 (set from data.tokenizer)")
-        m.vocab_size = m.vocab_size or padded
-        m.n_positions = m.n_positions or S
-        if m.n_positions < S:
-            raise ConfigError(f"model.n_positions={m.n_positions} < train.seq_len={S}")
+        size_vocab_for_tokenizer(cfg)
         if not d.prefixes:
             raise ConfigError("data.prefixes is empty; give extraction prefix lengths such as [8, 16, 32]")
         for p in d.prefixes:
@@ -624,6 +598,7 @@ class TextMemorization(LMTask):
         data_seed = self.cfg.seed if d.data_seed is None else d.data_seed
         self.train_idx = np.random.default_rng([data_seed, 0x7E47]).permutation(self.data.pool.shape[0])[:n]
         self.train = torch.from_numpy(self.data.pool[self.train_idx].astype(np.int64))
+        self.order = EpochOrder(n, self.cfg.seed)
         self.nonmembers = torch.from_numpy(self.data.nonmembers.astype(np.int64))
         self.refs: dict[str, Reference] = {}
         if ctx is not None:
@@ -633,22 +608,8 @@ class TextMemorization(LMTask):
 
     def get_batch(self, step: int):
         """Sequences [step*B, (step+1)*B) of per-epoch permutations of the N training sequences (pure in step)."""
-        n, b = self.cfg.data.n_sequences, self.cfg.train.batch_size
-        start = step * b
-        idx: list[int] = []
-        while len(idx) < b:
-            epoch, k = divmod(start + len(idx), n)
-            idx.extend(self._perm(epoch)[k:k + b - len(idx)].tolist())
-        x = self.train[torch.tensor(idx)]
-        return x, _targets(x)
-
-    def _perm(self, epoch: int) -> torch.Tensor:
-        cache = getattr(self, "_perm_cache", None)
-        if cache is None or cache[0] != epoch:
-            g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
-            cache = (epoch, torch.randperm(self.cfg.data.n_sequences, generator=g))
-            self._perm_cache = cache
-        return cache[1]
+        x = self.train[self.order.indices(step, self.cfg.train.batch_size)]
+        return x, next_token_targets(x)
 
     # -- measurement -------------------------------------------------------------------------------------------
     def score(self, model, tokens, device) -> tuple[np.ndarray, dict[int, np.ndarray]]:
@@ -748,9 +709,3 @@ def sized_n(cfg) -> int:
     d, m, t = cfg.data, cfg.model, cfg.train
     p = paper_param_count(m.n_layer, m.n_embd, m.vocab_size, m.n_positions)
     return int(round(d.capacity_ratio * d.alpha * p / (d.sizing_bits_per_token * (t.seq_len - 1))))
-
-
-def _targets(x: torch.Tensor) -> torch.Tensor:
-    y = torch.full_like(x, -100)
-    y[:, :-1] = x[:, 1:]
-    return y
