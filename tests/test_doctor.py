@@ -24,6 +24,7 @@ def test_without_cuda_it_says_what_it_would_run_and_exits_1(tmp_path, capsys):
     assert not (tmp_path / "gpu").exists()
 
 
+@pytest.mark.slow
 def test_the_measuring_code_runs_end_to_end_on_tiny_sizes(tmp_path):
     result = doctor.run_check(tmp_path, budget_s=120, sizes=TINY, tests=False)
     assert doctor.schema_problems(result) == []

@@ -87,6 +87,7 @@ def _install_fake_package(root: Path, entry_points: str) -> None:
     (info / "entry_points.txt").write_text(entry_points)
 
 
+@pytest.mark.slow
 def test_a_method_from_an_installed_package_entry_point(tmp_path):
     _install_fake_package(tmp_path, "[gapt_bench.methods]\nhalf_ce = halfce_plugin:HalfCE\n")
     env = {"PYTHONPATH": str(tmp_path)}
