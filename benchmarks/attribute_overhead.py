@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-import test_speed as ts  # noqa: E402
+import test_speed as ts
 
-from gapt_bench.methods.baseline import Baseline  # noqa: E402
-from gapt_bench.models import forward_with_hidden  # noqa: E402
-from gapt_bench.runtime import RunContext  # noqa: E402
-from gapt_bench.train import OPTIMIZERS, lr_factor, train_lm  # noqa: E402
+from gapt_bench.methods.baseline import Baseline
+from gapt_bench.models import forward_with_hidden
+from gapt_bench.runtime import RunContext
+from gapt_bench.train import OPTIMIZERS, lr_factor, train_lm
 
 torch.set_num_threads(1)
 
@@ -46,7 +46,7 @@ def plain(cfg, clip: bool, schedule: bool, capture: bool, method: bool) -> float
         ce = F.cross_entropy(logits.reshape(-1, ts.V), y.reshape(-1))
         loss = ce
         if method:
-            loss, info = base.loss(ce, [], step)
+            loss, _ = base.loss(ce, [], step)
             bool(torch.isfinite(loss))
             float(loss.detach())
         loss.backward()

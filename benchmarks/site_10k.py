@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from factories import make_record  # noqa: E402
+from factories import make_record
 
 TASKS = {"fineweb_lm": ("val_ce", "val_mbe", "val_mbe_centered", "val_mbe_layer_0", "val_mbe_layer_1"),
          "arithmetic_ood": ("ood_answer_ce", "ood_digit_acc", "ood_mbe", "ood_mbe_layer_0", "ood_mbe_layer_1"),

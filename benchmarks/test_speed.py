@@ -10,6 +10,8 @@ under baselines/bench by pytest-benchmark when asked to (`--benchmark-autosave`)
 Both sides of a ratio are timed at steady state: the trainer's own `steady_time_s` (after its first steps, so
 start-up costs such as building optimizers and opening files do not count) and the plain loop after as many
 warm-up steps. ROUNDS interleaved rounds (alternating order) give one ratio each; the gate reads their median.
+A median past its bound is measured again once (ROUNDS more rounds) and the gate reads the median of all rounds,
+so one burst of noise on a shared CI runner does not fail the build but a real slowdown still does.
 The bounds leave room for this machine's noise: the figures measured on the 2-core development machine, with the
 spread of the per-round ratios they come from, are in the README ("Benchmarks and regression tracking").
 
@@ -118,6 +120,16 @@ def interleaved(a, b, rounds: int = ROUNDS) -> list[tuple[float, float]]:
     return pairs
 
 
+def gated_ratios(measure, passes) -> list[float]:
+    """The per-round ratios of `measure()` (a list per call); measured a second time when their median fails
+    `passes`, and then all rounds together."""
+    ratios = measure()
+    if not passes(statistics.median(ratios)):
+        print(f"\nmedian {statistics.median(ratios):.3f} past the bound: measuring {ROUNDS} more rounds")
+        ratios += measure()
+    return ratios
+
+
 def record(name: str, unit: str, ratios: list[float], extra: str) -> float:
     med = statistics.median(ratios)
     FIGURES.append({"name": name, "unit": unit, "value": round(med, 4),
@@ -136,13 +148,19 @@ def dashboard_json():
 
 def test_trainer_vs_plain_loop(benchmark, tmp_path):
     cfg = _cfg("baseline")
-    pairs = interleaved(lambda: time_trainer(Baseline, cfg, tmp_path / str(time.time_ns())),
-                        lambda: time_plain_loop(cfg))
-    ratios = [plain / trainer for trainer, plain in pairs]  # tokens/s of the trainer relative to the plain loop
+    steps: list[float] = []
+
+    def measure():
+        pairs = interleaved(lambda: time_trainer(Baseline, cfg, tmp_path / str(time.time_ns())),
+                            lambda: time_plain_loop(cfg))
+        steps.extend(t for t, _ in pairs)
+        return [plain / trainer for trainer, plain in pairs]  # tokens/s of the trainer relative to the plain loop
+
+    ratios = gated_ratios(measure, lambda med: med >= TRAINER_MIN)
     med = record("trainer tokens/s relative to a plain PyTorch loop", "ratio", ratios,
-                 f"{ROUNDS} interleaved rounds; median step {statistics.median(t for t, _ in pairs) * 1e3:.1f} ms")
+                 f"{len(ratios)} interleaved rounds; median step {statistics.median(steps) * 1e3:.1f} ms")
     benchmark.extra_info.update({"ratios": ratios, "median": med})
-    print(f"\ntrainer/plain tokens/s: median {med:.3f} over {ROUNDS} rounds, range {min(ratios):.3f}..{max(ratios):.3f}"
+    print(f"\ntrainer/plain tokens/s: median {med:.3f} over {len(ratios)} rounds, range {min(ratios):.3f}..{max(ratios):.3f}"
           f" (bound >= {TRAINER_MIN})")
     benchmark.pedantic(lambda: time_trainer(Baseline, cfg, tmp_path / "bench"), rounds=1, iterations=1)
     assert med >= TRAINER_MIN, f"the trainer runs at {med:.3f} of a plain loop's tokens/s (bound {TRAINER_MIN})"
@@ -151,11 +169,14 @@ def test_trainer_vs_plain_loop(benchmark, tmp_path):
 def test_gapt_compression_step_overhead(benchmark, tmp_path):
     base_cfg = _cfg("baseline")
     gapt_cfg = _cfg("gapt", **{"gapt.initial_phase": 2, "gapt.patience_c": 100_000, "gapt.tau": 1e9})
-    pairs = interleaved(lambda: time_trainer(Baseline, base_cfg, tmp_path / f"b{time.time_ns()}"),
-                        lambda: time_trainer(GAPT, gapt_cfg, tmp_path / f"g{time.time_ns()}"))
-    ratios = [gapt / base for base, gapt in pairs]
+    def measure():
+        pairs = interleaved(lambda: time_trainer(Baseline, base_cfg, tmp_path / f"b{time.time_ns()}"),
+                            lambda: time_trainer(GAPT, gapt_cfg, tmp_path / f"g{time.time_ns()}"))
+        return [gapt / base for base, gapt in pairs]
+
+    ratios = gated_ratios(measure, lambda med: med <= GAPT_MAX)
     med = record("GAPT compression step time relative to a baseline step (smaller is better)", "ratio", ratios,
-                 f"{ROUNDS} interleaved rounds; MBE on all {L} layers, patches of 8")
+                 f"{len(ratios)} interleaved rounds; MBE on all {L} layers, patches of 8")
     benchmark.extra_info.update({"ratios": ratios, "median": med})
     print(f"\ngapt-compression/baseline step time: median {med:.3f}, range {min(ratios):.3f}..{max(ratios):.3f} "
           f"(bound <= {GAPT_MAX})")
