@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from factories import make_record
 
-from gapt_bench.analysis import gate
+from gapt_bench.analysis import analyse_memorization, gate, paper_table, render
 
 
 def _runs(method: str = "baseline", reg_weight: float = 1.0, shift: float = 0.0) -> list[dict]:
@@ -36,3 +36,49 @@ def test_gate_incompatible_diffs_against_the_unmatched_baseline_group_and_keeps_
     assert len(incompatible) == 1 and "weight=0.5 → weight=0.75" in incompatible[0]["note"]
     missing = [r for r in status if r["verdict"] == "MISSING"]
     assert len(missing) == 1 and missing[0]["config_hash"] == base[-1]["config_hash"]
+
+
+# -- text memorization: extraction -----------------------------------------------------------------------------
+
+def _mem_runs(train_at_largest: dict, test_at_largest: dict) -> list[dict]:
+    """One model, N in (100, 200, 400), 3 seeds; extraction falls from 0.5; the largest N's rates per seed given."""
+    recs = []
+    for j, n in enumerate((100, 200, 400)):
+        for seed in range(3):
+            last = j == 2
+            metrics = {"test_ce": 3.0 + 0.1 * j + 0.01 * seed, "train_ce": 1.0, "mem_u_bits": 100.0 + seed,
+                       "mem_u_nonmember_bits_per_seq": 0.1, "mi_f1": 0.9 - 0.1 * j, "mi_auc": 0.9,
+                       "extract_train_p32": train_at_largest[seed] if last else 0.5,
+                       "extract_test_p32": test_at_largest[seed] if last else 0.0}
+            sizing = {"n_sequences": n, "n_params": 10_000, "capacity_ratio": 0.5 * (j + 1), "d_over_p": n / 1e4}
+            recs.append(make_record(task="text_memorization", seed=seed, metrics=metrics, n_params=10_000,
+                                    data={"n_sequences": n}, summary={"sizing": sizing}))
+    return recs
+
+
+def _extraction_of(recs: list[dict]) -> tuple[dict, dict, dict]:
+    """(the memorization result, its one model's 32-token extraction, the paper's extraction_gap row)."""
+    mem = analyse_memorization(recs)
+    row = next(r for r in paper_table(recs)["rows"] if r["metric"] == "extraction_gap")
+    return mem, mem["groups"][0]["models"][0]["extraction"]["32"], row
+
+
+def test_extraction_converges_only_when_the_whole_interval_lies_in_the_band():
+    # gaps 0.05, -0.04, 0.0: the CI holds 0 and |mean| < 0.01, but it spans ±0.1: the data show nothing
+    mem, ex, row = _extraction_of(_mem_runs({0: 0.15, 1: 0.06, 2: 0.1}, {0: 0.1, 1: 0.1, 2: 0.1}))
+    assert ex["gap_at_largest_n"]["ci_low"] < -0.01 and abs(ex["gap_at_largest_n"]["mean"]) < 0.01
+    assert not ex["converges_to_test"] and row["verdict"] == "inconclusive"  # report and paper: the same rule
+    assert ex["convergence"] == "inconclusive"
+    md = render(mem, "md")
+    assert "convergence inconclusive" in md and "lies within 0 ± 0.01" in md
+    # gaps within ±0.002: converges, in both
+    _, ex, row = _extraction_of(_mem_runs({0: 0.101, 1: 0.1, 2: 0.099}, {0: 0.1, 1: 0.1, 2: 0.1}))
+    assert ex["convergence"] == "converges" and ex["converges_to_test"] and row["verdict"] == "replicates"
+
+
+def test_paper_extraction_gap_pairs_each_run_with_its_own_seed():
+    # seed 0 lacks a training rate at the largest N: seeds 1 and 2 have gap 0 each; pairing the remaining training
+    # values with the test values in list order would read 0.5 - 0.0 and 0.2 - 0.5
+    _, ex, row = _extraction_of(_mem_runs({0: None, 1: 0.5, 2: 0.2}, {0: 0.0, 1: 0.5, 2: 0.2}))
+    assert row["n"] == 2 and row["measured"] == 0.0
+    assert ex["gap_by_seed"] == {"1": 0.0, "2": 0.0}

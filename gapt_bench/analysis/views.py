@@ -10,6 +10,7 @@ from gapt_bench import stats
 from gapt_bench.analysis.duty import duty_text
 from gapt_bench.analysis.groups import is_layer_metric, metric_sort_key
 from gapt_bench.analysis.leaderboard import MARKS
+from gapt_bench.analysis.paper import EXTRACTION_BAND
 from gapt_bench.analysis.tables import (ARROWS, Table, fmt, fmt_interval, fmt_mde, fmt_mean_ci, fmt_mean_interval,
                                         fmt_p, fmt_pct, fmt_seeds)
 
@@ -352,6 +353,10 @@ def capacity_tables(a: dict, include_layers: bool = False) -> list[Table]:
 # text memorization
 
 
+CONVERGENCE_TEXT = {"converges": "converges to the test rate", "does not": "does not converge to the test rate",
+                    "inconclusive": "convergence inconclusive"}
+
+
 def _rates(ex: dict, side: str, prefixes: list) -> str:
     """Mean extraction rates of a cell, one per prefix: '1/0.5/0'."""
     vals = [(ex.get(str(p)) or {}).get(side, {}).get("mean") for p in prefixes]
@@ -394,6 +399,7 @@ def memorization_tables(a: dict, include_layers: bool = False) -> list[Table]:
         "max(0, log2 p_model - log2 p_ref) per sequence; MI F1: loss threshold calibrated on a split disjoint "
         "from the scored members (0.5 = chance); paper law: the corrected form of section 3.5 at the run's |D|/P"))
     findings = []
+    band = (a.get("paper") or {}).get("extraction_band", EXTRACTION_BAND)
     for g in a["groups"]:
         pre = g.get("prefixes") or []
         p = str(max(pre)) if pre else None
@@ -415,7 +421,7 @@ def memorization_tables(a: dict, include_layers: bool = False) -> list[Table]:
                 "ex": (f"p{p}: max train {fmt(ex.get('max_train'), 3)}, "
                        f"{'falls' if ex.get('falls') else 'does not fall'} with N; at N={ex.get('largest_n')} "
                        f"train − test {fmt_mean_interval(gap)}"
-                       + ("; converges to the test rate" if ex.get("converges_to_test") else "")) if ex else "—",
+                       + f"; {CONVERGENCE_TEXT.get(ex.get('convergence'), 'convergence not judged')}") if ex else "—",
                 "mi": f"{fmt(first_last[0], 3)} → {fmt(first_last[1], 3)}"
                       + (" (falls)" if m.get("mi_falls") else "")})
     tables.append(Table("text_memorization: findings per model", [
@@ -423,8 +429,8 @@ def memorization_tables(a: dict, include_layers: bool = False) -> list[Table]:
         ("memu", "unintended memorization vs N"), ("dd", "test-loss peak vs data/capacity ratio"),
         ("ex", "extraction (longest prefix)"), ("mi", "MI F1, smallest → largest N")], findings,
         "double descent: the ratio with the highest mean test CE, 'located' only when smaller and larger ratios "
-        "were measured (descriptive, not a test); extraction converges when the train − test interval holds 0 or "
-        "|mean| ≤ 0.01"))
+        "were measured (descriptive, not a test); extraction converges when the whole 95% CI of train − test at the "
+        f"largest N lies within 0 ± {band:g} (does not: wholly outside it; else inconclusive)"))
     law_rows = []
     for g in a["groups"]:
         law = g["mi_law"]
