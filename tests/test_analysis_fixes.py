@@ -1,9 +1,18 @@
 """Analysis fixes from the review: gate matching, sd of the MDE, extraction convergence, shared display names."""
 from __future__ import annotations
 
+import numpy as np
+import pytest
 from factories import make_record
 
-from gapt_bench.analysis import analyse_memorization, gate, paper_table, render
+from gapt_bench import stats
+from gapt_bench.analysis import (
+    analyse_memorization,
+    build_report,
+    gate,
+    paper_table,
+    render,
+)
 
 
 def _runs(method: str = "baseline", reg_weight: float = 1.0, shift: float = 0.0) -> list[dict]:
@@ -82,3 +91,26 @@ def test_paper_extraction_gap_pairs_each_run_with_its_own_seed():
     _, ex, row = _extraction_of(_mem_runs({0: None, 1: 0.5, 2: 0.2}, {0: 0.0, 1: 0.5, 2: 0.2}))
     assert row["n"] == 2 and row["measured"] == 0.0
     assert ex["gap_by_seed"] == {"1": 0.0, "2": 0.0}
+
+
+# -- the sd behind the MDE -------------------------------------------------------------------------------------
+
+def test_compare_returns_the_sd_its_mde_used():
+    a, b = [3.1, 3.4, 2.9, 3.3], [3.0, 3.1, 3.05, 3.2]
+    for paired in (True, False):
+        res = stats.compare(a, b, paired=paired, higher_is_better=False)
+        n_b = None if paired else len(b)
+        assert res["mde"] == pytest.approx(stats.mde(res["sd_delta"], len(a), paired=paired, n_b=n_b))
+    d = np.subtract(a, b)
+    assert stats.compare(a, b, paired=True, higher_is_better=False)["sd_delta"] == pytest.approx(d.std(ddof=1))
+
+
+def test_degenerate_comparison_reports_no_sd():
+    # the same difference for every seed up to float rounding (sd ~ 1e-16): the test is degenerate, and the sd
+    # behind the MDE is None like the MDE itself, not the rounding noise
+    recs = []
+    for s, (base, gapt) in enumerate(((3.3, 3.2), (2.2, 2.1), (1.1, 1.0))):
+        recs += [make_record(method="baseline", seed=s, metrics={"val_ce": base}),
+                 make_record(method="gapt", seed=s, metrics={"val_ce": gapt})]
+    ce = next(c for c in build_report(recs)["comparisons"] if c["metric"] == "val_ce")
+    assert ce["degenerate"] and ce["mde"] is None and ce["sd_delta"] is None
