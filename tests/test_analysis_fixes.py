@@ -114,3 +114,18 @@ def test_degenerate_comparison_reports_no_sd():
                  make_record(method="gapt", seed=s, metrics={"val_ce": gapt})]
     ce = next(c for c in build_report(recs)["comparisons"] if c["metric"] == "val_ce")
     assert ce["degenerate"] and ce["mde"] is None and ce["sd_delta"] is None
+
+
+# -- the memorization tables print the constants the analysis applied ------------------------------------------
+
+def test_memorization_tables_print_the_results_bands_and_law():
+    mem = analyse_memorization(_mem_runs({0: 0.101, 1: 0.1, 2: 0.099}, {0: 0.1, 1: 0.1, 2: 0.1}))
+    md = render(mem, "md")
+    assert "F1 = ½[1 + 1.34·σ(−0.034·(977·|D|/P − 33.14))]" in md and "within 0 ± 0.01" in md
+    mem["paper"].update(dd_factor=3.0, extraction_band=0.05)
+    mem["paper"]["mi_law"].update(c1=1.5, c3=12.0)
+    for m in mem["groups"][0]["models"]:
+        m["double_descent"].update(located=True, within_factor=True)
+    md = render(mem, "md")
+    assert "within ×3 of 1" in md and "×2" not in md and "within 0 ± 0.05" in md
+    assert "F1 = ½[1 + 1.5·σ(−0.034·(977·|D|/P + 12))]" in md

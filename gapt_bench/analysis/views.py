@@ -10,7 +10,6 @@ from gapt_bench import stats
 from gapt_bench.analysis.duty import duty_text
 from gapt_bench.analysis.groups import is_layer_metric, metric_sort_key
 from gapt_bench.analysis.leaderboard import MARKS
-from gapt_bench.analysis.paper import EXTRACTION_BAND
 from gapt_bench.analysis.tables import (ARROWS, Table, fmt, fmt_interval, fmt_mde, fmt_mean_ci, fmt_mean_interval,
                                         fmt_p, fmt_pct, fmt_seeds)
 
@@ -357,6 +356,13 @@ CONVERGENCE_TEXT = {"converges": "converges to the test rate", "does not": "does
                     "inconclusive": "convergence inconclusive"}
 
 
+def _mi_law_text(law: dict) -> str:
+    """The paper's membership law with the constants the analysis used (its result's paper.mi_law)."""
+    c3 = law["c3"]
+    return (f"F1 = ½[1 + {law['c1']:g}·σ({law['c2']:g}·({law['k']:g}·|D|/P {'−' if c3 < 0 else '+'} {abs(c3):g}))]"
+            .replace("-", "−"))
+
+
 def _rates(ex: dict, side: str, prefixes: list) -> str:
     """Mean extraction rates of a cell, one per prefix: '1/0.5/0'."""
     vals = [(ex.get(str(p)) or {}).get(side, {}).get("mean") for p in prefixes]
@@ -399,7 +405,8 @@ def memorization_tables(a: dict, include_layers: bool = False) -> list[Table]:
         "max(0, log2 p_model - log2 p_ref) per sequence; MI F1: loss threshold calibrated on a split disjoint "
         "from the scored members (0.5 = chance); paper law: the corrected form of section 3.5 at the run's |D|/P"))
     findings = []
-    band = (a.get("paper") or {}).get("extraction_band", EXTRACTION_BAND)
+    paper = a["paper"]  # the bands and constants the analysis applied
+    band, factor = paper["extraction_band"], paper["dd_factor"]
     for g in a["groups"]:
         pre = g.get("prefixes") or []
         p = str(max(pre)) if pre else None
@@ -414,7 +421,8 @@ def memorization_tables(a: dict, include_layers: bool = False) -> list[Table]:
                          f"({fmt(mu.get('peak_bits_per_param'), 3)} bits/param); "
                          + ("rises then falls" if mu.get("rises_then_falls") else "no rise then fall")),
                 "dd": (f"peak at ratio {fmt(dd.get('peak_ratio'), 3)}; "
-                       + ("located" + (", within ×2 of 1" if dd.get("within_factor") else ", not within ×2 of 1")
+                       + ("located" + (f", within ×{factor:g} of 1" if dd.get("within_factor")
+                                       else f", not within ×{factor:g} of 1")
                           if dd.get("located") else "not bracketed (no interior peak)")
                        + f"; seeds with an interior peak: {dd.get('per_seed_located', 0)}/"
                          f"{len(dd.get('per_seed') or [])}"),
@@ -453,7 +461,7 @@ def memorization_tables(a: dict, include_layers: bool = False) -> list[Table]:
                         "law and a fitted one",
                         [("method", "method"), ("precision", "precision"), ("runs", "runs"), ("range", "N/P"),
                          ("paper", "paper law (corrected form)"), ("fit", "law fitted to these runs")], law_rows,
-                        "paper law: F1 = ½[1 + 1.34·σ(−0.034·(977·|D|/P − 33.14))] (section 3.5, the printed "
+                        f"paper law: {_mi_law_text(paper['mi_law'])} (section 3.5, the printed "
                         "Capacity/|D| argument is inconsistent); fitted: F1 = ½[1 + c1·σ(a·u + b)], u = |D|/P or "
                         "log10 |D|/P, least squares over the runs"))
     if a.get("method_deltas"):
