@@ -8,13 +8,13 @@ from typing import Callable
 
 from gapt_bench import stats
 from gapt_bench.analysis.duty import duty_text
+from gapt_bench.analysis.families import P_CLAIMS, P_REPORT
 from gapt_bench.analysis.groups import is_layer_metric, metric_sort_key
 from gapt_bench.analysis.leaderboard import MARKS
 from gapt_bench.analysis.tables import (ARROWS, Table, fmt, fmt_interval, fmt_mde, fmt_mean_ci, fmt_mean_interval,
                                         fmt_p, fmt_pct, fmt_seeds)
 
 LINEAR_MARK = "*"
-P_REPORT, P_CLAIMS = "p (Holm) report", "p (Holm) claims"
 
 
 def _rel_ci(low: float | None, high: float | None, method: str | None) -> str:
@@ -358,9 +358,9 @@ CONVERGENCE_TEXT = {"converges": "converges to the test rate", "does not": "does
 
 def _mi_law_text(law: dict) -> str:
     """The paper's membership law with the constants the analysis used (its result's paper.mi_law)."""
-    c3 = law["c3"]
-    return (f"F1 = ½[1 + {law['c1']:g}·σ({law['c2']:g}·({law['k']:g}·|D|/P {'−' if c3 < 0 else '+'} {abs(c3):g}))]"
-            .replace("-", "−"))
+    sign = "−" if law["c3"] < 0 else "+"
+    text = f"F1 = ½[1 + {law['c1']:g}·σ({law['c2']:g}·({law['k']:g}·|D|/P {sign} {abs(law['c3']):g}))]"
+    return text.replace("-", "−")
 
 
 def _rates(ex: dict, side: str, prefixes: list) -> str:
