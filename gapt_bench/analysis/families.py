@@ -13,8 +13,8 @@ A single family would either dilute the claims with the exploratory screen (a cl
 p < 0.05/40) or under-correct the screen. So each comparison carries `p_holm_report` and, when it tests a claim,
 `p_holm_claims`; `gapt-bench report` and `gapt-bench paper` both print both columns, named "p (Holm) report" and
 "p (Holm) claims" (P_REPORT, P_CLAIMS), and each page says which one its verdict uses: the report's verdicts use
-the report family, the paper's verdicts the claims family. A comparison that reads "no significant difference" in the report and
-"replicates" in the paper then shows why on both pages.
+the report family, the paper's verdicts the claims family. A comparison that reads "no significant difference" in
+the report and "replicates" in the paper then shows why on both pages.
 """
 from __future__ import annotations
 
