@@ -129,3 +129,27 @@ def test_memorization_tables_print_the_results_bands_and_law():
     md = render(mem, "md")
     assert "within ×3 of 1" in md and "×2" not in md and "within 0 ± 0.05" in md
     assert "F1 = ½[1 + 1.5·σ(−0.034·(977·|D|/P + 12))]" in md
+
+
+# -- one home for the display pieces the site shares -----------------------------------------------------------
+
+def test_display_pieces_have_one_home_the_site_can_import():
+    import importlib
+
+    from gapt_bench import analysis
+    from gapt_bench.analysis.tables import Table
+
+    render_module = importlib.import_module("gapt_bench.analysis.render")  # the package's `render` is the function
+
+    empty = Table("t", [("a", "A"), ("b", "B")], [])
+    sparse = Table("t", [("a", "A"), ("b", "B")], [{"a": "1", "b": ""}])
+    assert analysis.visible_columns(empty) == [("a", "A"), ("b", "B")]  # an empty table keeps its header
+    assert analysis.visible_columns(sparse) == [("a", "A")]
+    assert analysis.ARROWS == {"min": "↓", "max": "↑"}
+    # every verdict the analyses print has a tone, and the rich colours follow the tones
+    verdicts = {"better", "worse", "inconclusive", "replicates", "does not", "REGRESSION", "IMPROVED", "WARN",
+                "INCONCLUSIVE", "INCOMPATIBLE", "no runs"}
+    assert set(analysis.VERDICT_TONE) == verdicts
+    style = render_module.VERDICT_STYLE
+    assert style["better"] == style["replicates"] == "green" and style["REGRESSION"] == "bold red"
+    assert style["INCOMPATIBLE"] == "bold magenta" and style["no runs"] == "dim" and "PASS" not in style
