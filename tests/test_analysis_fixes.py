@@ -7,6 +7,7 @@ from factories import make_record
 
 from gapt_bench import stats
 from gapt_bench.analysis import (
+    analyse_capacity,
     analyse_memorization,
     build_report,
     gate,
@@ -153,3 +154,20 @@ def test_display_pieces_have_one_home_the_site_can_import():
     style = render_module.VERDICT_STYLE
     assert style["better"] == style["replicates"] == "green" and style["REGRESSION"] == "bold red"
     assert style["INCOMPATIBLE"] == "bold magenta" and style["no runs"] == "dim" and "PASS" not in style
+
+
+# -- capacity: the median best N -------------------------------------------------------------------------------
+
+def test_best_n_median_is_the_median_over_seeds():
+    # two seeds; seed 0 memorizes most at N=100, seed 1 at N=200: the median is 150, not the upper middle (200)
+    recs = []
+    for seed, best in ((0, 100), (1, 200)):
+        for n in (100, 200):
+            mem = 900.0 if n == best else 800.0
+            recs.append(make_record("synthetic_capacity", "baseline", seed,
+                                    {"mem_bits": mem, "data_bits": 1000.0, "bits_per_param": mem / 1e4,
+                                     "heldout_ok": 1.0, "heldout_bits_per_token": 6.0},
+                                    data={"n_sequences": n}, n_params=10_000))
+    model = analyse_capacity(recs)["groups"][0]["models"][0]
+    assert model["best_n"] == [100, 200] and model["best_n_median"] == 150
+    assert "best N (median over seeds)" in render(analyse_capacity(recs), "md")
