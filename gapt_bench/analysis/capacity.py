@@ -28,7 +28,7 @@ from collections import defaultdict
 from typing import Any, Iterable, Sequence
 
 from gapt_bench.analysis.common import clean, unique
-from gapt_bench.analysis.groups import precision_of, preset_about
+from gapt_bench.analysis.groups import model_label, precision_of, preset_about
 from gapt_bench.analysis.paper import (CAPACITY_TASK, PAPER_ALPHA_MEAN, PAPER_ALPHA_SLOPE, paper_alpha_slope,
                                        paper_row_alpha)
 from gapt_bench.stats import describe
@@ -46,10 +46,6 @@ def stopped_on_budget(row: dict) -> bool:
     if row.get("stop_reason") in ("budget", "converged"):
         return row["stop_reason"] == "budget"
     return row.get("converged") == 0
-
-
-def model_label(n_layer: Any, n_embd: Any) -> str:
-    return f"L{n_layer}/d{n_embd}"
 
 
 def _run_row(r: dict) -> dict[str, Any]:

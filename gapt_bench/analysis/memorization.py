@@ -38,7 +38,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from gapt_bench.analysis.common import clean, mean_of
-from gapt_bench.analysis.groups import precision_of, preset_about
+from gapt_bench.analysis.groups import model_label, precision_of, preset_about
 from gapt_bench.analysis.paper import DD_FACTOR, EXTRACTION_BAND, MEMORIZATION_TASK
 from gapt_bench.stats import describe
 
@@ -50,10 +50,6 @@ def _estimators():
     from gapt_bench import memorization
 
     return memorization
-
-
-def model_label(n_layer: Any, n_embd: Any) -> str:
-    return f"L{n_layer}/d{n_embd}"
 
 
 def _prefixes(metrics: dict) -> list[int]:

@@ -9,7 +9,7 @@ from typing import Callable
 from gapt_bench import stats
 from gapt_bench.analysis.duty import duty_text
 from gapt_bench.analysis.families import P_CLAIMS, P_REPORT
-from gapt_bench.analysis.groups import is_layer_metric, metric_sort_key
+from gapt_bench.analysis.groups import is_layer_metric, metric_sort_key, model_label
 from gapt_bench.analysis.leaderboard import MARKS
 from gapt_bench.analysis.tables import (ARROWS, Table, fmt, fmt_interval, fmt_mde, fmt_mean_ci, fmt_mean_interval,
                                         fmt_p, fmt_pct, fmt_seeds)
@@ -343,7 +343,7 @@ def capacity_tables(a: dict, include_layers: bool = False) -> list[Table]:
             ("run", "run"), ("method", "method"), ("seed", "seed"), ("model", "model"), ("n", "N"),
             ("reason", "reason")],
             [{"run": str(f["run_id"]), "method": str(f["method"]), "seed": str(f["seed"]),
-              "model": f"L{f['n_layer']}/d{f['n_embd']}", "n": str(f["n_sequences"]),
+              "model": model_label(f["n_layer"], f["n_embd"]), "n": str(f["n_sequences"]),
               "reason": f["reason"] + (f" (held-out {f['heldout_bits_per_token']:.3g} bits/token)"
                                        if f.get("heldout_bits_per_token") is not None else "")} for f in unused]))
     return tables
