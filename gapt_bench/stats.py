@@ -323,7 +323,8 @@ def compare(a: Sequence[float], b: Sequence[float], paired: bool, higher_is_bett
     - mde / mde_rel: the smallest |delta| (absolute / relative to |mean(b)|) this design detects with probability
       `power` at two-sided `alpha`, given its n and observed sd (of the per-seed differences if paired, pooled sd
       of a two-sample t otherwise, which approximates Welch). seeds_needed: seeds (pairs, or per arm) needed to
-      detect the observed delta with that sd (None if delta is 0 or beyond SEEDS_MAX_N); power_note the settings.
+      detect the observed delta with that sd (None if delta is 0 or beyond SEEDS_MAX_N); power_note the settings;
+      sd_delta that sd (None when the test is degenerate).
     - mwu_p is a robustness check only; mwu_note says "rank test uninformative" when its minimum attainable p
       (mwu_p_min = 2 / C(n+m, n)) exceeds alpha.
     """
@@ -373,18 +374,22 @@ def _rel_ci(a: np.ndarray, b: np.ndarray, paired: bool, confidence: float, core:
 
 def _power_report(a: np.ndarray, b: np.ndarray, paired: bool, alpha: float, power: float, core: dict,
                   delta: float | None, scale: float | None) -> dict:
-    """mde, mde_rel, seeds_needed, power_note for compare(), at the comparison's own n and observed noise."""
+    """mde, mde_rel, seeds_needed, power_note and sd_delta (the sd behind them: of the per-seed differences when
+    paired, pooled across arms otherwise; None when the test is degenerate) for compare(), at the comparison's own n
+    and observed noise."""
     note = f"{'paired t' if paired else 'two-sample t (pooled sd)'}, alpha {alpha:g}, power {power:g}"
-    out: dict[str, Any] = {"mde": None, "mde_rel": None, "seeds_needed": None, "power_note": note}
-    if core["degenerate"] is not None or not 0 < alpha < power < 1:  # no usable sd, or no power to solve for
+    out: dict[str, Any] = {"mde": None, "mde_rel": None, "seeds_needed": None, "power_note": note, "sd_delta": None}
+    if core["degenerate"] is not None:  # no usable sd
         return out
+    na, nb = len(a), len(b)
     if paired:
         sd = float((a - b).std(ddof=1))
-        out["mde"] = mde(sd, len(a), alpha, power, paired=True)
     else:
-        na, nb = len(a), len(b)
         sd = math.sqrt(((na - 1) * float(a.var(ddof=1)) + (nb - 1) * float(b.var(ddof=1))) / (na + nb - 2))
-        out["mde"] = mde(sd, na, alpha, power, paired=False, n_b=nb)
+    out["sd_delta"] = sd
+    if not 0 < alpha < power < 1:  # no power to solve for
+        return out
+    out["mde"] = mde(sd, na, alpha, power, paired=True) if paired else mde(sd, na, alpha, power, paired=False, n_b=nb)
     if out["mde"] is not None and scale:
         out["mde_rel"] = out["mde"] / scale
     out["seeds_needed"] = seeds_needed(delta, sd, alpha, power, paired=paired)

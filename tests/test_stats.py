@@ -247,7 +247,7 @@ def test_compare_keeps_existing_keys_in_order():
            "rel_ci_high", "test", "t", "df", "p", "p_greater", "p_less", "effect_size", "effect_size_kind", "mwu_p",
            "mwu_p_min", "mwu_note", "degenerate", "verdict_hint"]
     assert list(r)[:len(old)] == old
-    assert set(r) - set(old) == {"rel_ci_method", "mde", "mde_rel", "seeds_needed", "power_note"}
+    assert set(r) - set(old) == {"rel_ci_method", "mde", "mde_rel", "seeds_needed", "power_note", "sd_delta"}
 
 
 # --- relative CI: log ratio of means for positive metrics --------------------------------------------------------

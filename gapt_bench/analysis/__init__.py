@@ -16,7 +16,8 @@ Modules, one job each:
   gate         two result sets: two-sided `compare` and the regression `gate`
   capacity     capacity and alpha of synthetic_capacity runs
   memorization text_memorization runs: unintended memorization, double descent, extraction, membership law
-  tables, views, render   display: Table and formats; result -> Tables per kind; rich/md/json
+  tables, views, render   display: Table, formats, arrows, verdict tones and visible columns (the site uses
+               them too); result -> Tables per kind; rich/md/json
 """
 from gapt_bench.analysis.capacity import analyse_capacity, slope_through_origin, stopped_on_budget
 from gapt_bench.analysis.claims import absolute_verdict, claim_verdict, paper_table
@@ -30,13 +31,14 @@ from gapt_bench.analysis.leaderboard import leaderboard
 from gapt_bench.analysis.memorization import analyse_memorization
 from gapt_bench.analysis.paper import CAPACITY_TASK, MEMORIZATION_TASK, PAPER_ALPHA_SLOPE, PAPER_CLAIMS, Claim
 from gapt_bench.analysis.render import FORMATS, render, tables_of
-from gapt_bench.analysis.tables import Table, fmt_mean_ci
+from gapt_bench.analysis.tables import ARROWS, VERDICT_TONE, Table, fmt_mean_ci, visible_columns
 
 __all__ = [
-    "ALPHA", "CAPACITY_TASK", "DUTY_TOLERANCE", "FORMATS", "PAPER_ALPHA_SLOPE", "PAPER_CLAIMS", "Claim", "Group",
+    "ALPHA", "ARROWS", "CAPACITY_TASK", "DUTY_TOLERANCE", "FORMATS", "PAPER_ALPHA_SLOPE", "PAPER_CLAIMS", "Claim",
+    "Group",
     "ReportError", "Table", "absolute_verdict", "analyse_capacity", "build_report", "claim_verdict", "compare",
     "MEMORIZATION_TASK", "analyse_memorization",
     "controls_by_method", "fmt_mean_ci", "gate", "group_records", "is_layer_metric", "leaderboard",
     "machine_classes", "method_order", "metric_sort_key", "natural_key", "paper_table", "precision_of", "render",
-    "slope_through_origin", "stopped_on_budget", "tables_of",
+    "slope_through_origin", "stopped_on_budget", "tables_of", "VERDICT_TONE", "visible_columns",
 ]

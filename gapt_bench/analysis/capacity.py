@@ -23,11 +23,12 @@ Grouping: method x precision; inside a group, models are (n_layer, n_embd, n_par
 """
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
 from typing import Any, Iterable, Sequence
 
 from gapt_bench.analysis.common import clean, unique
-from gapt_bench.analysis.groups import precision_of, preset_about
+from gapt_bench.analysis.groups import model_label, precision_of, preset_about
 from gapt_bench.analysis.paper import (CAPACITY_TASK, PAPER_ALPHA_MEAN, PAPER_ALPHA_SLOPE, paper_alpha_slope,
                                        paper_row_alpha)
 from gapt_bench.stats import describe
@@ -45,10 +46,6 @@ def stopped_on_budget(row: dict) -> bool:
     if row.get("stop_reason") in ("budget", "converged"):
         return row["stop_reason"] == "budget"
     return row.get("converged") == 0
-
-
-def model_label(n_layer: Any, n_embd: Any) -> str:
-    return f"L{n_layer}/d{n_embd}"
 
 
 def _run_row(r: dict) -> dict[str, Any]:
@@ -160,7 +157,7 @@ def _analyse_group(method: str, precision: str, rows: list[dict]) -> dict[str, A
             "bits_per_param": describe(r["mem_bits"] / m[2] for r in ordered),
             "bits_per_param_paper_conv": describe(r["mem_bits_paper_conv"] / m[2] for r in ordered
                                                   if r["mem_bits_paper_conv"] is not None),
-            "best_n": best_n, "best_n_median": best_n[len(best_n) // 2] if best_n else None,
+            "best_n": best_n, "best_n_median": statistics.median(best_n) if best_n else None,
             "best_is_largest_n": all(seed_rows[s]["n_sequences"] == max(r["n_sequences"] for r in rows
                                                                         if _model_key(r) == m and r["seed"] == s)
                                      for s in seed_rows),

@@ -17,9 +17,9 @@ from gapt_bench.analysis.capacity import analyse_capacity
 from gapt_bench.analysis.common import ALPHA, clean, mean_of, unique
 from gapt_bench.analysis.comparisons import build_report
 from gapt_bench.analysis.duty import duty_text
-from gapt_bench.analysis.memorization import analyse_memorization
-from gapt_bench.analysis.paper import (CAPACITY_BAND, DD_FACTOR, EXTRACTION_BAND, MEMORIZATION_TASK, MI_LAW_BAND,
-                                       PAPER_CLAIMS, Claim, claim_members)
+from gapt_bench.analysis.memorization import analyse_memorization, extraction_convergence
+from gapt_bench.analysis.paper import (CAPACITY_BAND, DD_FACTOR, MEMORIZATION_TASK, MI_LAW_BAND, PAPER_CLAIMS, Claim,
+                                       claim_members)
 
 
 def claim_verdict(claimed: float, rel: float | None, lo: float | None, hi: float | None, p_holm: float | None,
@@ -239,8 +239,9 @@ def _mi_law_row(g: dict) -> tuple:
 
 
 def _extraction_row(g: dict) -> tuple:
-    """Training minus test extraction rate at each model's largest N (the 32-token prefix, else the longest),
-    per seed averaged over models; mean and t-interval over seeds."""
+    """Training minus test extraction rate at each model's largest N (the 32-token prefix, else the longest), each
+    run's own gap, per seed averaged over models; mean and t-interval over seeds, judged by
+    `memorization.extraction_convergence` (the rule of the report's findings table)."""
     prefixes = g.get("prefixes") or []
     if not prefixes:
         return None, None, None, 0, "inconclusive", "no extraction measured"
@@ -252,19 +253,14 @@ def _extraction_row(g: dict) -> tuple:
         if not ex:
             continue
         ever = max(ever, ex.get("max_train") or 0.0)
-        largest = ex["largest_n"]
-        cell = next(c for c in m["cells"] if c["n_sequences"] == largest)
-        tr = cell["extraction"][str(p)]["train"]["values"]
-        te = cell["extraction"][str(p)]["test"]["values"]
-        for seed, a, b in zip(cell["seeds"], tr, te):
-            per_seed.setdefault(seed, []).append(a - b)
+        for seed, gap in (ex.get("gap_by_seed") or {}).items():
+            per_seed.setdefault(seed, []).append(gap)
         first = ex["train_by_n"][0]
         texts.append(f"{m['label']}: train {_num(first)} at N={m['cells'][0]['n_sequences']} → "
-                     f"{_num(ex['train_by_n'][-1])} at N={largest}, test {_num(ex['test_by_n'][-1])}")
+                     f"{_num(ex['train_by_n'][-1])} at N={ex['largest_n']}, test {_num(ex['test_by_n'][-1])}")
     d = stats.describe(sum(v) / len(v) for v in per_seed.values())
-    verdict, reason = absolute_verdict(0.0, d["mean"], d["ci_low"], d["ci_high"], band=EXTRACTION_BAND)
-    if verdict == "replicates" and ever <= 0:
-        verdict, reason = "inconclusive", "no training sequence was extracted at any N: nothing to converge"
+    convergence, reason = extraction_convergence(d, ever)
+    verdict = {"converges": "replicates"}.get(convergence, convergence)
     return d["mean"], d["ci_low"], d["ci_high"], d["n"], verdict, _note(reason, f"{p}-token prefix", *texts)
 
 

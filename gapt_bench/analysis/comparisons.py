@@ -8,7 +8,6 @@ and a relative CI (log ratio of means for positive metrics, named in `rel_ci_met
 """
 from __future__ import annotations
 
-import math
 from typing import Mapping, Sequence
 
 from gapt_bench import stats
@@ -32,18 +31,6 @@ def _group_row(g: Group, metric: str, direction: str) -> dict:
             "model": {k: (g.config.get("model") or {}).get(k) for k in ("n_layer", "n_embd", "n_head")}}
 
 
-def _sd_delta(a: list[float], b: list[float], paired: bool) -> float | None:
-    """The sd behind the MDE: of the per-seed differences when paired, pooled across arms otherwise."""
-    if paired:
-        d = stats.as_array(x - y for x, y in zip(a, b))
-        return float(d.std(ddof=1)) if len(d) >= 2 else None
-    xa, xb = stats.as_array(a), stats.as_array(b)
-    if len(xa) < 2 or len(xb) < 2:
-        return None
-    pooled = ((len(xa) - 1) * xa.var(ddof=1) + (len(xb) - 1) * xb.var(ddof=1)) / (len(xa) + len(xb) - 2)
-    return math.sqrt(float(pooled))
-
-
 def compare_groups(g: Group, ref: Group, metric: str, direction: str, alpha: float) -> dict:
     """One comparison row: group `g` against reference group `ref` on `metric`."""
     a, b, paired = pair_by_seed(g.seed_values(metric), ref.seed_values(metric))
@@ -52,7 +39,7 @@ def compare_groups(g: Group, ref: Group, metric: str, direction: str, alpha: flo
             "method": g.method, "variant": g.variant, "label": g.label, "reference": ref.method,
             "reference_label": ref.label, "setup": g.setup_label, "layout": g.layout, "setup_hash": g.setup_hash,
             "config_hash": g.config_hash, "reference_config_hash": ref.config_hash, "preset": g.preset,
-            "n_params": g.n_params, "paired": paired, **res, "sd_delta": _sd_delta(a, b, paired),
+            "n_params": g.n_params, "paired": paired, **res,
             "preset_about": preset_about(g.ok, ref.ok), "duty_pairs": []}
 
 

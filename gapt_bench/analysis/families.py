@@ -11,10 +11,10 @@ Decision: two families, both shown wherever a comparison belongs to both, under 
 
 A single family would either dilute the claims with the exploratory screen (a claim with p = 0.002 would need
 p < 0.05/40) or under-correct the screen. So each comparison carries `p_holm_report` and, when it tests a claim,
-`p_holm_claims`; `gapt-bench report` and `gapt-bench paper` both print both columns, named "p (Holm, report)" and
-"p (Holm, claims)", and each page says which one its verdict uses: the report's verdicts use the report family,
-the paper's verdicts the claims family. A comparison that reads "no significant difference" in the report and
-"replicates" in the paper then shows why on both pages.
+`p_holm_claims`; `gapt-bench report` and `gapt-bench paper` both print both columns, named "p (Holm) report" and
+"p (Holm) claims" (P_REPORT, P_CLAIMS), and each page says which one its verdict uses: the report's verdicts use
+the report family, the paper's verdicts the claims family. A comparison that reads "no significant difference" in
+the report and "replicates" in the paper then shows why on both pages.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from gapt_bench.analysis.paper import PAPER_CLAIMS, claim_members
 REPORT = "report"
 PER_LAYER = "per-layer"
 CLAIMS = "claims"
+P_REPORT, P_CLAIMS = "p (Holm) report", "p (Holm) claims"  # the columns' names on every page
 DEFINITIONS = {
     REPORT: "every headline comparison of the report (all tasks, metrics and methods vs the reference)",
     PER_LAYER: "every per-layer comparison of the report",

@@ -1,8 +1,10 @@
 """Two result sets against each other: `compare` (how B differs from A, two-sided, like `asv compare`) and the
 regression `gate` (one-sided, tolerance and significance, with an exit code).
 
-Matching. Groups pair up when task, method, task_version and config_hash agree (seeds excluded). Same task and
-method with a different version, config or schema is INCOMPATIBLE; a group on one side only is NEW or MISSING.
+Matching. Groups pair up when task, method, task_version and config_hash agree (seeds excluded). A candidate
+group that matches none is INCOMPATIBLE when the baseline holds an unmatched group of the same task and method (a
+different version or config), else NEW; the same schema_version is required too. A baseline group that nothing
+matched or named is MISSING.
 Comparing nothing at all is an error, never a pass.
 
 Machines. Each side's machine classes come from the records' `env.machine_class` ("unknown" when absent). When the
@@ -54,28 +56,42 @@ def _why_incompatible(b: Group, c: Group) -> str:
 
 def _match(base: list[Group], cand: list[Group]) -> tuple[list[tuple[Group, Group]], list[dict]]:
     """Pairs (baseline group, candidate group) with the same task, method, task_version and config_hash, and
-    rows for what does not match: INCOMPATIBLE, NEW (only in the candidate), MISSING (only in the baseline)."""
+    rows for what does not match. A candidate group without a match is INCOMPATIBLE when a baseline group of the
+    same task and method is left unmatched (the note diffs against it), else NEW; a baseline group left unmatched
+    and not named by an INCOMPATIBLE row is MISSING."""
     pairs, rows = [], []
     for task, method in sorted({(g.task, g.method) for g in base + cand}):
         bs = [g for g in base if (g.task, g.method) == (task, method)]
         cs = [g for g in cand if (g.task, g.method) == (task, method)]
-        matched_b = set()
+        matched_b, unmatched_c = set(), []
         for c in cs:
             b = next((b for b in bs if b.config_hash == c.config_hash and b.task_version == c.task_version), None)
             if b is None:
-                rows.append(_status_row(c, "INCOMPATIBLE", _why_incompatible(bs[0], c)) if bs
-                            else _status_row(c, "NEW", "only in the candidate"))
-            elif b.schema_versions != c.schema_versions:
-                matched_b.add(id(b))
+                unmatched_c.append(c)
+                continue
+            matched_b.add(id(b))
+            if b.schema_versions != c.schema_versions:
                 rows.append(_status_row(c, "INCOMPATIBLE", f"schema_version {sorted(map(str, b.schema_versions))} "
                                                            f"vs {sorted(map(str, c.schema_versions))}"))
             else:
-                matched_b.add(id(b))
                 pairs.append((b, c))
-        if cs and any(r["verdict"] == "INCOMPATIBLE" and r["task"] == task and r["method"] == method for r in rows):
-            continue  # the incompatibility already explains the unmatched baseline groups
-        rows += [_status_row(b, "MISSING", "only in the baseline") for b in bs if id(b) not in matched_b]
+        free_b = [b for b in bs if id(b) not in matched_b]
+        named = set()
+        for c in unmatched_c:
+            b = _closest(free_b, c)
+            if b is None:
+                rows.append(_status_row(c, "NEW", "only in the candidate"))
+            else:
+                named.add(id(b))
+                rows.append(_status_row(c, "INCOMPATIBLE", _why_incompatible(b, c)))
+        rows += [_status_row(b, "MISSING", "only in the baseline") for b in free_b if id(b) not in named]
     return pairs, rows
+
+
+def _closest(free_b: list[Group], c: Group) -> Group | None:
+    """The unmatched baseline group to diff an unmatched candidate group against: one of the same task_version
+    first (then only the config differs), else the first; None when every baseline group found its match."""
+    return next((b for b in free_b if b.task_version == c.task_version), free_b[0] if free_b else None)
 
 
 def _matched(base_records: Sequence[dict],
@@ -149,7 +165,9 @@ def gate(baseline_records: Sequence[dict], candidate_records: Sequence[dict], to
 
     Per (task, method, metric), with worse = (cand − base) · (−1 if higher is better else 1) and
     worse_rel = worse / |base mean| (any change counts as past tolerance when the base mean is 0):
-    - INCOMPATIBLE (exit 2): same task and method but task_version, config_hash or schema_version differ.
+    - INCOMPATIBLE (exit 2): a candidate group whose task and method match an unmatched baseline group but whose
+      task_version or config_hash differ, or a matched pair whose schema_version differs. NEW: a candidate
+      configuration beside ones that matched (no unmatched baseline group to stand against).
     - REGRESSION (exit 1): worse_rel > tolerance and the one-sided p (candidate worse; paired by seed when the
       seeds match, Welch otherwise), Holm-adjusted over the gate's family, is < alpha.
     - WARN: past tolerance, not significant. IMPROVED mirrors REGRESSION (its own Holm family). PASS otherwise.

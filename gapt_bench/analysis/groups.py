@@ -98,6 +98,11 @@ def diff_labels(configs: dict[Any, dict]) -> dict[Any, str]:
     return labels
 
 
+def model_label(n_layer: Any, n_embd: Any) -> str:
+    """A model's short name in every table: depth and width, "L2/d64"."""
+    return f"L{n_layer}/d{n_embd}"
+
+
 def precision_of(record: dict) -> str:
     """fp32, bf16 or bf16-weights: the task's summary, else the config, else what "auto" means on the device
     (bf16 on CUDA)."""

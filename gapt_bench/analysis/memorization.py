@@ -16,8 +16,10 @@ Per model, against N (the sweep):
   factor 2. Also per seed: the ratio at which that seed's test CE is highest (its own realised ratios), summarised
   as a geometric mean with a t-interval of log2 over seeds.
 - Extraction (section 3): training and non-member extraction rates per prefix against N; at the largest N the
-  per-seed difference train - test with its t-interval. "Converges to the test rate" when that interval holds 0 or
-  the mean difference is within EXTRACTION_BAND (one percentage point).
+  per-seed difference train - test (paired within each run) with its t-interval. `extraction_convergence` is the
+  one rule for "converges to the test rate", here and in `gapt-bench paper`: the whole interval lies within
+  ±EXTRACTION_BAND (one percentage point); "does not" when it lies wholly outside; else inconclusive (an interval
+  that holds 0 is no evidence of convergence when it is wide, as with 3 seeds).
 - Membership inference (section 3.5): F1 against |D|/P (N over the run's parameter count), beside the paper's law in
   its corrected form (`memorization.mi_law_paper_corrected`) and a law of the same form fitted to the group's runs
   (`memorization.fit_mi_law`, on |D|/P, then on log10 |D|/P if that fails). The law's error: per seed, the RMS of
@@ -36,7 +38,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from gapt_bench.analysis.common import clean, mean_of
-from gapt_bench.analysis.groups import precision_of, preset_about
+from gapt_bench.analysis.groups import model_label, precision_of, preset_about
 from gapt_bench.analysis.paper import DD_FACTOR, EXTRACTION_BAND, MEMORIZATION_TASK
 from gapt_bench.stats import describe
 
@@ -48,10 +50,6 @@ def _estimators():
     from gapt_bench import memorization
 
     return memorization
-
-
-def model_label(n_layer: Any, n_embd: Any) -> str:
-    return f"L{n_layer}/d{n_embd}"
 
 
 def _prefixes(metrics: dict) -> list[int]:
@@ -223,8 +221,27 @@ def _double_descent(rows: list[dict], cells: list[dict]) -> dict[str, Any]:
     return res
 
 
+def extraction_convergence(gap: dict, max_train: float | None,
+                           band: float = EXTRACTION_BAND) -> tuple[str, str]:
+    """"converges", "does not" or "inconclusive", and why, for the train - test extraction gap (`describe` of the
+    per-seed gaps at the largest N). Converging needs the whole 95% CI within ±band, and some training sequence
+    extracted at some N (`max_train` > 0; else there was nothing to converge)."""
+    if gap.get("mean") is None:
+        return "inconclusive", "no run with both extraction rates"
+    if gap.get("ci_low") is None:
+        return "inconclusive", "one seed: no interval"
+    lo, hi = gap["ci_low"], gap["ci_high"]
+    if hi < -band or lo > band:
+        return "does not", f"CI outside 0 ± {band:g}"
+    if not -band <= lo <= hi <= band:
+        return "inconclusive", f"CI reaches past 0 ± {band:g}"
+    if not max_train or max_train <= 0:
+        return "inconclusive", "no training sequence was extracted at any N: nothing to converge"
+    return "converges", f"CI within 0 ± {band:g}"
+
+
 def _extraction(rows: list[dict], cells: list[dict]) -> dict[str, Any]:
-    """Per prefix: the training rate against N, and the per-seed train - test gap at the largest N."""
+    """Per prefix: the training rate against N, and the train - test gap of each run at the largest N (by seed)."""
     if not cells:
         return {}
     largest = cells[-1]["n_sequences"]
@@ -234,16 +251,16 @@ def _extraction(rows: list[dict], cells: list[dict]) -> dict[str, Any]:
         key = str(p)
         train = [c["extraction"][key]["train"]["mean"] for c in cells]
         test = [c["extraction"][key]["test"]["mean"] for c in cells]
-        gaps = describe(r["extraction"][p][0] - r["extraction"][p][1] for r in at_largest
-                        if r["extraction"].get(p, (None, None))[0] is not None
-                        and r["extraction"][p][1] is not None)
-        holds_zero = gaps["ci_low"] is not None and gaps["ci_low"] <= 0 <= gaps["ci_high"]
-        near = gaps["mean"] is not None and abs(gaps["mean"]) <= EXTRACTION_BAND
+        by_seed = {str(r["seed"]): r["extraction"][p][0] - r["extraction"][p][1] for r in at_largest
+                   if r["extraction"].get(p, (None, None))[0] is not None and r["extraction"][p][1] is not None}
+        gaps = describe(by_seed.values())
         valid = [t for t in train if t is not None]
+        max_train = max(valid) if valid else None
+        verdict, reason = extraction_convergence(gaps, max_train)
         out[key] = {"train_by_n": train, "test_by_n": test, "largest_n": largest, "gap_at_largest_n": gaps,
-                    "falls": bool(len(valid) >= 2 and valid[0] > valid[-1]),
-                    "max_train": max(valid) if valid else None,
-                    "converges_to_test": bool(holds_zero or near)}
+                    "gap_by_seed": by_seed, "falls": bool(len(valid) >= 2 and valid[0] > valid[-1]),
+                    "max_train": max_train, "convergence": verdict, "convergence_reason": reason,
+                    "converges_to_test": verdict == "converges"}
     return out
 
 

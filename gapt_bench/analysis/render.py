@@ -10,14 +10,14 @@ import json
 from typing import Any, Sequence
 
 from gapt_bench.analysis.common import clean
-from gapt_bench.analysis.tables import Table
+from gapt_bench.analysis.tables import VERDICT_TONE, Table, visible_columns
 from gapt_bench.analysis.views import TABLES
 
 FORMATS = ("rich", "md", "json")
 NO_WRAP = {"metric", "method", "label", "task", "verdict", "claim_short", "rank"}  # rich: key columns never fold
-VERDICT_STYLE = {"better": "green", "worse": "red", "inconclusive": "yellow", "replicates": "green",
-                 "does not": "red", "REGRESSION": "bold red", "IMPROVED": "green", "WARN": "yellow",
-                 "INCONCLUSIVE": "yellow", "INCOMPATIBLE": "bold magenta", "PASS": "", "no runs": "dim"}
+TONE_STYLE = {"good": "green", "bad": "red", "warn": "yellow", "muted": "dim"}
+LOUD = {"REGRESSION": "bold red", "INCOMPATIBLE": "bold magenta"}  # the gate's failures stand out
+VERDICT_STYLE = {v: LOUD.get(v, TONE_STYLE[tone]) for v, tone in VERDICT_TONE.items()}
 
 
 def tables_of(result: dict, include_layers: bool = False) -> list[Table]:
@@ -42,17 +42,12 @@ def render(result: dict, fmt: str = "rich", *, console: Any = None, include_laye
     return None
 
 
-def visible_columns(table: Table) -> list[tuple[str, str]]:
-    """Columns with a value in some row (e.g. no setup column when a task has one setup)."""
-    return [(k, h) for k, h in table.columns if any(r.get(k) not in ("", None) for r in table.rows)]
-
-
 def _md_escape(s: Any) -> str:
     return str(s).replace("|", "\\|").replace("\n", " ")
 
 
 def markdown_table(table: Table) -> str:
-    cols = visible_columns(table) or table.columns
+    cols = visible_columns(table)
     head = "| " + " | ".join(h or k for k, h in cols) + " |"
     sep = "|" + "|".join("---" for _ in cols) + "|"
     body = ["| " + " | ".join(_md_escape(r.get(k, "")) for k, _ in cols) + " |" for r in table.rows]
@@ -89,7 +84,7 @@ def render_rich(tables: Sequence[Table], console: Any = None) -> None:
         if not console.is_terminal:
             console = Console(width=200)
     for t in tables:
-        cols = visible_columns(t) or t.columns
+        cols = visible_columns(t)
         rt = RichTable(title=t.title or None, title_justify="left", caption=t.caption or None,
                        caption_justify="left")
         for key, head in cols:

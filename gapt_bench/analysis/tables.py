@@ -9,7 +9,11 @@ from dataclasses import dataclass, field
 
 from gapt_bench.stats import SEEDS_MAX_N
 
-ARROWS = {"min": "↓", "max": "↑"}
+ARROWS = {"min": "↓", "max": "↑"}  # a metric's direction: lower / higher is better
+# The verdict words of every analysis and their tone; the rich renderer and the site colour cells by it.
+VERDICT_TONE = {"better": "good", "replicates": "good", "IMPROVED": "good", "worse": "bad", "does not": "bad",
+                "REGRESSION": "bad", "INCOMPATIBLE": "bad", "inconclusive": "warn", "INCONCLUSIVE": "warn",
+                "WARN": "warn", "no runs": "muted"}
 
 
 @dataclass
@@ -22,6 +26,13 @@ class Table:
     caption: str = ""
     notes: list[str] = field(default_factory=list)
     section_key: str | None = None  # rich: start a new section where this column's value changes
+
+
+def visible_columns(table: Table) -> list[tuple[str, str]]:
+    """Columns with a value in some row (e.g. no setup column when a task has one setup); all of them when no row
+    has a value, so an empty table keeps its header."""
+    cols = [(k, h) for k, h in table.columns if any(r.get(k) not in ("", None) for r in table.rows)]
+    return cols or list(table.columns)
 
 
 def fmt(x: float | None, digits: int = 4) -> str:

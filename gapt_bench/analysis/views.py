@@ -8,13 +8,13 @@ from typing import Callable
 
 from gapt_bench import stats
 from gapt_bench.analysis.duty import duty_text
-from gapt_bench.analysis.groups import is_layer_metric, metric_sort_key
+from gapt_bench.analysis.families import P_CLAIMS, P_REPORT
+from gapt_bench.analysis.groups import is_layer_metric, metric_sort_key, model_label
 from gapt_bench.analysis.leaderboard import MARKS
 from gapt_bench.analysis.tables import (ARROWS, Table, fmt, fmt_interval, fmt_mde, fmt_mean_ci, fmt_mean_interval,
                                         fmt_p, fmt_pct, fmt_seeds)
 
 LINEAR_MARK = "*"
-P_REPORT, P_CLAIMS = "p (Holm) report", "p (Holm) claims"
 
 
 def _rel_ci(low: float | None, high: float | None, method: str | None) -> str:
@@ -314,7 +314,8 @@ def capacity_tables(a: dict, include_layers: bool = False) -> list[Table]:
         ("method", "method"), ("precision", "precision"), ("model", "model"), ("params", "params"),
         ("seeds", "seeds"), ("capacity", "capacity (bits, strict)"), ("bpp", "bits/param (strict)"),
         ("bpp_pc", "bits/param (paper conv.)"), ("paper", "paper alpha (Table 1, paper conv.)"),
-        ("best_n", "best N"), ("largest", "best = largest N"), ("budget", "capacity run on budget")],
+        ("best_n", "best N (median over seeds)"), ("largest", "best = largest N"),
+        ("budget", "capacity run on budget")],
         [{"method": g["method"], "precision": g["precision"], "model": m["label"], "params": f"{m['n_params']:,}",
           "seeds": str(len(m["seeds"])), "capacity": fmt_mean_interval(m["capacity"], 4),
           "bpp": fmt_mean_interval(m["bits_per_param"]), "bpp_pc": fmt_mean_interval(m["bits_per_param_paper_conv"]),
@@ -342,7 +343,7 @@ def capacity_tables(a: dict, include_layers: bool = False) -> list[Table]:
             ("run", "run"), ("method", "method"), ("seed", "seed"), ("model", "model"), ("n", "N"),
             ("reason", "reason")],
             [{"run": str(f["run_id"]), "method": str(f["method"]), "seed": str(f["seed"]),
-              "model": f"L{f['n_layer']}/d{f['n_embd']}", "n": str(f["n_sequences"]),
+              "model": model_label(f["n_layer"], f["n_embd"]), "n": str(f["n_sequences"]),
               "reason": f["reason"] + (f" (held-out {f['heldout_bits_per_token']:.3g} bits/token)"
                                        if f.get("heldout_bits_per_token") is not None else "")} for f in unused]))
     return tables
@@ -350,6 +351,17 @@ def capacity_tables(a: dict, include_layers: bool = False) -> list[Table]:
 
 # ---------------------------------------------------------------------------------------------------------------
 # text memorization
+
+
+CONVERGENCE_TEXT = {"converges": "converges to the test rate", "does not": "does not converge to the test rate",
+                    "inconclusive": "convergence inconclusive"}
+
+
+def _mi_law_text(law: dict) -> str:
+    """The paper's membership law with the constants the analysis used (its result's paper.mi_law)."""
+    sign = "−" if law["c3"] < 0 else "+"
+    text = f"F1 = ½[1 + {law['c1']:g}·σ({law['c2']:g}·({law['k']:g}·|D|/P {sign} {abs(law['c3']):g}))]"
+    return text.replace("-", "−")
 
 
 def _rates(ex: dict, side: str, prefixes: list) -> str:
@@ -394,6 +406,8 @@ def memorization_tables(a: dict, include_layers: bool = False) -> list[Table]:
         "max(0, log2 p_model - log2 p_ref) per sequence; MI F1: loss threshold calibrated on a split disjoint "
         "from the scored members (0.5 = chance); paper law: the corrected form of section 3.5 at the run's |D|/P"))
     findings = []
+    paper = a["paper"]  # the bands and constants the analysis applied
+    band, factor = paper["extraction_band"], paper["dd_factor"]
     for g in a["groups"]:
         pre = g.get("prefixes") or []
         p = str(max(pre)) if pre else None
@@ -408,14 +422,15 @@ def memorization_tables(a: dict, include_layers: bool = False) -> list[Table]:
                          f"({fmt(mu.get('peak_bits_per_param'), 3)} bits/param); "
                          + ("rises then falls" if mu.get("rises_then_falls") else "no rise then fall")),
                 "dd": (f"peak at ratio {fmt(dd.get('peak_ratio'), 3)}; "
-                       + ("located" + (", within ×2 of 1" if dd.get("within_factor") else ", not within ×2 of 1")
+                       + ("located" + (f", within ×{factor:g} of 1" if dd.get("within_factor")
+                                       else f", not within ×{factor:g} of 1")
                           if dd.get("located") else "not bracketed (no interior peak)")
                        + f"; seeds with an interior peak: {dd.get('per_seed_located', 0)}/"
                          f"{len(dd.get('per_seed') or [])}"),
                 "ex": (f"p{p}: max train {fmt(ex.get('max_train'), 3)}, "
                        f"{'falls' if ex.get('falls') else 'does not fall'} with N; at N={ex.get('largest_n')} "
                        f"train − test {fmt_mean_interval(gap)}"
-                       + ("; converges to the test rate" if ex.get("converges_to_test") else "")) if ex else "—",
+                       + f"; {CONVERGENCE_TEXT.get(ex.get('convergence'), 'convergence not judged')}") if ex else "—",
                 "mi": f"{fmt(first_last[0], 3)} → {fmt(first_last[1], 3)}"
                       + (" (falls)" if m.get("mi_falls") else "")})
     tables.append(Table("text_memorization: findings per model", [
@@ -423,8 +438,8 @@ def memorization_tables(a: dict, include_layers: bool = False) -> list[Table]:
         ("memu", "unintended memorization vs N"), ("dd", "test-loss peak vs data/capacity ratio"),
         ("ex", "extraction (longest prefix)"), ("mi", "MI F1, smallest → largest N")], findings,
         "double descent: the ratio with the highest mean test CE, 'located' only when smaller and larger ratios "
-        "were measured (descriptive, not a test); extraction converges when the train − test interval holds 0 or "
-        "|mean| ≤ 0.01"))
+        "were measured (descriptive, not a test); extraction converges when the whole 95% CI of train − test at the "
+        f"largest N lies within 0 ± {band:g} (does not: wholly outside it; else inconclusive)"))
     law_rows = []
     for g in a["groups"]:
         law = g["mi_law"]
@@ -447,7 +462,7 @@ def memorization_tables(a: dict, include_layers: bool = False) -> list[Table]:
                         "law and a fitted one",
                         [("method", "method"), ("precision", "precision"), ("runs", "runs"), ("range", "N/P"),
                          ("paper", "paper law (corrected form)"), ("fit", "law fitted to these runs")], law_rows,
-                        "paper law: F1 = ½[1 + 1.34·σ(−0.034·(977·|D|/P − 33.14))] (section 3.5, the printed "
+                        f"paper law: {_mi_law_text(paper['mi_law'])} (section 3.5, the printed "
                         "Capacity/|D| argument is inconsistent); fitted: F1 = ½[1 + c1·σ(a·u + b)], u = |D|/P or "
                         "log10 |D|/P, least squares over the runs"))
     if a.get("method_deltas"):
