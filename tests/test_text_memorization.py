@@ -273,6 +273,34 @@ def test_reference_is_trained_once_and_claimed_while_training(tmp_path):
     assert files == [f"{key}.curve.jsonl", f"{key}.json", f"{key}.npz", f"{key}.pt"]  # one reference, no leftovers
 
 
+@pytest.mark.parametrize("damage", ["truncate_pt", "drop_npz"])
+def test_an_incomplete_cached_reference_is_removed_and_retrained(tmp_path, monkeypatch, damage):
+    T = task_module()
+    task = make_task()
+    ctx = RunContext(run_dir=tmp_path, log=lambda m: None)
+    first = T.ensure_reference(task, "ref", ctx)
+    root = T.reference_dir(task.cfg)
+    pt, npz = root / f"{first.key}.pt", root / f"{first.key}.npz"
+    if damage == "truncate_pt":
+        pt.write_bytes(pt.read_bytes()[:200])
+    else:
+        npz.unlink()
+    loads = []
+    real_load = T._load_reference
+
+    def counted_load(*args, **kwargs):  # a run that finds the same unreadable files over and over fails here
+        loads.append(1)
+        assert len(loads) <= 3, "ensure_reference keeps finding the incomplete reference"
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(T, "_load_reference", counted_load)
+    said = []
+    again = T.ensure_reference(task, "ref", RunContext(run_dir=tmp_path, log=said.append))
+    assert not again.meta["cache_hit"] and any("incomplete or unreadable" in m for m in said)
+    np.testing.assert_array_equal(again.nonmember_nll, first.nonmember_nll)  # the same recipe, retrained
+    assert T._load_reference(task.cfg, root, first.key, "ref", torch.device("cpu")) is not None
+
+
 @pytest.mark.parametrize("n_embd,expected", [(32, 1_711_968), (64, 3_620_544), (128, 8_027_520),
                                              (256, 19_200_768)])
 def test_paper_preset_resolves_to_the_papers_text_models(n_embd, expected, monkeypatch):
