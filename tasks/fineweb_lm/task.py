@@ -54,14 +54,14 @@ from gapt_bench.runtime import autocast_context, resolve_precision
 from gapt_bench.task import Evaluation, LMTask, mbe_metrics, size_vocab_for_tokenizer
 from gapt_bench.text import (LOCAL_FIX, DataError, TokenCache, cached_without_streaming, check_local_source,
                              hub_unreachable_reason, resolve_source)
+from gapt_bench.text.options import name_option, source_option, tokenizer_option
 
 
 @dataclass
 class FineWebOptions:
-    source: str = opt("offline", "offline (bundled corpus), a local .parquet/.jsonl file or folder with a 'text' "
-                                 "column, or a hub id such as HuggingFaceFW/fineweb")
-    name: str | None = opt(None, "hub dataset config, e.g. sample-10BT")
-    tokenizer: str = opt("bytes", "bytes (V=257), bpe<N> (byte-level BPE trained on the source, cached) or gpt2")
+    source: str = source_option()
+    name: str | None = name_option()
+    tokenizer: str = tokenizer_option()
     val_tokens: int = opt(131_072, "validation tokens (whole documents; the paper: 10,485,760)", min=1)
     val_bytes: int | None = opt(None, "if set, the validation budget in UTF-8 bytes instead (same documents for "
                                       "every tokenizer)", min=1)

@@ -100,6 +100,7 @@ from gapt_bench.runtime import Interrupted, RunContext, autocast_context, resolv
 from gapt_bench.task import EpochOrder, Evaluation, LMTask, mbe_metrics, next_token_targets, size_vocab_for_tokenizer
 from gapt_bench.text import (DataError, TokenCache, cache_root, cached_without_streaming, check_local_source,
                              hub_unreachable_reason, resolve_source)
+from gapt_bench.text.options import name_option, source_option, tokenizer_option
 from gapt_bench.text.sources import LOCAL_FIX
 
 TASK_NAME = "text_memorization"
@@ -117,10 +118,9 @@ ESTIMATOR_TEXT = ("per-sequence code length -log2 p(x_2..x_S | x_1) (strict: tok
 
 @dataclass
 class TextMemorizationOptions:
-    source: str = opt("offline", "offline (bundled corpus), a local .parquet/.jsonl file or folder with a 'text' "
-                                 "column, or a hub id such as HuggingFaceFW/fineweb")
-    name: str | None = opt(None, "hub dataset config, e.g. sample-10BT")
-    tokenizer: str = opt("bytes", "bytes (V=257), bpe<N> (byte-level BPE trained on the source, cached) or gpt2")
+    source: str = source_option()
+    name: str | None = name_option()
+    tokenizer: str = tokenizer_option()
     pad_vocab_multiple: int = opt(1, "pad model.vocab_size up to a multiple of this (1 keeps the paper's P)", min=1)
     cache_dir: str | None = opt(None, "cache root for tokens, sequences and references (null: $GAPT_BENCH_CACHE "
                                       "or ~/.cache/gapt_bench)")
