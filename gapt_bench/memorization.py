@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from scipy import optimize, special
 from scipy import stats as st
 
-from gapt_bench.analysis.paper import PAPER_ALPHA_SLOPE  # 3.64 bits/param, the paper's bf16 slope: one home
+from gapt_bench.analysis.paper import PAPER_ALPHA_SLOPE
 from gapt_bench.stats import describe
 
 # Membership-inference law constants as printed (section 3.5) and the slope k of the corrected argument k*|D|/P.
