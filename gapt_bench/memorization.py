@@ -443,7 +443,8 @@ def mi_law_inverse(f1: Any, c1: float = MI_C1, c2: float = MI_C2, c3: float = MI
     return np.where((s > 0) & (s < 1) & (r >= 0), r, np.nan)
 
 
-def _mi_form(u: np.ndarray, c1: float, a: float, b: float) -> np.ndarray:
+def mi_law_form(u: np.ndarray, c1: float, a: float, b: float) -> np.ndarray:
+    """F1 = 0.5 * (1 + c1 * sigmoid(a * u + b)): the form `fit_mi_law` fits (its "params"), for drawing a fit."""
     return 0.5 * (1.0 + c1 * special.expit(a * u + b))
 
 
@@ -494,9 +495,9 @@ def fit_mi_law(d_over_p: Any, f1: Any, *, x_scale: str = "linear", c1: float | N
     errors: list[str] = []
     for c1_0, a0, b0 in starts:
         if c1 is None:
-            fn, p0 = _mi_form, [c1_0, a0, b0]
+            fn, p0 = mi_law_form, [c1_0, a0, b0]
         else:
-            fn, p0 = (lambda uu, a, b: _mi_form(uu, c1, a, b)), [a0, b0]
+            fn, p0 = (lambda uu, a, b: mi_law_form(uu, c1, a, b)), [a0, b0]
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -477,14 +477,29 @@ def test_paper_rows_for_text_memorization():
     assert len(none) == 3 and {r["verdict"] for r in none} == {"no runs"}
 
 
-def test_plot_all_draws_the_memorization_figures(tmp_path):
+@pytest.mark.parametrize("layout", ["runs.jsonl", "record files only"])
+def test_plot_all_draws_the_memorization_figures(tmp_path, layout):
     from gapt_bench.plots import plot_all
+    from gapt_bench.store import RECORDS_DIR, record_file_name
 
     res = tmp_path / "res"
     res.mkdir()
-    (res / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _mem_records()))
+    if layout == "runs.jsonl":
+        (res / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _mem_records()))
+    else:  # what the store reads when runs.jsonl is gone (or never written): one file per record
+        (res / RECORDS_DIR).mkdir()
+        for r in _mem_records():
+            (res / RECORDS_DIR / record_file_name(r["run_id"])).write_text(json.dumps(r))
     paths = plot_all(res, tmp_path / "plots")
     names = {p.name for p in paths}
     for name in ("unintended", "double_descent", "extraction", "membership"):
         assert f"text_memorization_{name}.png" in names
         assert (tmp_path / "plots" / f"text_memorization_{name}.png").stat().st_size > 10_000
+
+
+def test_the_plotted_curve_is_the_lowest_seed_counted_as_a_number():
+    from gapt_bench.analysis import group_records
+    from gapt_bench.plots import _representative
+
+    (group,) = group_records([make_record(seed=10), make_record(seed=2), make_record(seed=11)])
+    assert _representative(group)["seed"] == 2
