@@ -244,6 +244,13 @@ def test_unknown_tokenizer_raises():
         td.get_tokenizer("wordpiece")
 
 
+def test_a_bpe_below_the_minimum_names_the_real_minimum():
+    with pytest.raises(td.DataError) as e:
+        td.tokenizer_vocab_size("bpe257")
+    assert f"N >= {td.MIN_BPE_VOCAB}" in str(e.value) and "bpe512" not in str(e.value)
+    assert td.tokenizer_vocab_size(f"bpe{td.MIN_BPE_VOCAB}") == td.MIN_BPE_VOCAB  # the minimum it names is allowed
+
+
 # ------------------------------------------------------------------------------------------ shared options
 
 
