@@ -318,6 +318,17 @@ def test_paper_preset_resolves_to_the_papers_text_models(n_embd, expected, monke
     assert len({c.data.n_sequences for c in mine}) == len(mine)  # a grid of sizes per model
 
 
+def test_paper_preset_names_its_variant_and_the_layers_it_regularises(monkeypatch):
+    from gapt_bench.registry import METHODS
+
+    T = task_module()
+    monkeypatch.setattr(T, "hub_unreachable_reason", lambda: None)
+    cfg = make_plan([TASK], ["gapt"], [0], "paper")[0]
+    pool = METHODS.get("gapt")(cfg, cfg.model.n_layer, matched=None).reg_layers_all()
+    variant = cfg.about.get("variant", "")
+    assert "plain CE" in variant and f"{pool[0]}-{pool[-1]} of {cfg.model.n_layer}" in variant, variant
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # bad input: exit 2 in one line, before anything trains
 
