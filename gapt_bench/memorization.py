@@ -17,7 +17,8 @@ its analysis compose them.
   printed (inconsistent) form, its inverse, and a least-squares fit of the same functional form.
 - `exact_dedup` and `rows_in` (section 3 data preparation: exact deduplication, and the check that non-members
   never occur in the training pool) and `double_descent_peak` (section 3, a descriptive locator).
-- `sequence_scores`: code lengths and greedy extraction from one forward pass (what a task evaluates).
+- `sequence_scores`: code lengths and greedy extraction from one forward pass (what a task evaluates; the one
+  implementation of both: `sequence_nll_bits` and teacher-forced `greedy_extraction` read one of its outputs).
 
 Units: all code lengths are bits (log base 2). Membership losses are per-sequence *mean* NLL in bits per
 predicted token, i.e. `sequence_nll_bits(...) / (S - 1)`.
@@ -35,13 +36,12 @@ import torch.nn.functional as F
 from scipy import optimize, special
 from scipy import stats as st
 
+from gapt_bench.analysis.paper import PAPER_ALPHA_SLOPE
 from gapt_bench.stats import describe
 
-PAPER_ALPHA = 3.64  # bf16 regression slope, bits per parameter (capacity-paper.md section 0)
 # Membership-inference law constants as printed (section 3.5) and the slope k of the corrected argument k*|D|/P.
 MI_C1, MI_C2, MI_C3 = 1.34, -0.034, -33.14
 MI_K = 977.0
-MI_C1_TABLE = 1.336  # reproduces all six validation targets to 0.001 (section 3.5)
 
 THRESHOLD_RULES = ("balanced_accuracy", "f1", "median")
 X_SCALES = ("linear", "log10")
@@ -95,20 +95,9 @@ def sequence_nll_bits(model: torch.nn.Module, tokens: torch.Tensor, *, batch_siz
     `model` is a Hugging Face causal LM called as `model(input_ids=x, use_cache=False).logits`; it runs in eval
     mode under no_grad and its training flag is restored. Log-probabilities are taken in float32 from whatever
     precision the forward runs at (wrap the call in an autocast context to measure at a training precision).
-    `device` defaults to the model's device; the model is never moved.
+    `device` defaults to the model's device; the model is never moved. The code lengths of `sequence_scores`.
     """
-    x_all = _as_tokens(tokens, 2)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    dev = torch.device(device) if device is not None else _model_device(model)
-    out = np.empty(x_all.shape[0], dtype=np.float64)
-    with _EvalMode(model):
-        for i in range(0, x_all.shape[0], batch_size):
-            x = x_all[i:i + batch_size].to(dev)
-            logits = model(input_ids=x, use_cache=False).logits.float()
-            nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), x[:, 1:], reduction="none")  # (B, S-1) nats
-            out[i:i + x.shape[0]] = nll.double().sum(dim=1).cpu().numpy()
-    return out / math.log(2)
+    return sequence_scores(model, tokens, (), batch_size=batch_size, device=device)[0]
 
 
 def _paired_arrays(a: Any, b: Any, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
@@ -153,7 +142,7 @@ def dataset_information_bits(nll_ref_bits: Any) -> float:
     return float(ref.sum())
 
 
-def capacity_ratio(info_bits: float, n_params: int, alpha: float = PAPER_ALPHA) -> float:
+def capacity_ratio(info_bits: float, n_params: int, alpha: float = PAPER_ALPHA_SLOPE) -> float:
     """Data-to-capacity ratio info_bits / (alpha * P) (section 3); the paper puts the test-loss peak at 1.
 
     Default alpha = 3.64 bits/parameter, the paper's bf16 regression slope (section 0); pass a measured alpha
@@ -172,8 +161,8 @@ def greedy_extraction(model: torch.nn.Module, tokens: torch.Tensor, prefix_len: 
     Extraction as in capacity-paper.md section 3 (prefixes of 8/16/32 tokens, success = exact match of the rest
     of the 64-token sequence). Greedy = argmax of the next-token logits (first index on ties, torch.argmax).
 
-    method="teacher_forced" (default) runs one forward per batch on the true sequence and checks that the argmax
-    at every position prefix_len-1 .. S-2 equals the next true token. This is *exactly* the greedy exact-match
+    method="teacher_forced" (default, the hits of `sequence_scores`) runs one forward per batch on the true sequence
+    and checks that the argmax at every position prefix_len-1 .. S-2 equals the next true token. This is *exactly* the greedy exact-match
     outcome: while greedy decoding agrees with the sequence its context *is* the true prefix, so it reproduces the
     whole remainder iff every teacher-forced argmax matches (causal attention makes position t independent of
     later tokens). It is S - prefix_len times cheaper than decoding. method="decode" decodes literally (one
@@ -182,12 +171,20 @@ def greedy_extraction(model: torch.nn.Module, tokens: torch.Tensor, prefix_len: 
 
     Eval mode and no_grad inside; the training flag is restored. Raises ValueError unless 1 <= prefix_len < S.
     """
+    if method not in ("teacher_forced", "decode"):
+        raise ValueError(f"method must be 'teacher_forced' or 'decode', got {method!r}")
+    if method == "teacher_forced":
+        return sequence_scores(model, tokens, [prefix_len], batch_size=batch_size, device=device)[1][prefix_len]
+    return _greedy_decode(model, tokens, prefix_len, batch_size, device)
+
+
+def _greedy_decode(model: torch.nn.Module, tokens: torch.Tensor, prefix_len: int, batch_size: int,
+                   device: torch.device | str | None) -> np.ndarray:
+    """`greedy_extraction(method="decode")`: literal greedy decoding, the check of the teacher-forced shortcut."""
     x_all = _as_tokens(tokens, 2)
     seq_len = x_all.shape[1]
     if not 1 <= prefix_len < seq_len:
         raise ValueError(f"prefix_len must satisfy 1 <= prefix_len < S = {seq_len}, got {prefix_len}")
-    if method not in ("teacher_forced", "decode"):
-        raise ValueError(f"method must be 'teacher_forced' or 'decode', got {method!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dev = torch.device(device) if device is not None else _model_device(model)
@@ -195,17 +192,11 @@ def greedy_extraction(model: torch.nn.Module, tokens: torch.Tensor, prefix_len: 
     with _EvalMode(model):
         for i in range(0, x_all.shape[0], batch_size):
             x = x_all[i:i + batch_size].to(dev)
-            target = x[:, prefix_len:]
-            if method == "teacher_forced":
-                logits = model(input_ids=x[:, :-1], use_cache=False).logits
-                pred = logits[:, prefix_len - 1:].float().argmax(dim=-1)
-            else:
-                ctx = x[:, :prefix_len]
-                for _ in range(seq_len - prefix_len):
-                    nxt = model(input_ids=ctx, use_cache=False).logits[:, -1].float().argmax(dim=-1, keepdim=True)
-                    ctx = torch.cat([ctx, nxt.to(ctx.dtype)], dim=1)
-                pred = ctx[:, prefix_len:]
-            out[i:i + x.shape[0]] = (pred == target).all(dim=1).cpu().numpy()
+            ctx = x[:, :prefix_len]
+            for _ in range(seq_len - prefix_len):
+                nxt = model(input_ids=ctx, use_cache=False).logits[:, -1].float().argmax(dim=-1, keepdim=True)
+                ctx = torch.cat([ctx, nxt.to(ctx.dtype)], dim=1)
+            out[i:i + x.shape[0]] = (ctx[:, prefix_len:] == x[:, prefix_len:]).all(dim=1).cpu().numpy()
     return out
 
 
@@ -429,7 +420,7 @@ def mi_law_paper_corrected(d_over_p: Any, c1: float = MI_C1, c2: float = MI_C2, 
 
 
 def mi_law_printed(d_over_p: Any, c1: float = MI_C1, c2: float = MI_C2, c3: float = MI_C3,
-                   alpha: float = PAPER_ALPHA) -> np.ndarray:
+                   alpha: float = PAPER_ALPHA_SLOPE) -> np.ndarray:
     """The law exactly as printed (section 3.5), for the record: F1 = 0.5 * (1 + c1 * sigmoid(c2 * (alpha*P/|D| + c3))).
 
     Wrong as printed: it *rises* with |D| and tends to 0.5 * (1 + c1 * sigmoid(c2 * c3)) ~ 1.006 as |D| -> inf,
@@ -452,7 +443,8 @@ def mi_law_inverse(f1: Any, c1: float = MI_C1, c2: float = MI_C2, c3: float = MI
     return np.where((s > 0) & (s < 1) & (r >= 0), r, np.nan)
 
 
-def _mi_form(u: np.ndarray, c1: float, a: float, b: float) -> np.ndarray:
+def mi_law_form(u: np.ndarray, c1: float, a: float, b: float) -> np.ndarray:
+    """F1 = 0.5 * (1 + c1 * sigmoid(a * u + b)): the form `fit_mi_law` fits (its "params"), for drawing a fit."""
     return 0.5 * (1.0 + c1 * special.expit(a * u + b))
 
 
@@ -503,9 +495,9 @@ def fit_mi_law(d_over_p: Any, f1: Any, *, x_scale: str = "linear", c1: float | N
     errors: list[str] = []
     for c1_0, a0, b0 in starts:
         if c1 is None:
-            fn, p0 = _mi_form, [c1_0, a0, b0]
+            fn, p0 = mi_law_form, [c1_0, a0, b0]
         else:
-            fn, p0 = (lambda uu, a, b: _mi_form(uu, c1, a, b)), [a0, b0]
+            fn, p0 = (lambda uu, a, b: mi_law_form(uu, c1, a, b)), [a0, b0]
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -405,7 +405,7 @@ def memorization_membership_figure(result: dict, title: str = "") -> Figure:
             if fit and fit.get("ok"):
                 ps = fit["params"]
                 u = grid if fit["x_scale"] == "linear" else np.log10(grid)
-                ax.plot(grid, 0.5 * (1 + ps["c1"] / (1 + np.exp(-(ps["a"] * u + ps["b"])))),
+                ax.plot(grid, M.mi_law_form(u, ps["c1"], ps["a"], ps["b"]),
                         color=_method_color(g["method"], i), lw=1, ls=(0, (4, 2)),
                         label=f"fitted law, {g['method']} ({fit['x_scale']}, rms {fit['rms']:.3f})")
         ax.set_xscale("log")
@@ -443,19 +443,19 @@ def find_curve(results_dir: Path, record: dict) -> Path | None:
 
 
 def _representative(g: Group) -> dict:
-    """The lowest-seed ok run: one curve per group, the same seed for every method."""
-    return min(g.ok, key=lambda r: (str(r.get("seed")), str(r.get("run_id"))))
+    """The lowest-seed ok run: one curve per group, the same seed for every method (seed 2 before seed 10)."""
+    return min(g.ok, key=lambda r: (natural_key(str(r.get("seed"))), natural_key(str(r.get("run_id")))))
 
 
 def plot_all(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
     """Every figure the results allow: curves per group, alignment and layer bars per setup, capacity plateau,
-    the text-memorization figures."""
-    from gapt_bench.store import read_records, runs_file
+    the text-memorization figures. Records are read as the store merges them (runs.jsonl and OUT/records)."""
+    from gapt_bench.store import has_results, read_records, runs_file
 
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     runs = runs_file(results_dir)
     results_dir = runs.parent
-    records = read_records(runs, warn=False) if runs.is_file() else []
+    records = read_records(runs, warn=False) if has_results(runs) else []
     groups = [g for g in group_records(records) if g.ok]
     written: list[Path] = []
     by_setup: dict[tuple, list[Group]] = defaultdict(list)

@@ -214,3 +214,16 @@ def test_end_to_end_run_lands_all_metrics(tmp_path):
         assert r["config"]["data"]["answer_eos"] is False and r["config"]["data"]["ood_digits"] == [3, 4]
     assert recs[0]["setup_hash"] == recs[1]["setup_hash"]  # same data, model, budget for both arms
     assert recs[1]["summary"]["gate_switches"] >= 1
+
+
+@pytest.mark.parametrize("preset", ["quick", "paper"])
+def test_the_presets_recorded_variant_names_the_layers_that_are_regularised(preset):
+    """reg.layers=middle on a model too shallow for a middle falls back to every layer: the `about:` text that goes
+    into each record must say so rather than claim "the middle layers"."""
+    from gapt_bench.registry import METHODS
+
+    cfg = make_plan(["arithmetic_ood"], ["gapt"], [0], preset, [])[0]
+    pool = METHODS.get("gapt")(cfg, cfg.model.n_layer, matched=None).reg_layers_all()
+    variant = cfg.about["variant"]
+    if pool == list(range(cfg.model.n_layer)) and cfg.reg.layers != "all":
+        assert "middle layers" not in variant and "all layers are regularised" in variant, variant

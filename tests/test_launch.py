@@ -13,8 +13,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-
-submitit = pytest.importorskip("submitit")
+import submitit  # the [test] extra installs it: a missing one is a broken install, not a skip
 
 from gapt_bench import cli, distributed, launch  # noqa: E402
 from gapt_bench.store import RECORDS_DIR, append_record, read_records, read_store, try_claim  # noqa: E402

@@ -242,3 +242,41 @@ def test_gpt2_hash_check_rejects_a_tampered_file(tmp_path):
 def test_unknown_tokenizer_raises():
     with pytest.raises(td.DataError, match="bpe<N>"):
         td.get_tokenizer("wordpiece")
+
+
+def test_a_bpe_below_the_minimum_names_the_real_minimum():
+    with pytest.raises(td.DataError) as e:
+        td.tokenizer_vocab_size("bpe257")
+    assert f"N >= {td.MIN_BPE_VOCAB}" in str(e.value) and "bpe512" not in str(e.value)
+    assert td.tokenizer_vocab_size(f"bpe{td.MIN_BPE_VOCAB}") == td.MIN_BPE_VOCAB  # the minimum it names is allowed
+
+
+# ------------------------------------------------------------------------------------------ shared options
+
+
+def _canonical(obj) -> str:
+    return json.dumps(obj, sort_keys=True)
+
+
+@pytest.mark.parametrize("task", ["fineweb_lm", "text_memorization"])
+def test_text_tasks_take_source_name_and_tokenizer_from_one_place(task):
+    """data.source/name/tokenizer are declared once (gapt_bench.text.options); the planned quick config still
+    records the same data keys and values as the committed baseline."""
+    import dataclasses
+
+    from gapt_bench.registry import TASKS
+    from gapt_bench.runner import make_plan
+    from gapt_bench.store import read_records
+    from gapt_bench.text import options
+
+    fields = {f.name: f for f in dataclasses.fields(TASKS.get(task).Options)}
+    for name, make in (("source", options.source_option), ("name", options.name_option),
+                       ("tokenizer", options.tokenizer_option)):
+        want = make()
+        assert fields[name].default == want.default and fields[name].metadata["help"] is want.metadata["help"]
+    planned = [json.loads(json.dumps(dataclasses.asdict(c.data))) for c in make_plan([task], ["baseline"], [0],
+                                                                                       "quick", [])]
+    baseline = Path(__file__).resolve().parent.parent / "baselines" / "cpu-quick.jsonl"
+    recorded = [r["config"]["data"] for r in read_records(baseline)
+                if r["task"] == task and r["method"] == "baseline" and r["seed"] == 0]
+    assert recorded and sorted(planned, key=_canonical) == sorted(recorded, key=_canonical)

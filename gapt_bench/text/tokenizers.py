@@ -46,7 +46,7 @@ def tokenizer_vocab_size(spec: str) -> int:
         n = int(m.group(1))
         if n < MIN_BPE_VOCAB:
             raise DataError(f"data.tokenizer={spec!r}: a byte-level BPE needs at least {MIN_BPE_VOCAB} ids (256 bytes, "
-                            f"EOT and one merge); use bytes or bpe512+")
+                            f"EOT and one merge); use bytes or bpe<N> with N >= {MIN_BPE_VOCAB}")
         return n
     raise DataError(f"data.tokenizer={spec!r} is unknown: use bytes, gpt2 or bpe<N> (e.g. bpe2048)")
 

@@ -1,6 +1,7 @@
 """Language modelling on FineWeb (GAPT paper section 3.a, gapt-paper.md): GPT-2 pretraining, validation CE and MBE.
 
-Data (through :mod:`gapt_bench.textdata`, read its docstring for the details):
+Data (through :mod:`gapt_bench.text`; the docstrings of its modules sources, tokenizers and cache have the
+details):
 
 * ``data.source``: ``offline`` (the public-domain corpus that ships with the package; the quick preset), a local
   ``.parquet``/``.jsonl`` file or folder with a ``text`` column (FineWeb on disk or from a mirror), or a hub id
@@ -10,9 +11,9 @@ Data (through :mod:`gapt_bench.textdata`, read its docstring for the details):
 * ``data.tokenizer``: ``bytes`` (V = 257, the CPU default), ``bpe<N>`` (a byte-level BPE trained on the source's
   training documents and cached) or ``gpt2`` (the real GPT-2 BPE, hash-checked; V = 50,257, padded to
   ``data.pad_vocab_multiple``, e.g. 50,304 on GPU). The record's summary names the tokenizer.
-* Documents are split by a keyed hash of their text (textdata.doc_split): validation takes candidates until
-  ``data.val_tokens`` (the paper: 10,485,760); training never sees a validation candidate. Both splits are token
-  files in the cache (``data.cache_dir``, else ``$GAPT_BENCH_CACHE``, else ``~/.cache/gapt_bench``), so a second
+* Documents are split by a keyed hash of their text (`gapt_bench.text.doc_split`): validation takes candidates
+  until ``data.val_tokens`` (the paper: 10,485,760); training never sees a validation candidate. Both splits are
+  token files in the cache (``data.cache_dir``, else ``$GAPT_BENCH_CACHE``, else ``~/.cache/gapt_bench``), so a second
   run does not re-tokenise. Under DDP the first rank of each node builds them while the others wait.
 * Training reads ``data.train_tokens`` tokens (null: the whole offline corpus, else ``train.tokens``: one pass),
   cut into packed sequences: sequence j is tokens [j*S, j*S + S] (S inputs, targets shifted by one; documents are
@@ -54,14 +55,14 @@ from gapt_bench.runtime import autocast_context, resolve_precision
 from gapt_bench.task import Evaluation, LMTask, mbe_metrics, size_vocab_for_tokenizer
 from gapt_bench.text import (LOCAL_FIX, DataError, TokenCache, cached_without_streaming, check_local_source,
                              hub_unreachable_reason, resolve_source)
+from gapt_bench.text.options import name_option, source_option, tokenizer_option
 
 
 @dataclass
 class FineWebOptions:
-    source: str = opt("offline", "offline (bundled corpus), a local .parquet/.jsonl file or folder with a 'text' "
-                                 "column, or a hub id such as HuggingFaceFW/fineweb")
-    name: str | None = opt(None, "hub dataset config, e.g. sample-10BT")
-    tokenizer: str = opt("bytes", "bytes (V=257), bpe<N> (byte-level BPE trained on the source, cached) or gpt2")
+    source: str = source_option()
+    name: str | None = name_option()
+    tokenizer: str = tokenizer_option()
     val_tokens: int = opt(131_072, "validation tokens (whole documents; the paper: 10,485,760)", min=1)
     val_bytes: int | None = opt(None, "if set, the validation budget in UTF-8 bytes instead (same documents for "
                                       "every tokenizer)", min=1)
@@ -123,6 +124,8 @@ class FineWebLM(LMTask):
         self._perm_cache: tuple[int, np.ndarray] | None = None
         self._offsets = np.arange(S + 1, dtype=np.int64)
 
+    # Not task.EpochOrder: that draws torch.randperm from seed * 1_000_003 + epoch, this numpy PCG64 from (seed,
+    # epoch, 0x6657); switching would change every fineweb_lm batch and so the committed baselines.
     def _perm(self, epoch: int) -> np.ndarray:
         if self._perm_cache is None or self._perm_cache[0] != epoch:
             rng = np.random.Generator(np.random.PCG64([self.cfg.seed, epoch, 0x6657]))

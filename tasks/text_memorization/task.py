@@ -79,9 +79,11 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import time
 import uuid
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +100,7 @@ from gapt_bench.runtime import Interrupted, RunContext, autocast_context, resolv
 from gapt_bench.task import EpochOrder, Evaluation, LMTask, mbe_metrics, next_token_targets, size_vocab_for_tokenizer
 from gapt_bench.text import (DataError, TokenCache, cache_root, cached_without_streaming, check_local_source,
                              hub_unreachable_reason, resolve_source)
+from gapt_bench.text.options import name_option, source_option, tokenizer_option
 from gapt_bench.text.sources import LOCAL_FIX
 
 TASK_NAME = "text_memorization"
@@ -115,10 +118,9 @@ ESTIMATOR_TEXT = ("per-sequence code length -log2 p(x_2..x_S | x_1) (strict: tok
 
 @dataclass
 class TextMemorizationOptions:
-    source: str = opt("offline", "offline (bundled corpus), a local .parquet/.jsonl file or folder with a 'text' "
-                                 "column, or a hub id such as HuggingFaceFW/fineweb")
-    name: str | None = opt(None, "hub dataset config, e.g. sample-10BT")
-    tokenizer: str = opt("bytes", "bytes (V=257), bpe<N> (byte-level BPE trained on the source, cached) or gpt2")
+    source: str = source_option()
+    name: str | None = name_option()
+    tokenizer: str = tokenizer_option()
     pad_vocab_multiple: int = opt(1, "pad model.vocab_size up to a multiple of this (1 keeps the paper's P)", min=1)
     cache_dir: str | None = opt(None, "cache root for tokens, sequences and references (null: $GAPT_BENCH_CACHE "
                                       "or ~/.cache/gapt_bench)")
@@ -418,7 +420,7 @@ def _load_reference(cfg, root: Path, key: str, role: str, device: torch.device) 
         state = torch.load(pt_p, map_location=device, weights_only=True)
         model = _build_arch(cfg, meta["arch"])
         model.load_state_dict(state)
-    except (OSError, ValueError, KeyError, RuntimeError):
+    except (OSError, ValueError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile):
         return None
     model.to(device).eval()
     return Reference(role, key, model, nm, meta)
@@ -449,11 +451,24 @@ def ensure_reference(task: "TextMemorization", role: str, ctx: RunContext) -> Re
             waited += WAIT_POLL_S
             continue
         try:
-            if (root / f"{key}.json").is_file():
-                continue  # finished between the check and the claim: load it above
+            if (root / f"{key}.json").is_file():  # finished between the check and the claim, or left incomplete
+                found = _load_reference(cfg, root, key, role, ctx.device)
+                if found is not None:
+                    found.meta = {**found.meta, "cache_hit": True, "waited_s": round(waited, 1)}
+                    return found
+                _remove_reference(root, key, ctx)
             return _train_reference(task, role, key, root, ctx)
         finally:
             claim.release()
+
+
+def _remove_reference(root: Path, key: str, ctx: RunContext) -> None:
+    """Delete a reference whose provenance exists but whose weights or code lengths do not load (a truncated or
+    missing .pt/.npz): holding its claim, the caller retrains it instead of finding the same files forever."""
+    names = [f"{key}{suffix}" for suffix in (".json", ".pt", ".npz", ".curve.jsonl")]
+    ctx.log(f"reference {key} in {root} is incomplete or unreadable; removing {', '.join(names)} and retraining")
+    for name in names:
+        (root / name).unlink(missing_ok=True)
 
 
 def _train_reference(task: "TextMemorization", role: str, key: str, root: Path, ctx: RunContext) -> Reference:
