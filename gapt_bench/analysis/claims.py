@@ -13,7 +13,7 @@ import math
 from typing import Sequence
 
 from gapt_bench import stats
-from gapt_bench.analysis.capacity import analyse_capacity
+from gapt_bench.analysis.capacity import DATA_BOUND, analyse_capacity
 from gapt_bench.analysis.common import ALPHA, clean, mean_of, unique
 from gapt_bench.analysis.comparisons import build_report
 from gapt_bench.analysis.duty import duty_text
@@ -142,10 +142,14 @@ def _capacity_row(claim: Claim, capacity: dict | None, alpha: float) -> dict:
     alpha_d = group["alpha_mean_paper_conv"] if paper_conv else group["alpha_mean"]
     strict = group["alpha_mean"]
     verdict, reason = absolute_verdict(claim.claimed, alpha_d["mean"], alpha_d["ci_low"], alpha_d["ci_high"])
+    budget, data_bound = group["n_capacity_runs_budget"], group.get("n_capacity_runs_data_bound", 0)
+    if verdict == "does not" and (budget or data_bound) and alpha_d["ci_high"] < claim.claimed:
+        verdict, reason = "inconclusive", (f"a lower bound below the claim ({reason}): a run stopped on its step "
+                                           f"budget or memorized ≥{DATA_BOUND:.0%} of its dataset cannot show "
+                                           f"what the model would store with more steps or data")
     models = group["models"]
     conv = "paper convention (×S/(S−1))" if paper_conv else "strict convention (runs lack mem_bits_paper_conv)"
     sd = alpha_d.get("std")
-    budget = group["n_capacity_runs_budget"]
     return {"claim": claim.text, "task": claim.task, "metric": claim.metric, "method": claim.method,
             "reference": None, "role": "claim", "setup": precision, "kind": "absolute",
             "claimed": claim.claimed, "measured": alpha_d["mean"], "ci_low": alpha_d["ci_low"],
@@ -156,11 +160,14 @@ def _capacity_row(claim: Claim, capacity: dict | None, alpha: float) -> dict:
             "n_params": mean_of(m.get("n_params") for m in models),
             "mde": stats.mde(sd, alpha_d["n"], alpha=alpha, power=stats.POWER, paired=True),
             "seeds_needed_claim": None, "verdict": verdict,
-            "n_capacity_runs_budget": budget, "n_capacity_runs": group["n_capacity_runs"],
+            "n_capacity_runs_budget": budget, "n_capacity_runs_data_bound": data_bound,
+            "n_capacity_runs": group["n_capacity_runs"],
             "note": _note(reason, f"measured in the {conv}; strict {_num(strict['mean'])}",
                           f"mean of per-model ratios over {len(models)} models, CI over seeds",
                           f"{budget} of {group['n_capacity_runs']} capacity runs stopped on the step budget "
-                          f"(a lower bound)" if budget else "", _about_text(group.get("preset_about"), "variant")),
+                          f"(a lower bound)" if budget else "",
+                          f"{data_bound} of {group['n_capacity_runs']} memorized ≥{DATA_BOUND:.0%} of their dataset "
+                          f"(a lower bound)" if data_bound else "", _about_text(group.get("preset_about"), "variant")),
             "models": models, "preset_about": group.get("preset_about")}
 
 
