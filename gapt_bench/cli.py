@@ -252,6 +252,7 @@ def cmd_run(args) -> int:
     check_writable(out)
     workers = 1 if launcher != "local" else (args.workers or _default_workers(plan))
     plan_argv = launch.plan_argv(args.tasks, args.methods, args.seeds, args.preset, args.overrides, args.include)
+    status_cmd = launch.shell_join(["gapt-bench", "status", str(out), *plan_argv])
     say = _Say()
     how = f"{workers} worker{'s' if workers > 1 else ''}" if launcher == "local" else f"launcher {launcher}"
     say(f"gapt-bench run: {len(plan)} runs -> {out}/runs.jsonl ({how})")
@@ -304,13 +305,16 @@ def cmd_run(args) -> int:
             sub = launch.submit_plan(plan, out, launcher, lopts, overrides=args.overrides, includes=included(),
                                      checkpoint_every=args.checkpoint_every, on_done=on_done, say=say)
             outcomes = sub.outcomes
+    except launch.SubmissionError as e:  # an array is queued already: say which and how to follow it, exit 1
+        print(f"gapt-bench: error: {e}; follow them with `{status_cmd}` and resubmit the rest with the command it "
+              "prints", file=sys.stderr)
+        return 1
     except launch.LaunchError as e:
         raise UsageError(str(e)) from None
     finally:
         if progress:
             progress.stop()
     if sub is not None:
-        status_cmd = launch.shell_join(["gapt-bench", "status", str(out), *plan_argv])
         if not sub.waited:  # a Slurm submission: the jobs run on; say where to look
             for line in sub.describe(status_cmd):
                 say(line)

@@ -69,6 +69,16 @@ class LaunchError(ValueError):
     """Bad launcher input or an unusable launcher. str() is one line naming the problem and the fix."""
 
 
+class SubmissionError(RuntimeError):
+    """Slurm refused an array after an earlier one was queued: not bad input (exit 1), and the queued jobs run on.
+    str() is one line naming the refusal and the arrays already queued."""
+
+    def __init__(self, reason: str, queued: list[str], folder: Path) -> None:
+        self.reason, self.queued, self.folder = reason, list(queued), folder
+        super().__init__(f"sbatch refused the matched controls' array ({reason}); job array(s) "
+                         f"{', '.join(self.queued)} already queued (listed in {folder / JOBS_FILE})")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Options
 
@@ -681,7 +691,10 @@ def _submit_slurm(sub: Submission, waves, specs, opts: LauncherOptions, say) -> 
         try:
             jobs = ex.map_array(RunJob(), [specs[id(c)] for c in wave])
         except Exception as e:  # sbatch refused (bad partition, account, limits): one line
-            raise LaunchError(f"sbatch refused the array: {str(e).strip().splitlines()[-1][:300]}") from e
+            reason = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
+            if sub.array_ids:  # an earlier array is queued: not a refusal of the input any more
+                raise SubmissionError(reason, sub.array_ids, sub.out / SUBMITIT_DIR) from e
+            raise LaunchError(f"sbatch refused the array: {reason}") from e
         sub.array_ids.append(str(jobs[0].job_id).split("_")[0])
         if dependency:
             sub.dependency = f"--dependency={dependency}"
@@ -977,7 +990,7 @@ def resubmit_command(plan_argv: list[str], out: Path) -> str:
     return shell_join(argv)
 
 
-__all__ = ["LAUNCHERS", "LaunchError", "LauncherOptions", "resolve_launcher", "read_launcher_config",
+__all__ = ["LAUNCHERS", "LaunchError", "SubmissionError", "LauncherOptions", "resolve_launcher", "read_launcher_config",
            "parse_key_values", "detect_cluster", "slurm_parameters", "slurm_executor", "batch_file_text", "job_spec",
            "config_of", "torch_dist_env", "RunJob", "JobInterrupted", "preempt", "submit_plan", "Submission",
            "SubmittedJob", "job_outcome", "plan_status", "RunState", "status_lines", "resubmit_command", "STATES",
