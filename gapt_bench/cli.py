@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-report", action="store_true", help="do not print the summary report at the end")
     r.add_argument("--track", action="append", default=[], type=_track_target, metavar="KIND:WHERE",
                    help="also send each run's curve to tensorboard:DIR, wandb:PROJECT or trackio:PROJECT (repeatable; "
-                        "optional packages)")
+                        "optional packages; on Slurm with --wait)")
     lg = r.add_argument_group("cluster launchers (submitit: one job per run; see gapt_bench/launch.py)")
     lg.add_argument("--launcher", choices=("local", "submitit", "submitit-local"), default=None,
                     help="local (default: this process and its workers); submitit (Slurm job arrays where srun "
@@ -230,10 +230,14 @@ def cmd_run(args) -> int:
             "mem_gb", "array_parallelism", "max_timeouts", "setup", "wait")}
         given["slurm"] = launch.parse_key_values(args.slurm_opt, "--slurm-opt")
         launcher, lopts = launch.resolve_launcher(args.launcher, args.launcher_config, given)
-        if launcher != "local":
-            launch.detect_cluster()  # submitit is installed: checked before anything is written
+        cluster = launch.detect_cluster() if launcher != "local" else "local"  # submitit installed: checked early
     except launch.LaunchError as e:
         raise UsageError(str(e)) from None
+    if args.track and launcher == "submitit" and cluster == "slurm" and not lopts.wait:  # the command would return before any run ended
+        t = args.track[0]
+        raise UsageError(f"--track needs the runs to end before the command does, and a Slurm submission returns "
+                         f"once queued: add --wait, or drop --track and later run `gapt-bench export {args.out} "
+                         f"--{t.kind} {t.where}`")
     if launcher != "local" and args.workers is not None:
         raise UsageError("--workers applies to --launcher local; submitit runs one job per run: cap how many run at "
                          "once with --array-parallelism")

@@ -63,3 +63,14 @@ def test_a_refused_first_array_is_still_bad_input(fake_slurm, tmp_path, monkeypa
                      *QUIET]) == 2
     err = _our_lines(capsys.readouterr().err)
     assert len(err) == 1 and err[0].startswith("gapt-bench: error: sbatch refused the array: "), err
+
+
+def test_track_on_slurm_without_wait_is_refused_before_submitting(fake_slurm, tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "r"
+    argv = ["run", *TINY, "--methods", "gapt", "--seeds", "0", "--out", str(out), "--launcher", "submitit",
+            "--track", f"tensorboard:{tmp_path / 'tb'}", *QUIET]
+    assert cli.main(argv) == 2
+    err = _our_lines(capsys.readouterr().err)
+    assert len(err) == 1 and "add --wait" in err[0] and f"gapt-bench export {out} --tensorboard" in err[0], err
+    assert not out.exists() and not (fake_slurm / "count").exists()  # nothing written, nothing submitted
