@@ -572,7 +572,15 @@ def cmd_export(args) -> int:
         targets = [tracking.parse_target(f"{kind}:{where}") for kind, where in given]
     except tracking.TrackingError as e:
         raise UsageError(str(e)) from None
-    for line in tracking.export(args.results, _load(args.results), targets):
+    records = _load(args.results)
+    if args.tensorboard:
+        check_writable(Path(args.tensorboard), flag="--tensorboard")
+    try:
+        lines = tracking.export(args.results, records, targets)
+    except tracking.ExportError as e:
+        print(f"gapt-bench: error: {e}", file=sys.stderr)
+        return 1
+    for line in lines:
         print(line)
     return 0
 

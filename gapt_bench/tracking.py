@@ -35,6 +35,10 @@ class TrackingError(ValueError):
     """A tracking destination that cannot be used (bad spelling, package not installed); one line, exit 2."""
 
 
+class ExportError(RuntimeError):
+    """A backend failed midway (a full disk, a W&B login): one line saying where and how many runs got there."""
+
+
 @dataclass(frozen=True)
 class Target:
     kind: str  # a key of BACKENDS
@@ -151,11 +155,16 @@ def export(results: str | Path, records: Sequence[dict], targets: Sequence[Targe
     lines = []
     for t in targets:
         check_available(t.kind)
-        for r, rows in curves:
-            if t.kind == "tensorboard":
-                to_tensorboard(Path(t.where), r, rows)
-            else:
-                to_logger(t.kind, t.where, r, rows)
+        for i, (r, rows) in enumerate(curves):
+            try:
+                if t.kind == "tensorboard":
+                    to_tensorboard(Path(t.where), r, rows)
+                else:
+                    to_logger(t.kind, t.where, r, rows)
+            except Exception as e:  # noqa: BLE001 (any backend's own error: say how far the export got)
+                why = (str(e).strip().splitlines() or [""])[0][:200]
+                raise ExportError(f"{t} failed at run {r.get('run_id')} ({type(e).__name__}: {why}); {i} of "
+                                  f"{len(curves)} runs exported there" + "".join(f"; {x}" for x in lines)) from e
         n_curves = sum(1 for _, rows in curves if rows)
         lines.append(f"{t.kind}: {len(curves)} runs ({n_curves} with a curve) -> {t.where}")
     return lines
