@@ -531,8 +531,16 @@ def cmd_site(args) -> int:
     command = ["gapt-bench", "site", args.results, "-o", args.out]
     command += (["--reference", args.reference] if args.reference != "baseline" else [])
     command += [x for path in args.include for x in ("--include", path)] + (["--no-figures"] if args.no_figures else [])
-    site = build_site(args.results, out, records=records, reference=args.reference, command=shlex.join(command),
-                      figures=not args.no_figures)
+    try:
+        site = build_site(args.results, out, records=records, reference=args.reference,
+                          command=shlex.join(command), figures=not args.no_figures)
+    except USER_ERRORS:
+        raise
+    except Exception as e:  # noqa: BLE001 (a page or figure failed, a full disk: the old site is still whole)
+        why = (str(e).strip().splitlines() or [""])[0][:200]
+        print(f"gapt-bench: error: site not built ({type(e).__name__}: {why}); {out} still holds its previous "
+              "pages", file=sys.stderr)
+        return 1
     print(f"wrote {len(site.pages)} pages ({site.n_runs} runs, {site.n_figures} figures) to {out}; "
           f"open {out / 'index.html'}")
     return 0
@@ -614,8 +622,10 @@ COMMANDS = {"doctor": cmd_doctor, "run": cmd_run, "status": cmd_status, "validat
             "site": cmd_site, "export": cmd_export}
 
 
+USER_ERRORS = (UsageError, ConfigError, RegistryError, StoreError, ReportError, DataError)  # exit 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    user_errors = (UsageError, ConfigError, RegistryError, StoreError, ReportError, DataError)
     parser = build_parser()
     try:
         args = parser.parse_args(list(argv) if argv is not None else None)
@@ -628,7 +638,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DiskFullError as e:  # not bad input: the run failed, and nothing partial was left behind
         print(f"gapt-bench: error: {e}", file=sys.stderr)
         return 1
-    except user_errors as e:
+    except USER_ERRORS as e:
         print(f"gapt-bench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

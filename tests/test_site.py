@@ -309,6 +309,31 @@ def test_rebuild_removes_its_stale_pages_only(tmp_path):
     _test_links_resolve(out)
 
 
+def test_a_build_failing_midway_leaves_the_previous_site_whole(tmp_path, monkeypatch, capsys):
+    from gapt_bench.site import pages
+
+    results = make_results(tmp_path / "results")
+    out = tmp_path / "site"
+    assert _cli("site", str(results), "-o", str(out), "--no-figures")[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    lines = (results / "runs.jsonl").read_text().splitlines()  # the next build would change every page
+    (results / "runs.jsonl").write_text("".join(x + "\n" for x in lines if '"arithmetic_ood"' not in x))
+    calls = []
+
+    def runs_body(g, results_dir):
+        calls.append(g)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return "<p>new</p>"
+    monkeypatch.setattr(pages, "runs_body", runs_body)
+    capsys.readouterr()
+    assert cli.main(["site", str(results), "-o", str(out), "--no-figures"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err and "previous pages" in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results", "site"]  # no staging folder left behind
+
+
 def test_sort_script_is_inline_and_reads_numbers():
     from gapt_bench.site.html import JS
 
