@@ -441,6 +441,8 @@ def _check_gate_args(args) -> None:
 def cmd_report(args) -> int:
     records = _load(args.results)
     _check_reference(records, args.reference)
+    if args.plots:  # refused before the report is printed, not after
+        check_writable(Path(args.plots), flag="--plots")
     _print_result(_report_of(records, args.reference), args.format, args.include_layers)
     if args.plots:
         _write_plots(args.results, Path(args.plots), "--plots")

@@ -74,3 +74,18 @@ def test_track_on_slurm_without_wait_is_refused_before_submitting(fake_slurm, tm
     err = _our_lines(capsys.readouterr().err)
     assert len(err) == 1 and "add --wait" in err[0] and f"gapt-bench export {out} --tensorboard" in err[0], err
     assert not out.exists() and not (fake_slurm / "count").exists()  # nothing written, nothing submitted
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    from test_site import make_results
+
+    return make_results(tmp_path_factory.mktemp("cli_fixes") / "results")
+
+
+def test_report_checks_the_plots_folder_before_printing(results, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert cli.main(["report", str(results), "--format", "md", "--plots", str(blocker / "plots")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "cannot write" in captured.err and captured.err.count("\n") == 1
