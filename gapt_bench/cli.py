@@ -454,8 +454,27 @@ def cmd_paper(args) -> int:
     return 0
 
 
+def _load_all(paths: Sequence[str]) -> list[dict]:
+    """The records of several results locations, each run once: a run_id seen earlier (the same folder passed
+    twice, a file and its folder) is dropped, so it cannot count as another seed. One stderr line says how many."""
+    seen: set[str] = set()
+    records = []
+    dropped = 0
+    for path in paths:
+        for r in _load(path):
+            if r["run_id"] in seen:
+                dropped += 1
+                continue
+            seen.add(r["run_id"])
+            records.append(r)
+    if dropped:
+        print(f"gapt-bench: {dropped} duplicate record(s) dropped (a run_id in more than one of the results "
+              "given); each run counts once", file=sys.stderr)
+    return records
+
+
 def cmd_leaderboard(args) -> int:
-    records = [r for path in args.results for r in _load(path)]
+    records = _load_all(args.results)
     _print_result(analysis.leaderboard(records), args.format, args.include_layers)
     return 0
 

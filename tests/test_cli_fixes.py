@@ -2,6 +2,7 @@
 sites that fail midway, outputs checked before anything is printed, results folders passed twice."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -89,3 +90,14 @@ def test_report_checks_the_plots_folder_before_printing(results, tmp_path, capsy
     assert cli.main(["report", str(results), "--format", "md", "--plots", str(blocker / "plots")]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "cannot write" in captured.err and captured.err.count("\n") == 1
+
+
+def test_a_results_folder_given_twice_counts_each_run_once(results, capsys):
+    assert cli.main(["leaderboard", str(results), "--format", "json"]) == 0
+    once = json.loads(capsys.readouterr().out)
+    assert cli.main(["leaderboard", str(results), str(results / "runs.jsonl"), "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == once  # same n, same statistics
+    n = len((results / "runs.jsonl").read_text().splitlines())
+    assert captured.err == f"gapt-bench: {n} duplicate record(s) dropped (a run_id in more than one of the " \
+                           "results given); each run counts once\n"
