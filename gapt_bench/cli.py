@@ -22,6 +22,7 @@ from gapt_bench.analysis import ReportError
 from gapt_bench.config import ConfigError
 from gapt_bench.registry import METHODS, TASKS, RegistryError, load_plugins, plugin_errors
 from gapt_bench.runner import check_matches, make_plan, parse_names, parse_seeds, run_plan
+from gapt_bench.site.content import report_with_analyses  # the report with each task's analyses (site shows it)
 from gapt_bench.store import DiskFullError, StoreError, check_writable, read_records
 from gapt_bench.text import DataError
 
@@ -332,7 +333,7 @@ def cmd_run(args) -> int:
     with say.guard():
         _print_run_table(rows)
         if not args.no_report and rows:
-            _print_result(_report_of(read_records(out)), "rich")
+            _print_result(report_with_analyses(read_records(out))[0], "rich")
     _track(out, [r for _, r in rows], args.track)
     bad = [r for _, r in rows if r["status"] != "ok"]
     if bad:
@@ -405,16 +406,6 @@ def _print_run_table(rows: list[tuple]) -> None:
         Console(width=200).print(table)
 
 
-def _report_of(records: list[dict], reference: str = "baseline") -> dict:
-    """The report of the records, with each task's own analyses (Task.analyses, e.g. capacity) attached."""
-    rep = analysis.build_report(records, reference=reference)
-    rep["analyses"] = {}
-    for task in sorted({r["task"] for r in records}):
-        if task in TASKS:  # a plug-in task not loaded here just has no task-level analysis
-            rep["analyses"].update(TASKS.get(task).analyses([r for r in records if r["task"] == task], reference))
-    return rep
-
-
 def _load(path: str) -> list[dict]:
     """The records at `path`; none at all is an error (nothing to report on is not a result)."""
     records = read_records(path)
@@ -443,14 +434,14 @@ def cmd_report(args) -> int:
     _check_reference(records, args.reference)
     if args.plots:  # refused before the report is printed, not after
         check_writable(Path(args.plots), flag="--plots")
-    _print_result(_report_of(records, args.reference), args.format, args.include_layers)
+    _print_result(report_with_analyses(records, args.reference)[0], args.format, args.include_layers)
     if args.plots:
         _write_plots(args.results, Path(args.plots), "--plots")
     return 0
 
 
 def cmd_paper(args) -> int:
-    _print_result(analysis.paper_table(_report_of(_load(args.results))), args.format)
+    _print_result(analysis.paper_table(report_with_analyses(_load(args.results))[0]), args.format)
     return 0
 
 
