@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -257,7 +258,7 @@ def cmd_run(args) -> int:
     check_writable(out)
     workers = 1 if launcher != "local" else (args.workers or _default_workers(plan))
     plan_argv = launch.plan_argv(args.tasks, args.methods, args.seeds, args.preset, args.overrides, args.include)
-    status_cmd = launch.shell_join(["gapt-bench", "status", str(out), *plan_argv])
+    status_cmd = shlex.join(["gapt-bench", "status", str(out), *plan_argv])
     say = _Say()
     how = f"{workers} worker{'s' if workers > 1 else ''}" if launcher == "local" else f"launcher {launcher}"
     say(f"gapt-bench run: {len(plan)} runs -> {out}/runs.jsonl ({how})")
@@ -532,8 +533,6 @@ def cmd_status(args) -> int:
 
 def cmd_site(args) -> int:
     """The static site of a results folder (gapt_bench/site/)."""
-    import shlex
-
     from gapt_bench.site import build_site
 
     records = _load(args.results)

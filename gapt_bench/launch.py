@@ -945,10 +945,6 @@ def plan_argv(tasks: str, methods: str, seeds: str, preset: str, overrides: Iter
     return argv
 
 
-def shell_join(argv: Iterable[str]) -> str:
-    return " ".join(shlex.quote(str(a)) for a in argv)
-
-
 def dry_run_lines(plan: list[RunConfig], out: Path, launcher: str, opts: LauncherOptions) -> list[str]:
     """What `submit_plan` would submit, and the sbatch file(s) of a Slurm submission; nothing is written."""
     from gapt_bench.runner import reference_config
@@ -987,11 +983,11 @@ def resubmit_command(plan_argv: list[str], out: Path) -> str:
             launcher = "submitit"
         argv += ["--launcher", str(launcher), "--launcher-config", str(launcher_file)]
     argv.append("--resume")
-    return shell_join(argv)
+    return shlex.join(argv)
 
 
 __all__ = ["LAUNCHERS", "LaunchError", "SubmissionError", "LauncherOptions", "resolve_launcher", "read_launcher_config",
            "parse_key_values", "detect_cluster", "slurm_parameters", "slurm_executor", "batch_file_text", "job_spec",
            "config_of", "torch_dist_env", "RunJob", "JobInterrupted", "preempt", "submit_plan", "Submission",
            "SubmittedJob", "job_outcome", "plan_status", "RunState", "status_lines", "resubmit_command", "STATES",
-           "plan_argv", "shell_join", "dry_run_lines"]
+           "plan_argv", "dry_run_lines"]
