@@ -334,6 +334,15 @@ def test_a_build_failing_midway_leaves_the_previous_site_whole(tmp_path, monkeyp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results", "site"]  # no staging folder left behind
 
 
+def test_configurations_follow_the_chosen_reference(site):
+    from gapt_bench.site.content import gather
+
+    records = [json.loads(x) for x in (site[0] / "runs.jsonl").read_text().splitlines()]
+    assert [g.method for g in gather(records).groups["fineweb_lm"]][0] == "baseline"
+    methods = [g.method for g in gather(records, reference="mbe").groups["fineweb_lm"]]
+    assert methods[0] == "mbe" and methods.index("baseline") > 0  # as the report orders them under --reference
+
+
 def test_sort_script_is_inline_and_reads_numbers():
     from gapt_bench.site.html import JS
 
