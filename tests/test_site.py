@@ -343,6 +343,16 @@ def test_configurations_follow_the_chosen_reference(site):
     assert methods[0] == "mbe" and methods.index("baseline") > 0  # as the report orders them under --reference
 
 
+def test_a_note_belongs_to_the_task_it_names_whole():
+    from gapt_bench.site.content import mentions
+
+    for note in ("fineweb_lm/gapt: 1 diverged, 0 failed (not counted)", "fineweb_lm: declares no primary metrics",
+                 "fineweb_lm (gapt): records carry no primary_metrics", "see fineweb_lm/gapt"):
+        assert mentions(note, "fineweb_lm") and not mentions(note, "fineweb"), note
+    assert mentions("fineweb: no runs", "fineweb") and not mentions("fineweb.v2: no runs", "fineweb")
+    assert not mentions("x_fineweb/gapt: no runs", "fineweb") and not mentions("about fineweb in general", "fineweb")
+
+
 def test_sort_script_is_inline_and_reads_numbers():
     from gapt_bench.site.html import JS
 

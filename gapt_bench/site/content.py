@@ -6,6 +6,7 @@ same records. A task page shows its slice of the one report (so p-values keep th
 """
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -74,7 +75,10 @@ def task_report(rep: dict, task: str, keys: Sequence[str]) -> dict:
 
 
 def mentions(note: str, task: str) -> bool:
-    return note.startswith(task) or f"{task}/" in note or f"{task}:" in note
+    """Whether a note is about `task`: it starts with the task's name, or has `task/` or `task:` in it, the name
+    whole (a note on "fineweb_lm" is not about "fineweb")."""
+    name = re.escape(task)
+    return re.search(rf"^{name}(?![\w.-])|(?<![\w.-]){name}[/:]", note) is not None
 
 
 def run_groups(records: Sequence[dict], reference: str = "baseline") -> dict[str, list[RunGroup]]:
