@@ -1,7 +1,9 @@
 """Command line: argument parsing, printing and exit codes only (no science here).
 
-Exit codes: 0 ok; 1 a gate found a regression (or runs failed); 2 bad input (one line on stderr naming the
-problem and the fix; nothing written); 3 inconclusive gate under --strict.
+Exit codes: 0 ok; 1 a gate found a regression, runs failed, `status` found runs not done, `doctor --gpu` found no
+CUDA or a failing part, or work failed after it began (a sweep half submitted, an export or a site build that
+failed midway); 2 bad input (one line on stderr naming the problem and the fix; nothing written); 3 inconclusive
+gate under --strict; 130 interrupted.
 """
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--tasks", default=DEFAULT_TASKS, help="comma list of tasks, or 'all' (default)")
         sp.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma list (default {DEFAULT_METHODS})")
         sp.add_argument("--seeds", default="0-2", help="seeds as a range or list: 0-2, 0,3,5 (default 0-2)")
-        sp.add_argument("--preset", default="quick", help="preset name from tasks/<task>.yaml (default quick)")
+        sp.add_argument("--preset", default="quick", help="preset name from tasks/<task>/presets.yaml (default quick)")
         sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value, type-checked (repeatable)")
         include_arg(sp)

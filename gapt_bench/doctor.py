@@ -60,7 +60,8 @@ class NoCuda(RuntimeError):
 
 @dataclass(frozen=True)
 class Sizes:
-    """What the check measures. The defaults are the issue's; a CPU test runs the same code on tiny sizes."""
+    """What the check measures. The defaults are the check's own (GPT-2 small at seq 1024, batch 32; the paper's
+    smallest capacity model); a CPU test runs the same code on tiny sizes."""
 
     device: str = "cuda"
     gpt2: tuple[int, int, int] = (12, 768, 12)  # layers, width, heads
@@ -365,7 +366,8 @@ def capacity(budget_s: float, sizes: Sizes = Sizes()) -> dict:
 
 
 def targets(result: dict) -> dict:
-    """The issue's targets, met or not, from the measured figures (None where a figure is missing)."""
+    """The check's TARGETS (MFU and GAPT's step time against the baseline's), met or not, from the measured
+    figures (None where a figure is missing)."""
     runs = (result.get("throughput") or {}).get("runs") or []
     best = max((r["mfu"] for r in runs if r.get("mfu") is not None and r["method"] == "baseline"), default=None)
     ratios = (result.get("throughput") or {}).get("gapt_step_ratio") or {}
