@@ -83,8 +83,9 @@ class SubmissionError(RuntimeError):
 # Options
 
 
-def _o(default: Any, help: str, flag: str | None = None, min: float | None = None) -> Any:
-    meta = {"help": help, "flag": flag, "min": min}
+def _o(default: Any, flag: str | None = None, min: float | None = None) -> Any:
+    """A field with its `gapt-bench run` flag (for error messages) and lowest allowed value (checked in `_coerce`)."""
+    meta = {"flag": flag, "min": min}
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -92,33 +93,27 @@ def _o(default: Any, help: str, flag: str | None = None, min: float | None = Non
 
 @dataclass
 class LauncherOptions:
-    """What a submitit launcher needs; keys of `--launcher-config FILE.yaml` and flags of `gapt-bench run`."""
+    """What a submitit launcher needs; keys of `--launcher-config FILE.yaml` and flags of `gapt-bench run` (whose
+    --help describes each)."""
 
-    partition: str | None = _o(None, "Slurm partition", "--partition")
-    account: str | None = _o(None, "Slurm account to charge", "--account")
-    qos: str | None = _o(None, "Slurm quality of service", "--qos")
-    timeout_min: int | None = _o(None, f"time limit of one job in minutes (default {SLURM_TIMEOUT_MIN} on Slurm); "
-                                       "a run that needs longer is requeued from its checkpoint", "--timeout-min", 1)
-    nodes: int = _o(1, "nodes per job: one run on several nodes is one DDP job", "--nodes", 1)
-    gpus_per_node: int = _o(0, "GPUs per node for each job", "--gpus-per-node", 0)
-    tasks_per_node: int | None = _o(None, "processes per node (DDP ranks); default: one per GPU, else 1",
-                                    "--tasks-per-node", 1)
-    cpus_per_task: int | None = _o(None, "CPUs per process; also the run's torch threads (default 1)",
-                                   "--cpus-per-task", 1)
-    mem_gb: float | None = _o(None, "memory per node in GB", "--mem-gb", 0.001)
-    array_parallelism: int | None = _o(None, "at most this many jobs at once (Slurm: the array's %%N; local: "
-                                             "default the number of cores, or of GPUs per job)",
-                                       "--array-parallelism", 1)
-    slurm: dict = _o({}, "any other sbatch option, passed through (--slurm-opt constraint=a100)", "--slurm-opt")
-    setup: list = _o([], "shell lines run before each job (e.g. source /path/.venv/bin/activate)", "--setup")
-    max_timeouts: int = _o(3, "requeues after hitting the time limit (preemptions do not count)", "--max-timeouts", 0)
-    signal_delay_s: int | None = _o(None, "seconds between the stop signal and the kill (submitit: 90 on Slurm)",
-                                    None, 1)
-    reference_wait_min: float = _o(120.0, "how long a matched control's job waits for the run it copies", None, 0)
-    poll_s: float = _o(10.0, "seconds between a waiting job's looks at the store", None, 0.05)
-    wait: bool = _o(False, "Slurm: stay until every job has ended, printing each run's result (local: always)",
-                    "--wait")
-    folder: str | None = _o(None, "submitit's folder for job files and logs (default OUT/submitit)", None)
+    partition: str | None = _o(None, "--partition")
+    account: str | None = _o(None, "--account")
+    qos: str | None = _o(None, "--qos")
+    timeout_min: int | None = _o(None, "--timeout-min", 1)  # default SLURM_TIMEOUT_MIN on Slurm; longer: requeued
+    nodes: int = _o(1, "--nodes", 1)  # one run on several nodes is one DDP job
+    gpus_per_node: int = _o(0, "--gpus-per-node", 0)
+    tasks_per_node: int | None = _o(None, "--tasks-per-node", 1)  # DDP ranks per node; default one per GPU, else 1
+    cpus_per_task: int | None = _o(None, "--cpus-per-task", 1)  # also the run's torch threads (default 1)
+    mem_gb: float | None = _o(None, "--mem-gb", 0.001)  # per node
+    array_parallelism: int | None = _o(None, "--array-parallelism", 1)  # local default: the cores, or GPUs per job
+    slurm: dict = _o({}, "--slurm-opt")  # any other sbatch option, passed through
+    setup: list = _o([], "--setup")  # shell lines run before each job
+    max_timeouts: int = _o(3, "--max-timeouts", 0)  # requeues after a time limit (preemptions do not count)
+    signal_delay_s: int | None = _o(None, None, 1)  # seconds between the stop signal and the kill (submitit: 90)
+    reference_wait_min: float = _o(120.0, None, 0)  # how long a matched control's job waits for the run it copies
+    poll_s: float = _o(10.0, None, 0.05)  # seconds between looks at the store (a job) or at the jobs (--wait)
+    wait: bool = _o(False, "--wait")  # Slurm: stay until every job has ended (local: always)
+    folder: str | None = _o(None)  # submitit's folder for job files and logs (default OUT/submitit)
 
     def tasks(self) -> int:
         return self.tasks_per_node or (self.gpus_per_node if self.gpus_per_node > 0 else 1)
@@ -568,7 +563,7 @@ class Submission:
     dependency: str | None = None
     outcomes: list = field(default_factory=list)
     waited: bool = False
-    interrupted: bool = False
+    handles: dict[str, Any] = field(default_factory=dict, repr=False)  # job id -> submitit Job (Slurm, for --wait)
 
     def describe(self, status_command: str | None = None) -> list[str]:
         """Lines for the person who submitted: job ids, where the logs are, how to follow them."""
@@ -646,7 +641,7 @@ def submit_plan(plan: list[RunConfig], out: Path, launcher: str, opts: LauncherO
     if cluster == "slurm":
         _submit_slurm(sub, waves, specs, opts, say)
         if opts.wait:
-            _wait_all(sub, on_done, say)
+            _wait_all(sub, on_done, opts.poll_s)
         return sub
     _run_local(submitit, sub, waves, specs, opts, on_done, say)
     return sub
@@ -682,7 +677,6 @@ def _submitted(job, cfg: RunConfig, wave: int) -> SubmittedJob:
 
 
 def _submit_slurm(sub: Submission, waves, specs, opts: LauncherOptions, say) -> None:
-    sub._jobs = {}  # type: ignore[attr-defined]
     for wave_no, wave in enumerate(waves, 1):
         if not wave:
             continue
@@ -700,13 +694,14 @@ def _submit_slurm(sub: Submission, waves, specs, opts: LauncherOptions, say) -> 
             sub.dependency = f"--dependency={dependency}"
         submitted = [_submitted(j, c, wave_no) for j, c in zip(jobs, wave)]
         sub.jobs += submitted
-        sub._jobs.update({s.job_id: j for s, j in zip(submitted, jobs)})  # type: ignore[attr-defined]
+        sub.handles.update({s.job_id: j for s, j in zip(submitted, jobs)})
         _log_jobs(sub, submitted)
         say(f"submitted job array {sub.array_ids[-1]}: {len(wave)} job(s)")
 
 
-def _wait_all(sub: Submission, on_done, say) -> None:
-    pending = {s.job_id: (s, j) for s, j in ((s, sub._jobs[s.job_id]) for s in sub.jobs)}  # type: ignore[attr-defined]
+def _wait_all(sub: Submission, on_done, poll_s: float) -> None:
+    """Until every Slurm job has ended, looking at their states every `poll_s` seconds; each outcome to on_done."""
+    pending = {s.job_id: (s, sub.handles[s.job_id]) for s in sub.jobs}
     while pending:
         for job_id, (s, job) in list(pending.items()):
             if job.done():
@@ -716,7 +711,7 @@ def _wait_all(sub: Submission, on_done, say) -> None:
                 if on_done:
                     on_done(s.cfg, o)
         if pending:
-            time.sleep(30)
+            time.sleep(poll_s)
     sub.waited = True
 
 
@@ -813,13 +808,11 @@ def _run_local(submitit, sub: Submission, waves, specs, opts: LauncherOptions, o
                         del running[job_id]
                         free.extend(mine)
                         o = job_outcome(job, s)
-                        sub.interrupted |= o.interrupted
                         sub.outcomes.append(o)
                         if on_done:
                             on_done(s.cfg, o)
                 time.sleep(0.1)
             if stop["flag"]:
-                sub.interrupted = True
                 break
     finally:
         for s, h in old.items():
