@@ -77,8 +77,9 @@ def build_site(results: str | Path, out: str | Path, *, records: Sequence[dict] 
 
 def _staging_folder(out: Path) -> Path:
     """Where the pages are built before they replace the old ones, so that a build failing midway leaves the
-    previous site whole: a hidden sibling of `out`, or a hidden folder inside it where the parent is read-only."""
-    out = out.absolute()
+    previous site whole: a hidden sibling of `out` (of the folder a link points to: renames stay on one file
+    system), or a hidden folder inside it where the parent is read-only."""
+    out = out.resolve()
     try:
         return Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     except OSError:
