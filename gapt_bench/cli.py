@@ -237,7 +237,7 @@ def cmd_run(args) -> int:
         cluster = launch.detect_cluster() if launcher != "local" else "local"  # submitit installed: checked early
     except launch.LaunchError as e:
         raise UsageError(str(e)) from None
-    if args.track and launcher == "submitit" and cluster == "slurm" and not lopts.wait:  # the command would return before any run ended
+    if args.track and launcher == "submitit" and cluster == "slurm" and not lopts.wait:  # returns before runs end
         t = args.track[0]
         raise UsageError(f"--track needs the runs to end before the command does, and a Slurm submission returns "
                          f"once queued: add --wait, or drop --track and later run `gapt-bench export {args.out} "
