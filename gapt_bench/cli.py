@@ -1,7 +1,9 @@
 """Command line: argument parsing, printing and exit codes only (no science here).
 
-Exit codes: 0 ok; 1 a gate found a regression (or runs failed); 2 bad input (one line on stderr naming the
-problem and the fix; nothing written); 3 inconclusive gate under --strict.
+Exit codes: 0 ok; 1 a gate found a regression, runs failed, `status` found runs not done, `doctor --gpu` found no
+CUDA or a failing part, or work failed after it began (a sweep half submitted, an export or a site build that
+failed midway); 2 bad input (one line on stderr naming the problem and the fix; nothing written); 3 inconclusive
+gate under --strict; 130 interrupted.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,6 +25,7 @@ from gapt_bench.analysis import ReportError
 from gapt_bench.config import ConfigError
 from gapt_bench.registry import METHODS, TASKS, RegistryError, load_plugins, plugin_errors
 from gapt_bench.runner import check_matches, make_plan, parse_names, parse_seeds, run_plan
+from gapt_bench.site.content import report_with_analyses  # the report with each task's analyses (site shows it)
 from gapt_bench.store import DiskFullError, StoreError, check_writable, read_records
 from gapt_bench.text import DataError
 
@@ -50,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--tasks", default=DEFAULT_TASKS, help="comma list of tasks, or 'all' (default)")
         sp.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma list (default {DEFAULT_METHODS})")
         sp.add_argument("--seeds", default="0-2", help="seeds as a range or list: 0-2, 0,3,5 (default 0-2)")
-        sp.add_argument("--preset", default="quick", help="preset name from tasks/<task>.yaml (default quick)")
+        sp.add_argument("--preset", default="quick", help="preset name from tasks/<task>/presets.yaml (default quick)")
         sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value, type-checked (repeatable)")
         include_arg(sp)
@@ -69,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-report", action="store_true", help="do not print the summary report at the end")
     r.add_argument("--track", action="append", default=[], type=_track_target, metavar="KIND:WHERE",
                    help="also send each run's curve to tensorboard:DIR, wandb:PROJECT or trackio:PROJECT (repeatable; "
-                        "optional packages)")
+                        "optional packages; on Slurm with --wait)")
     lg = r.add_argument_group("cluster launchers (submitit: one job per run; see gapt_bench/launch.py)")
     lg.add_argument("--launcher", choices=("local", "submitit", "submitit-local"), default=None,
                     help="local (default: this process and its workers); submitit (Slurm job arrays where srun "
@@ -230,10 +234,14 @@ def cmd_run(args) -> int:
             "mem_gb", "array_parallelism", "max_timeouts", "setup", "wait")}
         given["slurm"] = launch.parse_key_values(args.slurm_opt, "--slurm-opt")
         launcher, lopts = launch.resolve_launcher(args.launcher, args.launcher_config, given)
-        if launcher != "local":
-            launch.detect_cluster()  # submitit is installed: checked before anything is written
+        cluster = launch.detect_cluster() if launcher != "local" else "local"  # submitit installed: checked early
     except launch.LaunchError as e:
         raise UsageError(str(e)) from None
+    if args.track and launcher == "submitit" and cluster == "slurm" and not lopts.wait:  # returns before runs end
+        t = args.track[0]
+        raise UsageError(f"--track needs the runs to end before the command does, and a Slurm submission returns "
+                         f"once queued: add --wait, or drop --track and later run `gapt-bench export {args.out} "
+                         f"--{t.kind} {t.where}`")
     if launcher != "local" and args.workers is not None:
         raise UsageError("--workers applies to --launcher local; submitit runs one job per run: cap how many run at "
                          "once with --array-parallelism")
@@ -252,6 +260,7 @@ def cmd_run(args) -> int:
     check_writable(out)
     workers = 1 if launcher != "local" else (args.workers or _default_workers(plan))
     plan_argv = launch.plan_argv(args.tasks, args.methods, args.seeds, args.preset, args.overrides, args.include)
+    status_cmd = shlex.join(["gapt-bench", "status", str(out), *plan_argv])
     say = _Say()
     how = f"{workers} worker{'s' if workers > 1 else ''}" if launcher == "local" else f"launcher {launcher}"
     say(f"gapt-bench run: {len(plan)} runs -> {out}/runs.jsonl ({how})")
@@ -304,13 +313,16 @@ def cmd_run(args) -> int:
             sub = launch.submit_plan(plan, out, launcher, lopts, overrides=args.overrides, includes=included(),
                                      checkpoint_every=args.checkpoint_every, on_done=on_done, say=say)
             outcomes = sub.outcomes
+    except launch.SubmissionError as e:  # an array is queued already: say which and how to follow it, exit 1
+        print(f"gapt-bench: error: {e}; follow them with `{status_cmd}` and resubmit the rest with the command it "
+              "prints", file=sys.stderr)
+        return 1
     except launch.LaunchError as e:
         raise UsageError(str(e)) from None
     finally:
         if progress:
             progress.stop()
     if sub is not None:
-        status_cmd = launch.shell_join(["gapt-bench", "status", str(out), *plan_argv])
         if not sub.waited:  # a Slurm submission: the jobs run on; say where to look
             for line in sub.describe(status_cmd):
                 say(line)
@@ -324,7 +336,7 @@ def cmd_run(args) -> int:
     with say.guard():
         _print_run_table(rows)
         if not args.no_report and rows:
-            _print_result(_report_of(read_records(out)), "rich")
+            _print_result(report_with_analyses(read_records(out))[0], "rich")
     _track(out, [r for _, r in rows], args.track)
     bad = [r for _, r in rows if r["status"] != "ok"]
     if bad:
@@ -397,16 +409,6 @@ def _print_run_table(rows: list[tuple]) -> None:
         Console(width=200).print(table)
 
 
-def _report_of(records: list[dict], reference: str = "baseline") -> dict:
-    """The report of the records, with each task's own analyses (Task.analyses, e.g. capacity) attached."""
-    rep = analysis.build_report(records, reference=reference)
-    rep["analyses"] = {}
-    for task in sorted({r["task"] for r in records}):
-        if task in TASKS:  # a plug-in task not loaded here just has no task-level analysis
-            rep["analyses"].update(TASKS.get(task).analyses([r for r in records if r["task"] == task], reference))
-    return rep
-
-
 def _load(path: str) -> list[dict]:
     """The records at `path`; none at all is an error (nothing to report on is not a result)."""
     records = read_records(path)
@@ -433,19 +435,40 @@ def _check_gate_args(args) -> None:
 def cmd_report(args) -> int:
     records = _load(args.results)
     _check_reference(records, args.reference)
-    _print_result(_report_of(records, args.reference), args.format, args.include_layers)
+    if args.plots:  # refused before the report is printed, not after
+        check_writable(Path(args.plots), flag="--plots")
+    _print_result(report_with_analyses(records, args.reference)[0], args.format, args.include_layers)
     if args.plots:
         _write_plots(args.results, Path(args.plots), "--plots")
     return 0
 
 
 def cmd_paper(args) -> int:
-    _print_result(analysis.paper_table(_report_of(_load(args.results))), args.format)
+    _print_result(analysis.paper_table(report_with_analyses(_load(args.results))[0]), args.format)
     return 0
 
 
+def _load_all(paths: Sequence[str]) -> list[dict]:
+    """The records of several results locations, each run once: a run_id seen earlier (the same folder passed
+    twice, a file and its folder) is dropped, so it cannot count as another seed. One stderr line says how many."""
+    seen: set[str] = set()
+    records = []
+    dropped = 0
+    for path in paths:
+        for r in _load(path):
+            if r["run_id"] in seen:
+                dropped += 1
+                continue
+            seen.add(r["run_id"])
+            records.append(r)
+    if dropped:
+        print(f"gapt-bench: {dropped} duplicate record(s) dropped (a run_id in more than one of the results "
+              "given); each run counts once", file=sys.stderr)
+    return records
+
+
 def cmd_leaderboard(args) -> int:
-    records = [r for path in args.results for r in _load(path)]
+    records = _load_all(args.results)
     _print_result(analysis.leaderboard(records), args.format, args.include_layers)
     return 0
 
@@ -512,8 +535,6 @@ def cmd_status(args) -> int:
 
 def cmd_site(args) -> int:
     """The static site of a results folder (gapt_bench/site/)."""
-    import shlex
-
     from gapt_bench.site import build_site
 
     records = _load(args.results)
@@ -523,8 +544,16 @@ def cmd_site(args) -> int:
     command = ["gapt-bench", "site", args.results, "-o", args.out]
     command += (["--reference", args.reference] if args.reference != "baseline" else [])
     command += [x for path in args.include for x in ("--include", path)] + (["--no-figures"] if args.no_figures else [])
-    site = build_site(args.results, out, records=records, reference=args.reference, command=shlex.join(command),
-                      figures=not args.no_figures)
+    try:
+        site = build_site(args.results, out, records=records, reference=args.reference,
+                          command=shlex.join(command), figures=not args.no_figures)
+    except USER_ERRORS:
+        raise
+    except Exception as e:  # noqa: BLE001 (a page or figure failed, a full disk: the old site is still whole)
+        why = (str(e).strip().splitlines() or [""])[0][:200]
+        print(f"gapt-bench: error: site not built ({type(e).__name__}: {why}); {out} still holds its previous "
+              "pages", file=sys.stderr)
+        return 1
     print(f"wrote {len(site.pages)} pages ({site.n_runs} runs, {site.n_figures} figures) to {out}; "
           f"open {out / 'index.html'}")
     return 0
@@ -564,7 +593,15 @@ def cmd_export(args) -> int:
         targets = [tracking.parse_target(f"{kind}:{where}") for kind, where in given]
     except tracking.TrackingError as e:
         raise UsageError(str(e)) from None
-    for line in tracking.export(args.results, _load(args.results), targets):
+    records = _load(args.results)
+    if args.tensorboard:
+        check_writable(Path(args.tensorboard), flag="--tensorboard")
+    try:
+        lines = tracking.export(args.results, records, targets)
+    except tracking.ExportError as e:
+        print(f"gapt-bench: error: {e}", file=sys.stderr)
+        return 1
+    for line in lines:
         print(line)
     return 0
 
@@ -598,8 +635,10 @@ COMMANDS = {"doctor": cmd_doctor, "run": cmd_run, "status": cmd_status, "validat
             "site": cmd_site, "export": cmd_export}
 
 
+USER_ERRORS = (UsageError, ConfigError, RegistryError, StoreError, ReportError, DataError)  # exit 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    user_errors = (UsageError, ConfigError, RegistryError, StoreError, ReportError, DataError)
     parser = build_parser()
     try:
         args = parser.parse_args(list(argv) if argv is not None else None)
@@ -612,7 +651,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DiskFullError as e:  # not bad input: the run failed, and nothing partial was left behind
         print(f"gapt-bench: error: {e}", file=sys.stderr)
         return 1
-    except user_errors as e:
+    except USER_ERRORS as e:
         print(f"gapt-bench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

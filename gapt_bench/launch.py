@@ -69,12 +69,23 @@ class LaunchError(ValueError):
     """Bad launcher input or an unusable launcher. str() is one line naming the problem and the fix."""
 
 
+class SubmissionError(RuntimeError):
+    """Slurm refused an array after an earlier one was queued: not bad input (exit 1), and the queued jobs run on.
+    str() is one line naming the refusal and the arrays already queued."""
+
+    def __init__(self, reason: str, queued: list[str], folder: Path) -> None:
+        self.reason, self.queued, self.folder = reason, list(queued), folder
+        super().__init__(f"sbatch refused the matched controls' array ({reason}); job array(s) "
+                         f"{', '.join(self.queued)} already queued (listed in {folder / JOBS_FILE})")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Options
 
 
-def _o(default: Any, help: str, flag: str | None = None, min: float | None = None) -> Any:
-    meta = {"help": help, "flag": flag, "min": min}
+def _o(default: Any, flag: str | None = None, min: float | None = None) -> Any:
+    """A field with its `gapt-bench run` flag (for error messages) and lowest allowed value (checked in `_coerce`)."""
+    meta = {"flag": flag, "min": min}
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -82,33 +93,27 @@ def _o(default: Any, help: str, flag: str | None = None, min: float | None = Non
 
 @dataclass
 class LauncherOptions:
-    """What a submitit launcher needs; keys of `--launcher-config FILE.yaml` and flags of `gapt-bench run`."""
+    """What a submitit launcher needs; keys of `--launcher-config FILE.yaml` and flags of `gapt-bench run` (whose
+    --help describes each)."""
 
-    partition: str | None = _o(None, "Slurm partition", "--partition")
-    account: str | None = _o(None, "Slurm account to charge", "--account")
-    qos: str | None = _o(None, "Slurm quality of service", "--qos")
-    timeout_min: int | None = _o(None, f"time limit of one job in minutes (default {SLURM_TIMEOUT_MIN} on Slurm); "
-                                       "a run that needs longer is requeued from its checkpoint", "--timeout-min", 1)
-    nodes: int = _o(1, "nodes per job: one run on several nodes is one DDP job", "--nodes", 1)
-    gpus_per_node: int = _o(0, "GPUs per node for each job", "--gpus-per-node", 0)
-    tasks_per_node: int | None = _o(None, "processes per node (DDP ranks); default: one per GPU, else 1",
-                                    "--tasks-per-node", 1)
-    cpus_per_task: int | None = _o(None, "CPUs per process; also the run's torch threads (default 1)",
-                                   "--cpus-per-task", 1)
-    mem_gb: float | None = _o(None, "memory per node in GB", "--mem-gb", 0.001)
-    array_parallelism: int | None = _o(None, "at most this many jobs at once (Slurm: the array's %%N; local: "
-                                             "default the number of cores, or of GPUs per job)",
-                                       "--array-parallelism", 1)
-    slurm: dict = _o({}, "any other sbatch option, passed through (--slurm-opt constraint=a100)", "--slurm-opt")
-    setup: list = _o([], "shell lines run before each job (e.g. source /path/.venv/bin/activate)", "--setup")
-    max_timeouts: int = _o(3, "requeues after hitting the time limit (preemptions do not count)", "--max-timeouts", 0)
-    signal_delay_s: int | None = _o(None, "seconds between the stop signal and the kill (submitit: 90 on Slurm)",
-                                    None, 1)
-    reference_wait_min: float = _o(120.0, "how long a matched control's job waits for the run it copies", None, 0)
-    poll_s: float = _o(10.0, "seconds between a waiting job's looks at the store", None, 0.05)
-    wait: bool = _o(False, "Slurm: stay until every job has ended, printing each run's result (local: always)",
-                    "--wait")
-    folder: str | None = _o(None, "submitit's folder for job files and logs (default OUT/submitit)", None)
+    partition: str | None = _o(None, "--partition")
+    account: str | None = _o(None, "--account")
+    qos: str | None = _o(None, "--qos")
+    timeout_min: int | None = _o(None, "--timeout-min", 1)  # default SLURM_TIMEOUT_MIN on Slurm; longer: requeued
+    nodes: int = _o(1, "--nodes", 1)  # one run on several nodes is one DDP job
+    gpus_per_node: int = _o(0, "--gpus-per-node", 0)
+    tasks_per_node: int | None = _o(None, "--tasks-per-node", 1)  # DDP ranks per node; default one per GPU, else 1
+    cpus_per_task: int | None = _o(None, "--cpus-per-task", 1)  # also the run's torch threads (default 1)
+    mem_gb: float | None = _o(None, "--mem-gb", 0.001)  # per node
+    array_parallelism: int | None = _o(None, "--array-parallelism", 1)  # local default: the cores, or GPUs per job
+    slurm: dict = _o({}, "--slurm-opt")  # any other sbatch option, passed through
+    setup: list = _o([], "--setup")  # shell lines run before each job
+    max_timeouts: int = _o(3, "--max-timeouts", 0)  # requeues after a time limit (preemptions do not count)
+    signal_delay_s: int | None = _o(None, None, 1)  # seconds between the stop signal and the kill (submitit: 90)
+    reference_wait_min: float = _o(120.0, None, 0)  # how long a matched control's job waits for the run it copies
+    poll_s: float = _o(10.0, None, 0.05)  # seconds between looks at the store (a job) or at the jobs (--wait)
+    wait: bool = _o(False, "--wait")  # Slurm: stay until every job has ended (local: always)
+    folder: str | None = _o(None)  # submitit's folder for job files and logs (default OUT/submitit)
 
     def tasks(self) -> int:
         return self.tasks_per_node or (self.gpus_per_node if self.gpus_per_node > 0 else 1)
@@ -558,7 +563,7 @@ class Submission:
     dependency: str | None = None
     outcomes: list = field(default_factory=list)
     waited: bool = False
-    interrupted: bool = False
+    handles: dict[str, Any] = field(default_factory=dict, repr=False)  # job id -> submitit Job (Slurm, for --wait)
 
     def describe(self, status_command: str | None = None) -> list[str]:
         """Lines for the person who submitted: job ids, where the logs are, how to follow them."""
@@ -636,7 +641,7 @@ def submit_plan(plan: list[RunConfig], out: Path, launcher: str, opts: LauncherO
     if cluster == "slurm":
         _submit_slurm(sub, waves, specs, opts, say)
         if opts.wait:
-            _wait_all(sub, on_done, say)
+            _wait_all(sub, on_done, opts.poll_s)
         return sub
     _run_local(submitit, sub, waves, specs, opts, on_done, say)
     return sub
@@ -672,7 +677,6 @@ def _submitted(job, cfg: RunConfig, wave: int) -> SubmittedJob:
 
 
 def _submit_slurm(sub: Submission, waves, specs, opts: LauncherOptions, say) -> None:
-    sub._jobs = {}  # type: ignore[attr-defined]
     for wave_no, wave in enumerate(waves, 1):
         if not wave:
             continue
@@ -681,19 +685,23 @@ def _submit_slurm(sub: Submission, waves, specs, opts: LauncherOptions, say) -> 
         try:
             jobs = ex.map_array(RunJob(), [specs[id(c)] for c in wave])
         except Exception as e:  # sbatch refused (bad partition, account, limits): one line
-            raise LaunchError(f"sbatch refused the array: {str(e).strip().splitlines()[-1][:300]}") from e
+            reason = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
+            if sub.array_ids:  # an earlier array is queued: not a refusal of the input any more
+                raise SubmissionError(reason, sub.array_ids, sub.out / SUBMITIT_DIR) from e
+            raise LaunchError(f"sbatch refused the array: {reason}") from e
         sub.array_ids.append(str(jobs[0].job_id).split("_")[0])
         if dependency:
             sub.dependency = f"--dependency={dependency}"
         submitted = [_submitted(j, c, wave_no) for j, c in zip(jobs, wave)]
         sub.jobs += submitted
-        sub._jobs.update({s.job_id: j for s, j in zip(submitted, jobs)})  # type: ignore[attr-defined]
+        sub.handles.update({s.job_id: j for s, j in zip(submitted, jobs)})
         _log_jobs(sub, submitted)
         say(f"submitted job array {sub.array_ids[-1]}: {len(wave)} job(s)")
 
 
-def _wait_all(sub: Submission, on_done, say) -> None:
-    pending = {s.job_id: (s, j) for s, j in ((s, sub._jobs[s.job_id]) for s in sub.jobs)}  # type: ignore[attr-defined]
+def _wait_all(sub: Submission, on_done, poll_s: float) -> None:
+    """Until every Slurm job has ended, looking at their states every `poll_s` seconds; each outcome to on_done."""
+    pending = {s.job_id: (s, sub.handles[s.job_id]) for s in sub.jobs}
     while pending:
         for job_id, (s, job) in list(pending.items()):
             if job.done():
@@ -703,7 +711,7 @@ def _wait_all(sub: Submission, on_done, say) -> None:
                 if on_done:
                     on_done(s.cfg, o)
         if pending:
-            time.sleep(30)
+            time.sleep(poll_s)
     sub.waited = True
 
 
@@ -800,13 +808,11 @@ def _run_local(submitit, sub: Submission, waves, specs, opts: LauncherOptions, o
                         del running[job_id]
                         free.extend(mine)
                         o = job_outcome(job, s)
-                        sub.interrupted |= o.interrupted
                         sub.outcomes.append(o)
                         if on_done:
                             on_done(s.cfg, o)
                 time.sleep(0.1)
             if stop["flag"]:
-                sub.interrupted = True
                 break
     finally:
         for s, h in old.items():
@@ -932,10 +938,6 @@ def plan_argv(tasks: str, methods: str, seeds: str, preset: str, overrides: Iter
     return argv
 
 
-def shell_join(argv: Iterable[str]) -> str:
-    return " ".join(shlex.quote(str(a)) for a in argv)
-
-
 def dry_run_lines(plan: list[RunConfig], out: Path, launcher: str, opts: LauncherOptions) -> list[str]:
     """What `submit_plan` would submit, and the sbatch file(s) of a Slurm submission; nothing is written."""
     from gapt_bench.runner import reference_config
@@ -974,11 +976,11 @@ def resubmit_command(plan_argv: list[str], out: Path) -> str:
             launcher = "submitit"
         argv += ["--launcher", str(launcher), "--launcher-config", str(launcher_file)]
     argv.append("--resume")
-    return shell_join(argv)
+    return shlex.join(argv)
 
 
-__all__ = ["LAUNCHERS", "LaunchError", "LauncherOptions", "resolve_launcher", "read_launcher_config",
+__all__ = ["LAUNCHERS", "LaunchError", "SubmissionError", "LauncherOptions", "resolve_launcher", "read_launcher_config",
            "parse_key_values", "detect_cluster", "slurm_parameters", "slurm_executor", "batch_file_text", "job_spec",
            "config_of", "torch_dist_env", "RunJob", "JobInterrupted", "preempt", "submit_plan", "Submission",
            "SubmittedJob", "job_outcome", "plan_status", "RunState", "status_lines", "resubmit_command", "STATES",
-           "plan_argv", "shell_join", "dry_run_lines"]
+           "plan_argv", "dry_run_lines"]

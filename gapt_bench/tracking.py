@@ -35,6 +35,10 @@ class TrackingError(ValueError):
     """A tracking destination that cannot be used (bad spelling, package not installed); one line, exit 2."""
 
 
+class ExportError(RuntimeError):
+    """A backend failed midway (a full disk, a W&B login): one line saying where and how many runs got there."""
+
+
 @dataclass(frozen=True)
 class Target:
     kind: str  # a key of BACKENDS
@@ -93,15 +97,13 @@ def _run_config(record: dict) -> dict:
             "config_hash": record.get("config_hash")}
 
 
-def _folder_name(run_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", run_id).strip("-.") or "run"
-
-
 def to_tensorboard(folder: Path, record: dict, rows: Sequence[dict]) -> Path:
     """One event folder per run, FOLDER/<run_id>/; an earlier export of the run is replaced, not appended to."""
     from torch.utils.tensorboard import SummaryWriter
 
-    log_dir = Path(folder) / _folder_name(str(record.get("run_id")))
+    from gapt_bench.site.names import slug  # the site's file-name-safe form of a name
+
+    log_dir = Path(folder) / slug(str(record.get("run_id")))
     if log_dir.is_dir():
         for old in log_dir.glob("events.out.tfevents.*"):
             old.unlink()
@@ -151,11 +153,16 @@ def export(results: str | Path, records: Sequence[dict], targets: Sequence[Targe
     lines = []
     for t in targets:
         check_available(t.kind)
-        for r, rows in curves:
-            if t.kind == "tensorboard":
-                to_tensorboard(Path(t.where), r, rows)
-            else:
-                to_logger(t.kind, t.where, r, rows)
+        for i, (r, rows) in enumerate(curves):
+            try:
+                if t.kind == "tensorboard":
+                    to_tensorboard(Path(t.where), r, rows)
+                else:
+                    to_logger(t.kind, t.where, r, rows)
+            except Exception as e:  # any backend's own error: say how far the export got
+                why = (str(e).strip().splitlines() or [""])[0][:200]
+                raise ExportError(f"{t} failed at run {r.get('run_id')} ({type(e).__name__}: {why}); {i} of "
+                                  f"{len(curves)} runs exported there" + "".join(f"; {x}" for x in lines)) from e
         n_curves = sum(1 for _, rows in curves if rows)
         lines.append(f"{t.kind}: {len(curves)} runs ({n_curves} with a curve) -> {t.where}")
     return lines

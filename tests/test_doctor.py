@@ -66,3 +66,13 @@ def test_targets_from_measured_figures():
     assert t["mfu"] == {"target_min": 0.4, "best": 0.43, "met": True}
     assert t["gapt_step_ratio"] == {"target_max": 1.1, "worst": 1.12, "met": False}
     assert doctor.targets({})["mfu"]["met"] is None
+
+
+def test_the_throughput_table_names_a_variant_by_its_own_overrides():
+    runs = [{"method": "gapt", "compile": False, "overrides": ["reg.layers=middle", *doctor.STAY_COMPRESSING],
+             "step_s_median": 0.1, "tokens_per_s": 1000.0, "mfu": None, "warmup_s": 1, "peak_memory_gib": None},
+            {"method": "gapt", "compile": False, "overrides": list(doctor.STAY_COMPRESSING[:2]),
+             "step_s_median": 0.1, "tokens_per_s": 1000.0, "mfu": None, "warmup_s": 1, "peak_memory_gib": None}]
+    md = doctor.markdown({"throughput": {"runs": runs}, "capacity": {"error": "skipped"}})
+    rows = [ln for ln in md.splitlines() if ln.startswith("| gapt")]
+    assert rows[0].startswith("| gapt reg.layers=middle | False |") and rows[1].startswith("| gapt | False |")

@@ -178,6 +178,26 @@ def test_a_slurm_submission_prints_job_ids_logs_and_how_to_follow_them(tmp_path,
     assert f"--launcher submitit --launcher-config {out}/submitit/launcher.yaml --resume" in text
 
 
+def test_waiting_for_slurm_jobs_looks_every_poll_s(monkeypatch):
+    class FakeJob:  # ends after `polls` looks
+        def __init__(self, polls: int) -> None:
+            self.polls = polls
+
+        def done(self) -> bool:
+            self.polls -= 1
+            return self.polls < 0
+
+    jobs = [launch.SubmittedJob(None, f"77_{i}", Path("o"), Path("e"), 1) for i in range(2)]  # type: ignore[arg-type]
+    sub = launch.Submission("submitit", "slurm", Path("f"), Path("o"), jobs=jobs,
+                            handles={"77_0": FakeJob(0), "77_1": FakeJob(2)})
+    sleeps: list[float] = []
+    monkeypatch.setattr(launch.time, "sleep", sleeps.append)
+    monkeypatch.setattr(launch, "job_outcome", lambda job, s: s.job_id)
+    seen: list = []
+    launch._wait_all(sub, lambda cfg, outcome: seen.append(outcome), poll_s=2.5)
+    assert sleeps == [2.5, 2.5] and seen == sub.outcomes == ["77_0", "77_1"] and sub.waited
+
+
 def test_the_job_environment_gives_the_ddp_rendezvous(monkeypatch):
     """Rank 9 of a 2-node x 8-task Slurm job: the torch.distributed variables DDP reads (gapt_bench.distributed)."""
     for var in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):

@@ -309,6 +309,50 @@ def test_rebuild_removes_its_stale_pages_only(tmp_path):
     _test_links_resolve(out)
 
 
+def test_a_build_failing_midway_leaves_the_previous_site_whole(tmp_path, monkeypatch, capsys):
+    from gapt_bench.site import pages
+
+    results = make_results(tmp_path / "results")
+    out = tmp_path / "site"
+    assert _cli("site", str(results), "-o", str(out), "--no-figures")[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    lines = (results / "runs.jsonl").read_text().splitlines()  # the next build would change every page
+    (results / "runs.jsonl").write_text("".join(x + "\n" for x in lines if '"arithmetic_ood"' not in x))
+    calls = []
+
+    def runs_body(g, results_dir):
+        calls.append(g)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return "<p>new</p>"
+    monkeypatch.setattr(pages, "runs_body", runs_body)
+    capsys.readouterr()
+    assert cli.main(["site", str(results), "-o", str(out), "--no-figures"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err and "previous pages" in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results", "site"]  # no staging folder left behind
+
+
+def test_configurations_follow_the_chosen_reference(site):
+    from gapt_bench.site.content import gather
+
+    records = [json.loads(x) for x in (site[0] / "runs.jsonl").read_text().splitlines()]
+    assert [g.method for g in gather(records).groups["fineweb_lm"]][0] == "baseline"
+    methods = [g.method for g in gather(records, reference="mbe").groups["fineweb_lm"]]
+    assert methods[0] == "mbe" and methods.index("baseline") > 0  # as the report orders them under --reference
+
+
+def test_a_note_belongs_to_the_task_it_names_whole():
+    from gapt_bench.site.content import mentions
+
+    for note in ("fineweb_lm/gapt: 1 diverged, 0 failed (not counted)", "fineweb_lm: declares no primary metrics",
+                 "fineweb_lm (gapt): records carry no primary_metrics", "see fineweb_lm/gapt"):
+        assert mentions(note, "fineweb_lm") and not mentions(note, "fineweb"), note
+    assert mentions("fineweb: no runs", "fineweb") and not mentions("fineweb.v2: no runs", "fineweb")
+    assert not mentions("x_fineweb/gapt: no runs", "fineweb") and not mentions("about fineweb in general", "fineweb")
+
+
 def test_sort_script_is_inline_and_reads_numbers():
     from gapt_bench.site.html import JS
 

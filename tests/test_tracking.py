@@ -89,6 +89,33 @@ def test_trackio_without_group_argument(results, monkeypatch):
     assert sum(c[0] == "init" for c in calls) == len(_records(results))
 
 
+def test_a_backend_failing_midway_says_how_far_it_got_and_exits_1(results, monkeypatch, capsys):
+    wandb, calls = _fake_logger("wandb")
+    real_init = wandb.init
+
+    def init(**kwargs):
+        if sum(c[0] == "init" for c in calls) == 2:
+            raise RuntimeError("wandb.errors.CommError: network is unreachable\n(retry later)")
+        real_init(**kwargs)
+    wandb.init = init
+    monkeypatch.setitem(sys.modules, "wandb", wandb)
+    assert cli.main(["export", str(results), "--wandb", "proj"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "network is unreachable" in err, err
+    assert f"2 of {len(_records(results))} runs exported there" in err and "wandb:proj failed at run" in err
+
+
+def test_an_unwritable_tensorboard_folder_is_refused_before_exporting(results, tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert cli.main(["export", str(results), "--tensorboard", str(blocker)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--tensorboard" in err and "must be a folder" in err, err
+    assert cli.main(["export", str(results), "--tensorboard", str(blocker / "tb")]) == 2
+    assert "cannot write to output folder" in capsys.readouterr().err
+
+
 def test_missing_packages_are_refused_before_anything_runs(results, tmp_path, monkeypatch, capsys):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",

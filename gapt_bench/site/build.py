@@ -1,7 +1,10 @@
 """`build_site`: a results folder in, a folder of self-contained HTML pages out (`gapt-bench site`)."""
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -36,7 +39,8 @@ def build_site(results: str | Path, out: str | Path, *, records: Sequence[dict] 
 
     `records`: already read from `results` (else read here). `command` is the command line printed on every page
     as the way to rebuild it (default: the plain `gapt-bench site RESULTS -o OUT`). `figures=False` skips the
-    matplotlib figures (the per-run curves stay)."""
+    matplotlib figures (the per-run curves stay). The pages are built aside and swapped in at the end: a build
+    that fails midway leaves the folder's previous site whole."""
     records = list(records) if records is not None else read_records(results)
     if not records:
         raise StoreError(f"no run records in {results}; point at a results folder that `gapt-bench run --out` filled")
@@ -48,22 +52,38 @@ def build_site(results: str | Path, out: str | Path, *, records: Sequence[dict] 
            *[(names.task_page(t), t) for t in content.tasks]]
     site = Site(Path(out), n_runs=len(records))
     site.out.mkdir(parents=True, exist_ok=True)
+    staging = _staging_folder(site.out)
+    try:
+        def write(name: str, title: str, body: str, here: str | None = None) -> None:
+            (staging / name).write_text(page(f"{title} · gapt-bench", body, nav, here or name, foot),
+                                        encoding="utf-8")
+            site.pages.append(site.out / name)
 
-    def write(name: str, title: str, body: str, here: str | None = None) -> None:
-        path = site.out / name
-        path.write_text(page(f"{title} · gapt-bench", body, nav, here or name, foot), encoding="utf-8")
-        site.pages.append(path)
-
-    write(names.INDEX, "Leaderboard", pages.index_body(content))
-    write(names.PAPER, "Papers' claims", pages.paper_body(content))
-    for task in content.tasks:
-        figs = task_figures(results_dir, content.records_of(task)) if figures else []
-        site.n_figures += len(figs)
-        write(names.task_page(task), task, pages.task_body(content, task, figs))
-        for g in content.groups[task]:
-            write(g.page, f"{task} / {g.label}", pages.runs_body(g, results_dir), names.task_page(task))
+        write(names.INDEX, "Leaderboard", pages.index_body(content))
+        write(names.PAPER, "Papers' claims", pages.paper_body(content))
+        for task in content.tasks:
+            figs = task_figures(results_dir, content.records_of(task)) if figures else []
+            site.n_figures += len(figs)
+            write(names.task_page(task), task, pages.task_body(content, task, figs))
+            for g in content.groups[task]:
+                write(g.page, f"{task} / {g.label}", pages.runs_body(g, results_dir), names.task_page(task))
+        for path in site.pages:  # every page is built: swap them in (a rename each, same file system)
+            os.replace(staging / path.name, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     remove_stale(site)
     return site
+
+
+def _staging_folder(out: Path) -> Path:
+    """Where the pages are built before they replace the old ones, so that a build failing midway leaves the
+    previous site whole: a hidden sibling of `out` (of the folder a link points to: renames stay on one file
+    system), or a hidden folder inside it where the parent is read-only."""
+    out = out.resolve()
+    try:
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    except OSError:
+        return Path(tempfile.mkdtemp(prefix=".building-", dir=out))
 
 
 def remove_stale(site: Site) -> list[Path]:

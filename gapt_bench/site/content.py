@@ -6,6 +6,7 @@ same records. A task page shows its slice of the one report (so p-values keep th
 """
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -74,11 +75,15 @@ def task_report(rep: dict, task: str, keys: Sequence[str]) -> dict:
 
 
 def mentions(note: str, task: str) -> bool:
-    return note.startswith(task) or f"{task}/" in note or f"{task}:" in note
+    """Whether a note is about `task`: it starts with the task's name, or has `task/` or `task:` in it, the name
+    whole (a note on "fineweb_lm" is not about "fineweb")."""
+    name = re.escape(task)
+    return re.search(rf"^{name}(?![\w.-])|(?<![\w.-]){name}[/:]", note) is not None
 
 
-def run_groups(records: Sequence[dict]) -> dict[str, list[RunGroup]]:
-    """task -> its configurations, labelled as the analyses label them (method [variant], setup)."""
+def run_groups(records: Sequence[dict], reference: str = "baseline") -> dict[str, list[RunGroup]]:
+    """task -> its configurations, labelled as the analyses label them (method [variant], setup), the reference
+    method first as in the report."""
     labels = {(g.task, g.task_version, g.method, g.config_hash): (g.label, g.setup_label)
               for g in analysis.group_records(records)}
     groups: dict[tuple, RunGroup] = {}
@@ -88,7 +93,7 @@ def run_groups(records: Sequence[dict]) -> dict[str, list[RunGroup]]:
             label, setup = labels.get(key, (str(key[2]), ""))
             groups[key] = RunGroup(str(key[0]), key[1], str(key[2]), str(key[3]), label, setup)
         groups[key].records.append(r)
-    order = {m: i for i, m in enumerate(analysis.method_order({g.method for g in groups.values()}, "baseline",
+    order = {m: i for i, m in enumerate(analysis.method_order({g.method for g in groups.values()}, reference,
                                                               analysis.controls_by_method(records)))}
     by_task: dict[str, list[RunGroup]] = defaultdict(list)
     for g in sorted(groups.values(), key=lambda g: (g.task, analysis.natural_key(g.setup), order.get(g.method, 0),
@@ -111,7 +116,7 @@ def gather(records: Sequence[dict], reference: str = "baseline") -> Content:
         board = analysis.leaderboard(records, reference=reference)
     except ReportError as e:
         errors["leaderboard"] = str(e)
-    return Content(reference, rep, paper, board, errors, owned, run_groups(records))
+    return Content(reference, rep, paper, board, errors, owned, run_groups(records, reference))
 
 
 def primary_metrics(records: Sequence[dict]) -> list[str]:

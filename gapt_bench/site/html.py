@@ -10,14 +10,14 @@ import html
 from typing import Any, Iterable, Sequence
 
 from gapt_bench.analysis import Table
+from gapt_bench.analysis.render import VERDICT_STYLE, visible_columns
 
 GENERATOR = '<meta name="generator" content="gapt-bench site">'  # marks the pages a rebuild may replace
 # Long-text columns of the analysis tables may wrap; every other cell stays on one line.
 WRAP = {"note", "claim", "reason", "caption"}
-# Verdict words of every analysis, mapped to a colour class (the rich renderer's colours, in CSS).
-VERDICT_CLASS = {"better": "good", "replicates": "good", "IMPROVED": "good", "worse": "bad", "does not": "bad",
-                 "REGRESSION": "bad", "INCOMPATIBLE": "bad", "inconclusive": "warn", "INCONCLUSIVE": "warn",
-                 "WARN": "warn"}
+# Verdict words of every analysis, coloured as the rich renderer colours them (its styles as CSS classes).
+CLASS_OF_STYLE = {"green": "good", "red": "bad", "bold red": "bad", "bold magenta": "bad", "yellow": "warn"}
+VERDICT_CLASS = {word: CLASS_OF_STYLE[style] for word, style in VERDICT_STYLE.items() if style in CLASS_OF_STYLE}
 
 CSS = """
 :root { color-scheme: light; --fg: #1d2430; --muted: #5b6472; --line: #d9dee5; --head: #f3f5f8; --accent: #1d3557; }
@@ -115,15 +115,9 @@ def notes_list(notes: Iterable[str]) -> str:
     return f'<ul class="notes">{"".join(items)}</ul>' if items else ""
 
 
-def visible_columns(table: Table) -> list[tuple[str, str]]:
-    """Columns with a value in some row (the renderers drop empty columns too)."""
-    cols = [(k, h) for k, h in table.columns if any(r.get(k) not in ("", None) for r in table.rows)]
-    return cols or list(table.columns)
-
-
 def table_html(table: Table, *, id_: str | None = None, sortable: bool = True, heading: str = "h3") -> str:
     """An analysis `Table` as HTML: title, header, rows, caption and notes; the text exactly as the CLI prints it."""
-    cols = visible_columns(table)
+    cols = visible_columns(table) or list(table.columns)  # empty columns dropped, as the CLI drops them
     head = "".join(f"<th>{esc(h or k)}</th>" for k, h in cols)
     body, prev = [], None
     for i, row in enumerate(table.rows):

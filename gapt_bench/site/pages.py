@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from gapt_bench import analysis
+from gapt_bench.analysis.tables import ARROWS
 from gapt_bench.site import names
 from gapt_bench.site.content import (Content, RunGroup, mentions, metric_value, primary_metrics,
                                      task_description, task_report)
@@ -19,7 +20,6 @@ from gapt_bench.site.curves import curve_svg
 from gapt_bench.site.figures import Figure
 from gapt_bench.site.html import attrs, esc, figure, kv_list, link, notes_list, simple_table, table_html
 
-ARROWS = {"min": "↓", "max": "↑"}
 MARK_CLASS = {"better": "good", "worse": "bad"}
 RUN_FIELDS = ("status", "stop_reason", "steps", "tokens", "wall_time_s", "tokens_per_s", "n_params", "preset",
               "config_hash", "setup_hash", "task_version", "schema_version", "started_at", "finished_at")
