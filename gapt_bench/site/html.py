@@ -10,14 +10,11 @@ import html
 from typing import Any, Iterable, Sequence
 
 from gapt_bench.analysis import Table
-from gapt_bench.analysis.render import VERDICT_STYLE, visible_columns
+from gapt_bench.analysis.tables import VERDICT_TONE, visible_columns
 
 GENERATOR = '<meta name="generator" content="gapt-bench site">'  # marks the pages a rebuild may replace
 # Long-text columns of the analysis tables may wrap; every other cell stays on one line.
 WRAP = {"note", "claim", "reason", "caption"}
-# Verdict words of every analysis, coloured as the rich renderer colours them (its styles as CSS classes).
-CLASS_OF_STYLE = {"green": "good", "red": "bad", "bold red": "bad", "bold magenta": "bad", "yellow": "warn"}
-VERDICT_CLASS = {word: CLASS_OF_STYLE[style] for word, style in VERDICT_STYLE.items() if style in CLASS_OF_STYLE}
 
 CSS = """
 :root { color-scheme: light; --fg: #1d2430; --muted: #5b6472; --line: #d9dee5; --head: #f3f5f8; --accent: #1d3557; }
@@ -135,7 +132,7 @@ def table_html(table: Table, *, id_: str | None = None, sortable: bool = True, h
 
 
 def _td(key: str, value: Any) -> str:
-    cls = VERDICT_CLASS.get(str(value)) if key == "verdict" else "wrap" if key in WRAP else None
+    cls = VERDICT_TONE.get(str(value)) if key == "verdict" else "wrap" if key in WRAP else None
     return f"<td{attrs(class_=cls)}>{esc(value)}</td>"
 
 
