@@ -272,7 +272,8 @@ def train_lm(model: torch.nn.Module, task, method, cfg, ctx: RunContext) -> Trai
 
     ckpt_path = ctx.run_dir / CHECKPOINT
     loop = LoopState()
-    if ctx.resume and ckpt_path.exists():
+    restored = ctx.resume and ckpt_path.exists()
+    if restored:
         loop = restore(ckpt_path, raw_model, optimizers, method, ctx)
         ctx.log(f"resumed from step {loop.step}/{total}")
     t0 = time.perf_counter()
@@ -285,7 +286,9 @@ def train_lm(model: torch.nn.Module, task, method, cfg, ctx: RunContext) -> Trai
         if ctx.is_main:
             save_checkpoint(ckpt_path, raw_model, optimizers, method, device, loop)
 
-    curve = open(ctx.curve_path, "a") if ctx.is_main else None
+    # Training from step 0 starts the curve over: a resumed folder without a checkpoint (checkpoint_every=0, or a
+    # crash before the first one) holds the earlier attempt's rows, which the new rows would otherwise follow.
+    curve = open(ctx.curve_path, "a" if restored else "w") if ctx.is_main else None
     stop_reason = "budget"
     # Throughput: timed from the end of the first few steps (compilation, CUDA warm-up) to the end of training.
     steady_from, steady_t0 = loop.step + min(10, (total - loop.step) // 5), None
