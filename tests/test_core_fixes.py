@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -48,3 +49,88 @@ def test_a_resume_without_a_checkpoint_starts_the_curve_over(tmp_path):
     out = train_lm(model, task, method_for(cfg, cfg.model.n_layer), cfg, ctx)
     steps = [json.loads(line)["step"] for line in (tmp_path / "curve.jsonl").read_text().splitlines()]
     assert steps == list(range(1, out.steps + 1))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# store.py: taking over a stale claim
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    return int(done.stdout)
+
+
+def _stale_claim(out, key):
+    import socket
+
+    from gapt_bench.store import claim_path
+
+    path = claim_path(out, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"host": socket.gethostname(), "pid": _dead_pid(), "pid_start": "1"}))
+    return path
+
+
+def test_two_takers_of_one_stale_claim_never_both_own_the_run(tmp_path, monkeypatch):
+    """P2 judges the dead owner's claim stale; before it acts, P1 (judging the same) takes it over and claims the
+    run. P2 must then see P1's fresh claim, not remove it."""
+    from gapt_bench import store
+
+    key = ("t", "m", "h", 0)
+    path = _stale_claim(tmp_path, key)
+    judge = store._stale
+    first_owner = {}
+
+    def p1_overtakes(p, owner):
+        stale = judge(p, owner)
+        if p == path and stale and not first_owner:  # P2 has just judged it stale: P1 runs to completion now
+            first_owner["claim"] = None
+            first_owner["claim"] = store.try_claim(tmp_path, key, heartbeat=False)[0]
+        return stale
+
+    monkeypatch.setattr(store, "_stale", p1_overtakes)
+    p2, owner = store.try_claim(tmp_path, key, heartbeat=False)
+    p1 = first_owner["claim"]
+    assert p1 is not None and path.exists()
+    assert p2 is None and owner["pid"] == os.getpid()  # P2 sees the run held by a live owner (P1)
+    assert [f.name for f in path.parent.iterdir()] == [path.name]  # no take-over locks left behind
+    p1.release()
+
+
+def _take_over_lock(path, k: int = 0):
+    """The lock a taker of the claim now at `path` holds (see store._remove_stale)."""
+    from gapt_bench import store
+
+    digest = store.hashlib.sha256(repr(store._identity(path)).encode()).hexdigest()[:16]
+    return path.with_name(f"{path.name}.take-{digest}-{k}")
+
+
+def test_a_taker_that_died_mid_take_over_does_not_block_the_claim(tmp_path):
+    import socket
+
+    from gapt_bench import store
+
+    key = ("t", "m", "h", 1)
+    path = _stale_claim(tmp_path, key)
+    lock = _take_over_lock(path)
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": _dead_pid(), "pid_start": "1"}))
+    claim, owner = store.try_claim(tmp_path, key, heartbeat=False)
+    assert claim is not None and owner is None
+    assert [f.name for f in path.parent.iterdir()] == [path.name]
+    claim.release()
+
+
+def test_a_live_take_over_lock_makes_other_takers_wait(tmp_path):
+    from gapt_bench import store
+
+    key = ("t", "m", "h", 2)
+    path = _stale_claim(tmp_path, key)
+    judged = store._identity(path)
+    lock = _take_over_lock(path)
+    lock.write_text(json.dumps({"host": store.socket.gethostname(), "pid": os.getpid()}))  # a live taker, mid-way
+    store._remove_stale(path, judged, b"{}")
+    assert store._identity(path) == judged and lock.exists()  # left to the lock's holder
