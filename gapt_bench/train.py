@@ -217,7 +217,7 @@ def optimizer_step(model, raw_model, task, method, cfg, ctx: RunContext, step: i
                 raise Diverged(step, f"loss is {float(loss)}")
             if align_now and last:  # before backward frees the graph; .grad untouched
                 align = gradient_alignment(raw_model, ce, hidden, method.reg_layers_all(), cfg.mbe.patch_size,
-                                           cfg.mbe.alpha)
+                                           cfg.mbe.alpha, cfg.reg.centered)
             (loss * share).backward()
         if ctx.world_size > 1 and method.syncs_micro_batches:  # the decision must be the same on every rank
             distributed.mean_step_values([info], [], False)
@@ -337,7 +337,9 @@ def train_lm(model: torch.nn.Module, task, method, cfg, ctx: RunContext) -> Trai
     if steady_t0 is not None and loop.step > steady_from:
         summary.update({"steady_time_s": t_end - steady_t0,
                         "steady_tokens": (loop.step - steady_from) * tokens_per_step})
-    summary.update(cycle_stats(loop.align["steps"], loop.align["cos"]))
+    if loop.align["steps"]:  # what the probe's MBE was (alignment.py): the regulariser's layers and centring
+        summary.update({"align_layers": method.reg_layers_all(), "align_centered": cfg.reg.centered,
+                        **cycle_stats(loop.align["steps"], loop.align["cos"])})
     return TrainOutput(model=raw_model, tokens=loop.step * tokens_per_step, steps=loop.step, stop_reason=stop_reason,
                        summary=summary)
 

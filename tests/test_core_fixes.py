@@ -134,3 +134,29 @@ def test_a_live_take_over_lock_makes_other_takers_wait(tmp_path):
     lock.write_text(json.dumps({"host": store.socket.gethostname(), "pid": os.getpid()}))  # a live taker, mid-way
     store._remove_stale(path, judged, b"{}")
     assert store._identity(path) == judged and lock.exists()  # left to the lock's holder
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the gradient-alignment probe
+
+
+def test_the_alignment_probe_measures_the_regulariser_as_configured(tmp_path):
+    import torch.nn.functional as F
+
+    from gapt_bench.alignment import gradient_alignment
+    from gapt_bench.models import forward_with_hidden
+    from gapt_bench.train import optimizer_step, train_lm
+
+    cfg, model, task = lm_setup("align.every=1", "reg.centered=true", "reg.layers=rotate", "model.n_layer=3",
+                                method="mbe")
+    method = method_for(cfg, 3)
+    res = optimizer_step(model, model, task, method, cfg, RunContext(run_dir=tmp_path), 0,
+                         [torch.optim.SGD(model.parameters(), lr=0.0)])
+    x, y = task.get_batch(0)
+    logits, hidden = forward_with_hidden(model, x)
+    ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+    want = {c: gradient_alignment(model, ce, hidden, [1], 8, 2.0, centered=c)["align_cos"] for c in (True, False)}
+    assert abs(want[True] - want[False]) > 1e-3
+    assert res.align["align_cos"] == pytest.approx(want[True], abs=1e-6)
+    out = train_lm(model, task, method, cfg, RunContext(run_dir=tmp_path, log=lambda m: None))
+    assert out.summary["align_layers"] == [1] and out.summary["align_centered"] is True
