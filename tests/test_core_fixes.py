@@ -160,3 +160,33 @@ def test_the_alignment_probe_measures_the_regulariser_as_configured(tmp_path):
     assert res.align["align_cos"] == pytest.approx(want[True], abs=1e-6)
     out = train_lm(model, task, method, cfg, RunContext(run_dir=tmp_path, log=lambda m: None))
     assert out.summary["align_layers"] == [1] and out.summary["align_centered"] is True
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# gradient accumulation with masked targets
+
+
+def _masked_step(accum: int, tmp_path):
+    """One optimizer step of the mbe method on a batch whose rows hold very different numbers of loss tokens."""
+    from gapt_bench.train import curve_row, optimizer_step
+
+    cfg, model, task = lm_setup(f"train.grad_accum={accum}", method="mbe")
+    x, y = task.get_batch(0)
+    for r in range(y.shape[0]):
+        y[r, : (r * 5) % y.shape[1]] = -100  # 0 .. 31 masked positions per row
+    batch = SimpleNamespace(get_batch=lambda step: (x, y))
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    res = optimizer_step(model, model, batch, method_for(cfg, cfg.model.n_layer), cfg, RunContext(run_dir=tmp_path),
+                         0, [opt])
+    params = torch.cat([p.detach().flatten() for p in model.parameters()])
+    return params, curve_row(1, 0, res, cfg, 1.0)
+
+
+def test_masked_targets_train_the_same_however_the_batch_is_split_into_micro_batches(tmp_path):
+    """CE is the token mean of the global batch, the MBE term the mean over micro-batches (as over one batch): the
+    update and the logged CE do not depend on grad_accum. Before, the MBE term was token-weighted too."""
+    whole, whole_row = _masked_step(1, tmp_path)
+    for accum in (2, 4):
+        split, row = _masked_step(accum, tmp_path)
+        assert torch.allclose(split, whole, rtol=1e-5, atol=1e-6), accum
+        assert row["ce"] == pytest.approx(whole_row["ce"], rel=1e-6), accum
