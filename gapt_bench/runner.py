@@ -127,6 +127,7 @@ def check_run(cfg: RunConfig) -> None:
     m, t = cfg.model, cfg.train
     if m.n_embd % m.n_head:
         raise ConfigError(f"model.n_embd={m.n_embd} is not divisible by model.n_head={m.n_head}; change one of them")
+    from gapt_bench.runtime import steps_for_budget
     from gapt_bench.task import LMTask
 
     lm = issubclass(TASKS.get(cfg.task), LMTask)
@@ -135,7 +136,7 @@ def check_run(cfg: RunConfig) -> None:
                           "change one so MBE patches tile the sequence")
     if t.batch_size % t.grad_accum:
         raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
-    if lm and t.warmup_steps and t.warmup_steps >= max(1, t.tokens // (t.batch_size * t.seq_len)):
+    if lm and t.warmup_steps and t.warmup_steps >= steps_for_budget(cfg):
         raise ConfigError(f"train.warmup_steps={t.warmup_steps} is not below the run's steps; lower it or raise train.tokens")
     check_device(t.device)
 

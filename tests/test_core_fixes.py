@@ -190,3 +190,18 @@ def test_masked_targets_train_the_same_however_the_batch_is_split_into_micro_bat
         split, row = _masked_step(accum, tmp_path)
         assert torch.allclose(split, whole, rtol=1e-5, atol=1e-6), accum
         assert row["ce"] == pytest.approx(whole_row["ce"], rel=1e-6), accum
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# runner.py: planning
+
+
+def test_warmup_may_end_one_step_before_a_rounded_up_budget():
+    from gapt_bench.config import ConfigError
+    from gapt_bench.runtime import steps_for_budget
+
+    # 16 x 32 tokens a step: 5000 tokens are 10 steps (the last one partly past the budget), so 9 warmup steps fit
+    (cfg,) = make_plan(["fineweb_lm"], ["baseline"], [0], "tiny", ["train.tokens=5000", "train.warmup_steps=9"])
+    assert steps_for_budget(cfg) == 10
+    with pytest.raises(ConfigError, match="warmup_steps=10 is not below"):
+        make_plan(["fineweb_lm"], ["baseline"], [0], "tiny", ["train.tokens=5000", "train.warmup_steps=10"])
