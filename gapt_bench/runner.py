@@ -35,7 +35,8 @@ from gapt_bench.config import (ConfigError, RunConfig, apply_overrides, build_ru
                                resolve_preset)
 from gapt_bench.registry import METHODS, TASKS, included, load_plugins
 from gapt_bench.store import (SCHEMA_VERSION, DiskFullError, RunRecord, StoreError, append_record, finished_keys,
-                              has_results, is_disk_full, iter_raw_records, try_claim)
+                              has_results, is_disk_full, iter_raw_records, ok_keys, try_claim)
+from gapt_bench.store import run_key as record_key
 
 STATE_FILE = "state.json"
 MAX_SEED = 2**32 - 1  # seeds land in JSON records read by pandas/numpy: stay well inside int64
@@ -165,14 +166,19 @@ def reference_config(cfg: RunConfig) -> RunConfig | None:
 
 
 def check_matches(plan: list[RunConfig], out: Path) -> None:
-    """Every matched control needs the run it copies in the plan or already in `out` (ConfigError otherwise)."""
-    planned = {run_key(c) for c in plan}
-    recorded = finished_keys(out)
+    """Every matched control needs the run it copies recorded ok in `out`, or planned and not yet recorded
+    (ConfigError otherwise): a diverged run is never trained again and has no schedule to copy."""
+    planned, finished, ok = {run_key(c) for c in plan}, finished_keys(out), ok_keys(out)
     for cfg in plan:
         ref = reference_config(cfg)
-        if ref is not None and run_key(ref) not in planned | recorded:
-            raise ConfigError(f"{cfg.method} is matched to the {ref.method} run of the same task, setup and seed "
-                              f"(task {cfg.task}, seed {cfg.seed}), which is neither planned nor in {out}; add "
+        if ref is None or run_key(ref) in ok:
+            continue
+        which = f"the {ref.method} run of the same task, setup and seed (task {cfg.task}, seed {cfg.seed})"
+        if run_key(ref) in finished:
+            raise ConfigError(f"{cfg.method} is matched to {which}, which is recorded as diverged in {out} and has "
+                              f"no schedule to copy; set {cfg.method}.match=none or leave {cfg.method} out")
+        if run_key(ref) not in planned:
+            raise ConfigError(f"{cfg.method} is matched to {which}, which is neither planned nor in {out}; add "
                               f"{ref.method} to --methods or set {cfg.method}.match=none")
 
 
@@ -182,9 +188,8 @@ def matched_summary(cfg: RunConfig, out: Path) -> dict | None:
     if ref is None:
         return None
     key = run_key(ref)
-    rec = next((r for r in iter_raw_records(out, warn=False) if
-                (r["task"], r["method"], r["config_hash"], r["seed"]) == key and r["status"] == "ok"), None) \
-        if has_results(out) else None
+    rec = next((r for r in iter_raw_records(out, warn=False) if record_key(r) == key and r["status"] == "ok"),
+               None) if has_results(out) else None
     if rec is None:
         raise RuntimeError(f"the {ref.method} run this {cfg.method} run is matched to (seed {cfg.seed}) has no ok "
                            f"record in {out}; run it first, or set {cfg.method}.match=none")

@@ -397,6 +397,13 @@ def finished_keys(results: Path | str) -> set[tuple]:
     return {run_key(r) for r in iter_raw_records(results, warn=False) if r["status"] in FINISHED}
 
 
+def ok_keys(results: Path | str) -> set[tuple]:
+    """Keys of runs recorded as ok: the only ones a matched control can copy."""
+    if not has_results(results):
+        return set()
+    return {run_key(r) for r in iter_raw_records(results, warn=False) if r["status"] == "ok"}
+
+
 def compact(results: Path | str) -> tuple[int, Path | None]:
     """Rewrite OUT/runs.jsonl from every readable record (its own lines and OUT/records), without damaged lines and
     without exact repeats; the old file is kept as runs.jsonl.<time>.bak. Returns (records written, backup path).

@@ -205,3 +205,23 @@ def test_warmup_may_end_one_step_before_a_rounded_up_budget():
     assert steps_for_budget(cfg) == 10
     with pytest.raises(ConfigError, match="warmup_steps=10 is not below"):
         make_plan(["fineweb_lm"], ["baseline"], [0], "tiny", ["train.tokens=5000", "train.warmup_steps=10"])
+
+
+@pytest.mark.parametrize("methods", ["periodic", "gapt,periodic"])
+def test_a_control_matched_to_a_diverged_run_is_refused_at_planning(tmp_path, capsys, methods):
+    """A diverged gapt run counts as finished (never trained again) but has no schedule to copy: the periodic run
+    would be recorded failed. Refused before anything runs."""
+    from factories import make_record
+
+    from gapt_bench import cli
+    from gapt_bench.store import append_record, read_records
+
+    pin = ["--set", "data.batch_layout=grouped"]  # one point of the preset's grid
+    (gapt,) = make_plan(["forgetting_separation"], ["gapt"], [0], "quick", pin[1:])
+    append_record(tmp_path, make_record("forgetting_separation", "gapt", 0, status="diverged",
+                                        config_hash=gapt.config_hash()))
+    assert cli.main(["run", "--tasks", "forgetting_separation", "--methods", methods, "--seeds", "0",
+                     "--out", str(tmp_path), *pin]) == 2
+    err = capsys.readouterr().err
+    assert "recorded as diverged" in err and "set periodic.match=none" in err and err.count("\n") == 1
+    assert len(read_records(tmp_path)) == 1 and not (tmp_path / "runs").exists()
