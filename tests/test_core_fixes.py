@@ -225,3 +225,16 @@ def test_a_control_matched_to_a_diverged_run_is_refused_at_planning(tmp_path, ca
     err = capsys.readouterr().err
     assert "recorded as diverged" in err and "set periodic.match=none" in err and err.count("\n") == 1
     assert len(read_records(tmp_path)) == 1 and not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# models.py
+
+
+@pytest.mark.parametrize("name,peak", [("NVIDIA L4", 121e12), ("NVIDIA L40", 181e12), ("NVIDIA L40S", 362e12),
+                                       ("NVIDIA GH200 480GB", 989e12), ("NVIDIA H100 NVL", 835e12),
+                                       ("NVIDIA A100 80GB PCIe", 312e12), ("NVIDIA L400X", None)])
+def test_the_mfu_table_tells_an_l4_from_an_l40(name, peak):
+    from gapt_bench.models import peak_for_name
+
+    assert peak_for_name(name) == peak
