@@ -139,7 +139,21 @@ def check_run(cfg: RunConfig) -> None:
         raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
     if lm and t.warmup_steps and t.warmup_steps >= steps_for_budget(cfg):
         raise ConfigError(f"train.warmup_steps={t.warmup_steps} is not below the run's steps; lower it or raise train.tokens")
+    if t.optimizer == "muon":
+        check_muon()
     check_device(t.device)
+
+
+def check_muon() -> None:
+    """train.optimizer=muon builds torch.optim.Muon(adjust_lr_fn=...), which torch 2.1-2.8 lack."""
+    import inspect
+
+    import torch
+
+    muon = getattr(torch.optim, "Muon", None)
+    if muon is None or "adjust_lr_fn" not in inspect.signature(muon).parameters:
+        raise ConfigError(f"train.optimizer=muon needs torch.optim.Muon with adjust_lr_fn (torch >= 2.9), but this is "
+                          f"torch {torch.__version__}; upgrade torch or use train.optimizer=adamw")
 
 
 def check_device(spec: str) -> None:

@@ -238,3 +238,18 @@ def test_the_mfu_table_tells_an_l4_from_an_l40(name, peak):
     from gapt_bench.models import peak_for_name
 
     assert peak_for_name(name) == peak
+
+
+def test_muon_on_a_torch_without_it_is_refused_at_planning(monkeypatch):
+    from gapt_bench.config import ConfigError
+
+    make_plan(["fineweb_lm"], ["baseline"], [0], "tiny", ["train.optimizer=muon"])  # this torch has it
+
+    class OldMuon:  # an early Muon without adjust_lr_fn
+        def __init__(self, params, lr=1e-3):
+            pass
+
+    for old in (OldMuon, None):
+        monkeypatch.setattr(torch.optim, "Muon", old, raising=False)
+        with pytest.raises(ConfigError, match=r"needs torch.optim.Muon .*torch >= 2.9.*train.optimizer=adamw"):
+            make_plan(["fineweb_lm"], ["baseline"], [0], "tiny", ["train.optimizer=muon"])
