@@ -587,19 +587,23 @@ def _run_pool(todo, out, workers, checkpoint_every, resume, on_done) -> list[Run
         for i in range(workers):
             gpu_queue.put(i % n_gpus)
     outcomes: list[RunOutcome] = []
+    futures: dict = {}
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                              initargs=(gpu_queue, os.getpid(), included())) as pool:
         def forward_stop(signum, frame) -> None:  # workers finish their step, checkpoint and return
             _STOP["flag"] = True
-            for fut in futures:
+            for fut in list(futures):
                 fut.cancel()
-            for proc in list(getattr(pool, "_processes", {}).values()):
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
                 if proc.is_alive():
                     os.kill(proc.pid, signal.SIGTERM)
 
-        signal.signal(signal.SIGTERM, forward_stop)
-        futures = {pool.submit(_worker, cfg, str(out), checkpoint_every, resume): cfg for cfg in todo}
+        # SIGTERM and SIGINT (run_plan's handlers only set this process's flag) reach the workers while the pool
+        # runs; the handlers before it are back afterwards, when there is no pool left to forward to.
+        previous = {sig: signal.signal(sig, forward_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
+            for cfg in todo:
+                futures[pool.submit(_worker, cfg, str(out), checkpoint_every, resume)] = cfg
             for fut in as_completed(futures):
                 if fut.cancelled():
                     continue
@@ -607,9 +611,11 @@ def _run_pool(todo, out, workers, checkpoint_every, resume, on_done) -> list[Run
                 outcomes.append(o)
                 if on_done:
                     on_done(futures[fut], o)
-        except KeyboardInterrupt:
-            _STOP["flag"] = True
         except (DiskFullError, StoreError):
             forward_stop(signal.SIGTERM, None)
             raise
+        finally:
+            for sig, handler in previous.items():
+                if handler is not None:  # None: set outside Python, cannot be put back
+                    signal.signal(sig, handler)
     return outcomes

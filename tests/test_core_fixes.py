@@ -253,3 +253,60 @@ def test_muon_on_a_torch_without_it_is_refused_at_planning(monkeypatch):
         monkeypatch.setattr(torch.optim, "Muon", old, raising=False)
         with pytest.raises(ConfigError, match=r"needs torch.optim.Muon .*torch >= 2.9.*train.optimizer=adamw"):
             make_plan(["fineweb_lm"], ["baseline"], [0], "tiny", ["train.optimizer=muon"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# runner.py: the pool of workers and signals
+
+
+class _FakePool:
+    """Stands in for ProcessPoolExecutor: runs nothing, and lets a test act while runs are being submitted."""
+
+    on_submit = None
+
+    def __init__(self, **kwargs) -> None:
+        self._processes = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._processes = None  # as after shutdown
+
+    def submit(self, fn, cfg, *args):
+        from concurrent.futures import Future
+
+        if _FakePool.on_submit:
+            _FakePool.on_submit()
+        fut = Future()
+        fut.set_result(cfg.seed)
+        return fut
+
+
+def test_the_pool_forwards_signals_only_while_it_runs(monkeypatch):
+    import concurrent.futures
+    import signal
+
+    from gapt_bench import runner
+
+    plan = make_plan(["fineweb_lm"], ["baseline"], [0, 1], "tiny")
+    seen = []
+
+    def signal_while_submitting():  # a SIGTERM before every run is submitted; what SIGINT does meanwhile
+        seen.append(signal.getsignal(signal.SIGINT))
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", _FakePool)
+    monkeypatch.setattr(_FakePool, "on_submit", staticmethod(signal_while_submitting))
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    runner.install_signal_handlers()
+    installed = {s: signal.getsignal(s) for s in before}
+    try:
+        assert sorted(runner._run_pool(plan, "out", 2, 0, False, None)) == [0, 1]
+        assert runner.stop_requested()
+        assert seen[0] is not installed[signal.SIGINT]  # SIGINT is forwarded to the workers too
+        assert {s: signal.getsignal(s) for s in before} == installed  # run_plan's handlers are back
+    finally:
+        runner.clear_stop()
+        for s, h in before.items():
+            signal.signal(s, h)
