@@ -151,6 +151,8 @@ def test_phase_summary_of_a_schedule():
     assert s["duty_compress"] == pytest.approx(4 / 12)
     assert s["mean_phase_memorize"] == 4 and s["mean_phase_compress"] == 2 and s["n_phases_compress"] == 2
     assert s["first_phase"] == 1
+    # counted in micro-batches, and named so: the gate's gate_steps_* count its updates (optimizer steps by default)
+    assert (s["micro_batches_memorize"], s["micro_batches_compress"]) == (8, 4) and "steps_compress" not in s
     assert phase_summary([])["duty_compress"] is None
 
 
