@@ -310,3 +310,19 @@ def test_the_pool_forwards_signals_only_while_it_runs(monkeypatch):
         runner.clear_stop()
         for s, h in before.items():
             signal.signal(s, h)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# config.py
+
+
+def test_inf_can_be_given_on_the_command_line_where_a_field_allows_it():
+    import math
+
+    from gapt_bench.config import ConfigError
+
+    for spelling in ("inf", ".inf"):
+        (cfg,) = make_plan(["fineweb_lm"], ["baseline"], [0], "tiny", [f"train.diverge_grad_norm={spelling}"])
+        assert cfg.train.diverge_grad_norm == math.inf
+    with pytest.raises(ConfigError, match=r"train.lr=inf is not a finite number"):
+        make_plan(["fineweb_lm"], ["baseline"], [0], "tiny", ["train.lr=inf"])
