@@ -61,13 +61,7 @@ def build_model(n_layer: int, n_embd: int, n_head: int, vocab_size: int, n_posit
 
 def param_count(model: nn.Module) -> int:
     """Number of distinct parameters (a tied head is counted once), as the capacity paper counts."""
-    seen: set[int] = set()
-    total = 0
-    for p in model.parameters():  # parameters() already yields shared tensors once
-        if id(p) not in seen:
-            seen.add(id(p))
-            total += p.numel()
-    return total
+    return sum(p.numel() for p in model.parameters())  # parameters() yields a shared tensor once
 
 
 def paper_param_count(n_layer: int, n_embd: int, vocab_size: int, n_positions: int) -> int:

@@ -332,6 +332,7 @@ def _execute_claimed(cfg, out, dist, checkpoint_every, resume, progress, quiet) 
     from gapt_bench import distributed
     from gapt_bench import env as envmod
     from gapt_bench.runtime import CheckpointError, Diverged, Interrupted, RunContext, resolve_device
+    from gapt_bench.train import CHECKPOINT
 
     torch.set_num_threads(cfg.train.threads)
     # DDP (torchrun): rank 0 alone creates and writes the run folder; the others learn its path by broadcast.
@@ -400,9 +401,7 @@ def _execute_claimed(cfg, out, dist, checkpoint_every, resume, progress, quiet) 
             _clean_after_disk_full(run_dir, created)
             raise
         _write_state(run_dir, cfg, "done")
-        ckpt = run_dir / "checkpoint.pt"
-        if ckpt.exists():
-            ckpt.unlink()
+        (run_dir / CHECKPOINT).unlink(missing_ok=True)
         log(f"end status={status} wall={wall:.1f}s")
         logger.close()
     distributed.barrier(long=True)  # DDP: the record exists before any rank moves on
@@ -469,9 +468,11 @@ def _remove_tree(path: Path) -> None:
 
 def _clean_after_disk_full(run_dir: Path, created: bool) -> None:
     """No debris: drop temporary checkpoints; drop the run folder unless it holds a checkpoint to resume from."""
+    from gapt_bench.train import CHECKPOINT
+
     for tmp in run_dir.glob("*.tmp"):
         tmp.unlink(missing_ok=True)
-    if created and not (run_dir / "checkpoint.pt").exists():
+    if created and not (run_dir / CHECKPOINT).exists():
         _remove_tree(run_dir)
 
 
