@@ -4,6 +4,12 @@ cos(g_CE, g_MBE) on the *same* batch (the later, global definition), with g = dL
 cosine means a CE descent step also lowers MBE (compression); a negative one means CE descent raises MBE
 (memorization/expansion). The measurement uses `torch.autograd.grad`, so it never touches `.grad` or the update.
 
+MBE here is the regulariser as configured: the mean MBE (centred if reg.centered) over every layer it may reach
+(`Method.reg_layers_all`). Under reg.layers=rotate/rotate_rr, where one of those layers is regularised per step,
+that is the regulariser averaged over one rotation, so the logged series does not jump with the rotation; the
+trainer records the layers and the centring in the run summary (`align_layers`, `align_centered`). Every method
+is probed the same way, the baseline included (the regulariser it would have).
+
 `gradient_alignment` returns, as flat float keys (so they can go straight into a curve row):
 - `align_cos`: the global cosine over all trainable parameters, i.e. the cosine of the two fully flattened
   gradient vectors. A parameter a loss does not reach (autograd gives None: for MBE of layer l, the blocks after l
@@ -27,27 +33,21 @@ import numpy as np
 import torch
 
 from gapt_bench.entropy import matrix_entropy
-from gapt_bench.models import blocks
+from gapt_bench.models import blocks, unwrap
 
 MIN_PERIOD_POINTS = 8  # fewer logged cosines than this give no autocorrelation period
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module whose parameter names are the model's own (no DDP `module.` or compiled `_orig_mod.` prefix)."""
-    inner = getattr(model, "module", model)
-    return getattr(inner, "_orig_mod", inner)
-
-
 def gradient_alignment(model: torch.nn.Module, ce: torch.Tensor, hidden: Sequence[torch.Tensor], layers: Sequence[int],
-                       patch_size: int, alpha: float = 2.0) -> dict[str, float]:
-    """Global, per-block and per-tensor cosines between grad(CE) and grad(mean MBE over `layers`).
+                       patch_size: int, alpha: float = 2.0, centered: bool = False) -> dict[str, float]:
+    """Global, per-block and per-tensor cosines between grad(CE) and grad(mean MBE over `layers`, centred or not).
 
     Leaves .grad untouched (autograd.grad with retain_graph, so the caller's backward still works).
     """
-    inner = _unwrap(model)
+    inner = unwrap(model)
     named = [(n, p) for n, p in inner.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
-    mbe = torch.stack([matrix_entropy(hidden[i], alpha, patch_size) for i in layers]).mean()
+    mbe = torch.stack([matrix_entropy(hidden[i], alpha, patch_size, centered) for i in layers]).mean()
     g_ce = torch.autograd.grad(ce, params, retain_graph=True, allow_unused=True)
     g_mbe = torch.autograd.grad(mbe, params, retain_graph=True, allow_unused=True)
     # per tensor: <a, b>, ||a||^2, ||b||^2 with a None gradient as a zero vector; one device->host transfer

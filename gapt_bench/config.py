@@ -62,8 +62,8 @@ class TrainConfig:
     beta1: float = opt(0.9, "Adam beta1", min=0.0, max=1.0, max_open=True)
     beta2: float = opt(0.95, "Adam beta2", min=0.0, max=1.0, max_open=True)
     grad_clip: float = opt(1.0, "clip the global grad norm to this; 0 = off", min=0.0)
-    diverge_grad_norm: float = opt(1e6, "a pre-clip grad norm above this ends the run as diverged (inf = never)",
-                                   min=0.0, allow_inf=True)
+    diverge_grad_norm: float = opt(1e6, "a pre-clip grad norm above this ends the run as diverged (inf or .inf = "
+                                        "never)", min=0.0, allow_inf=True)
     device: str = opt("auto", "auto (cuda if available), cpu or cuda[:i]")
     precision: str = opt("auto", "auto = bf16 autocast on CUDA, fp32 on CPU; bf16-weights keeps the parameters in bf16",
                          choices=("auto", "fp32", "bf16", "bf16-weights"))
@@ -133,8 +133,9 @@ class GAPTConfig:
 class PeriodicConfig:
     """The periodic control: the gate's two phases on a fixed schedule."""
 
-    match: str = opt("gapt", "gapt: copy the duty cycle and mean phase lengths of the gapt run of the same task, "
-                             "setup and seed (it must run first); none: p_m then p_c steps from gapt.patience_*",
+    match: str = opt("gapt", "gapt: copy the duty cycle and mean compression-phase length of the gapt run of the same "
+                             "task, setup and seed (it must run first and finish ok); none: p_m then p_c from "
+                             "gapt.patience_*; lengths in micro-batches (methods/periodic.py)",
                      choices=("gapt", "none"))
 
 
@@ -333,7 +334,9 @@ def from_dict(cls: type, values: dict, where: str) -> Any:
 
 
 def coerce(value: Any, typ: Any, where: str) -> Any:
-    """Check `value` against the annotation `typ`; ints are accepted for floats, nothing else is converted."""
+    """Check `value` against the annotation `typ`; ints are accepted for floats, and "inf" for a float (YAML's
+    spelling is .inf; check_values then refuses infinity where a field does not allow it); nothing else is
+    converted."""
     origin = typing.get_origin(typ)
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         args = typing.get_args(typ)
@@ -356,6 +359,8 @@ def coerce(value: Any, typ: Any, where: str) -> Any:
     if typ is Any:
         return value
     if typ is float:
+        if isinstance(value, str) and value.strip().lower() in ("inf", "+inf", "infinity", "+infinity"):
+            return math.inf
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} must be a number, got {value!r}")
         return float(value)

@@ -20,8 +20,9 @@ What the rest of the suite relies on:
 
 * each rank trains on rows ``rank::world_size`` of the global batch (``train.batch_size`` is the global batch, so
   the token budget and the step count do not depend on the number of processes);
-* the gate's inputs (training CE and per-layer MBE) are averaged over ranks every step, so every rank takes the same
-  phase decision (:func:`mean_step_values`);
+* the gate's inputs (training CE and per-layer MBE of each micro-batch) are combined over ranks every step into
+  those of the global micro-batch (CE weighted by loss tokens, MBE averaged), so every rank takes the same phase
+  decision as one process with the same global batch would (:func:`mean_step_values`);
 * only rank 0 writes the run folder, the training curve and the record; the run id is chosen by rank 0 and
   broadcast (:func:`broadcast_object`);
 * the standard output of ranks other than 0 is silenced (set ``GAPT_BENCH_ALL_RANKS_PRINT=1`` to keep it).
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
+import math
 import os
 import sys
 from contextlib import contextmanager
@@ -217,37 +219,38 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
-def mean_step_values(infos: Sequence[Any], losses: list[float], stop: bool) -> bool:
-    """Average one optimizer step's per-micro-batch values over ranks, in place; return the collective stop flag.
+def mean_step_values(infos: Sequence[Any], losses: list[float], stop: bool,
+                     tokens: Sequence[int] | None = None) -> bool:
+    """Combine one optimizer step's per-micro-batch values over ranks, in place; return the collective stop flag.
 
-    ``infos`` are the methods' StepInfo objects (``ce``, ``mbe`` {layer: value}, ``reg_loss``); every rank has the
-    same structure because every rank is in the same phase. Averaging makes the GAPT gate see the global batch's CE
-    and MBE (each rank holds an equal share of the rows), so all ranks switch phase at the same step, exactly as
-    one process with the same global batch would. ``stop`` is true on every rank when any rank was asked to stop,
-    so that they checkpoint and leave at the same step. Without DDP this returns ``stop`` unchanged.
+    ``infos`` are the methods' StepInfo objects (``ce``, ``mbe`` {layer: value}); every rank has the same structure
+    because every rank is in the same phase. Each becomes the value of the global micro-batch (the rows of all
+    ranks), as one process with the same global batch would compute it: ``ce`` the token mean, weighted by this
+    rank's loss tokens of each micro-batch (``tokens``; equal weights without), ``mbe`` the mean over ranks (each
+    holds as many rows, so as many patches). So the GAPT gate sees the same values on every rank and all ranks
+    switch phase at the same step. ``losses`` become their mean over ranks. ``stop`` is true on every rank when
+    any rank was asked to stop, so that they checkpoint and leave at the same step. Without DDP this returns
+    ``stop`` unchanged.
     """
     if not is_initialized():
         return stop
+    weights = [float(k) for k in tokens] if tokens is not None else [1.0] * len(infos)
     flat: list[float] = []
-    for info in infos:
-        flat.append(info.ce)
+    for info, w in zip(infos, weights):
+        flat.extend([info.ce * w if w else 0.0, w])  # a rank without loss tokens has CE NaN: weight 0, no NaN
         flat.extend(info.mbe[k] for k in sorted(info.mbe))
-        if info.reg_loss is not None:
-            flat.append(info.reg_loss)
     flat.extend(losses)
     flat.append(1.0 if stop else 0.0)
     t = all_reduce_sum(torch.tensor(flat, dtype=torch.float64))
     n = world_size()
-    vals = [float(v) / n for v in t[:-1].tolist()]
-    it = iter(vals)
+    it = iter(t[:-1].tolist())
     for info in infos:
-        info.ce = next(it)
+        ce_sum, w_sum = next(it), next(it)
+        info.ce = ce_sum / w_sum if w_sum else math.nan
         for k in sorted(info.mbe):
-            info.mbe[k] = next(it)
-        if info.reg_loss is not None:
-            info.reg_loss = next(it)
+            info.mbe[k] = next(it) / n
     for i in range(len(losses)):
-        losses[i] = next(it)
+        losses[i] = next(it) / n
     return float(t[-1]) > 0
 
 

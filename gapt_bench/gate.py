@@ -2,7 +2,8 @@
 
 Phase 1 (memorize) trains on CE only; phase 2 (compress) on CE + lambda * MBE. The canonical rules
 (gapt-paper.md section 2.1, the May-2025 code and minimind's sorl.py), fed the training CE and per-layer MBE
-once per optimizer step:
+once per optimizer step (gapt.patience_unit=step) or once per micro-batch (micro_batch, the later code); the
+patience counters s_m, s_c count these updates:
 
 - Phase 1: dE = E_min - E, E_min <- min(E_min, E). dE > delta_E resets s_m, else s_m += 1.
   When s_m >= p_m: go to phase 2 with s_c = 0, M_min = +inf, and (spike_reference="phase") E_min = +inf.
@@ -35,6 +36,10 @@ INF = math.inf
 
 @dataclass
 class GateStats:
+    """Counts of the gate's updates (record keys gate_*). steps_memorize/steps_compress count updates made in each
+    phase: optimizer steps, or micro-batches under patience_unit=micro_batch. (The realised schedule, counted in
+    micro-batches whatever the unit, is `phase_summary`'s micro_batches_*.)"""
+
     switches: int = 0
     entries_to_compress: int = 0
     exits_by_spike: int = 0
@@ -155,9 +160,12 @@ class GAPTController:
 
 
 def phase_summary(phases: list[int]) -> dict[str, float | int | None]:
-    """The realised schedule of a run (one phase per optimizer step): its duty cycle and mean phase lengths.
+    """The realised schedule of a run, fed one phase per micro-batch: its duty cycle and mean phase lengths, all in
+    micro-batches (optimizer steps when there is no gradient accumulation).
 
-    duty_compress = compression steps / steps; mean_phase_* = mean length of the maximal runs of that phase.
+    micro_batches_* = micro-batches in that phase; duty_compress = compression micro-batches / micro-batches;
+    mean_phase_* = mean length of the maximal runs of that phase. Records written before the rename call
+    micro_batches_* steps_* (the gate's own update counts are gate_steps_*: `GateStats`).
     """
     runs: dict[int, list[int]] = {MEMORIZE: [], COMPRESS: []}
     for i, p in enumerate(phases):
@@ -167,7 +175,7 @@ def phase_summary(phases: list[int]) -> dict[str, float | int | None]:
             runs[p].append(1)
     n = len(phases)
     mean = {p: (sum(r) / len(r) if r else None) for p, r in runs.items()}
-    return {"steps_memorize": sum(runs[MEMORIZE]), "steps_compress": sum(runs[COMPRESS]),
+    return {"micro_batches_memorize": sum(runs[MEMORIZE]), "micro_batches_compress": sum(runs[COMPRESS]),
             "duty_compress": sum(runs[COMPRESS]) / n if n else None,
             "mean_phase_memorize": mean[MEMORIZE], "mean_phase_compress": mean[COMPRESS],
             "n_phases_compress": len(runs[COMPRESS]), "first_phase": phases[0] if phases else None}

@@ -14,6 +14,7 @@ term) are not counted: MFU measures the model's useful work.
 """
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any
 
@@ -60,13 +61,7 @@ def build_model(n_layer: int, n_embd: int, n_head: int, vocab_size: int, n_posit
 
 def param_count(model: nn.Module) -> int:
     """Number of distinct parameters (a tied head is counted once), as the capacity paper counts."""
-    seen: set[int] = set()
-    total = 0
-    for p in model.parameters():  # parameters() already yields shared tensors once
-        if id(p) not in seen:
-            seen.add(id(p))
-            total += p.numel()
-    return total
+    return sum(p.numel() for p in model.parameters())  # parameters() yields a shared tensor once
 
 
 def paper_param_count(n_layer: int, n_embd: int, vocab_size: int, n_positions: int) -> int:
@@ -121,7 +116,8 @@ def forward_with_hidden(model: nn.Module, input_ids: torch.Tensor) -> tuple[torc
 # ---------------------------------------------------------------------------------------------------------------
 # FLOPs and MFU
 
-# Dense bf16 peak FLOP/s by device-name substring, most specific first.
+# Dense bf16 peak FLOP/s by device-name model, most specific first. A model matches where it is not followed by a
+# letter or digit, so "L4" is not "L40" and "H100" is not "H100X" (a prefix such as GH200's G is allowed).
 PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
     ("H200", 989e12),  # also GH200
     ("H100 PCIe", 756e12),
@@ -131,6 +127,7 @@ PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
     ("A100", 312e12),
     ("A800", 312e12),
     ("L40S", 362e12),
+    ("L40", 181e12),
     ("L4", 121e12),
 )
 MFU_FORMULA = "6*(N_nonemb + V*d) + 12*L*d*S per token, dense bf16 peak"
@@ -139,7 +136,7 @@ MFU_FORMULA = "6*(N_nonemb + V*d) + 12*L*d*S per token, dense bf16 peak"
 def peak_for_name(name: str) -> float | None:
     """Dense bf16 peak FLOP/s for a CUDA device name (first matching PEAK_BF16_FLOPS entry), None if unknown."""
     for key, peak in PEAK_BF16_FLOPS:
-        if key.lower() in name.lower():
+        if re.search(rf"{re.escape(key)}(?![0-9a-z])", name, re.IGNORECASE):
             return peak
     return None
 

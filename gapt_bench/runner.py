@@ -35,7 +35,8 @@ from gapt_bench.config import (ConfigError, RunConfig, apply_overrides, build_ru
                                resolve_preset)
 from gapt_bench.registry import METHODS, TASKS, included, load_plugins
 from gapt_bench.store import (SCHEMA_VERSION, DiskFullError, RunRecord, StoreError, append_record, finished_keys,
-                              has_results, is_disk_full, iter_raw_records, try_claim)
+                              has_results, is_disk_full, iter_raw_records, ok_keys, try_claim)
+from gapt_bench.store import run_key as record_key
 
 STATE_FILE = "state.json"
 MAX_SEED = 2**32 - 1  # seeds land in JSON records read by pandas/numpy: stay well inside int64
@@ -127,6 +128,7 @@ def check_run(cfg: RunConfig) -> None:
     m, t = cfg.model, cfg.train
     if m.n_embd % m.n_head:
         raise ConfigError(f"model.n_embd={m.n_embd} is not divisible by model.n_head={m.n_head}; change one of them")
+    from gapt_bench.runtime import steps_for_budget
     from gapt_bench.task import LMTask
 
     lm = issubclass(TASKS.get(cfg.task), LMTask)
@@ -135,9 +137,23 @@ def check_run(cfg: RunConfig) -> None:
                           "change one so MBE patches tile the sequence")
     if t.batch_size % t.grad_accum:
         raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
-    if lm and t.warmup_steps and t.warmup_steps >= max(1, t.tokens // (t.batch_size * t.seq_len)):
+    if lm and t.warmup_steps and t.warmup_steps >= steps_for_budget(cfg):
         raise ConfigError(f"train.warmup_steps={t.warmup_steps} is not below the run's steps; lower it or raise train.tokens")
+    if t.optimizer == "muon":
+        check_muon()
     check_device(t.device)
+
+
+def check_muon() -> None:
+    """train.optimizer=muon builds torch.optim.Muon(adjust_lr_fn=...), which torch 2.1-2.8 lack."""
+    import inspect
+
+    import torch
+
+    muon = getattr(torch.optim, "Muon", None)
+    if muon is None or "adjust_lr_fn" not in inspect.signature(muon).parameters:
+        raise ConfigError(f"train.optimizer=muon needs torch.optim.Muon with adjust_lr_fn (torch >= 2.9), but this is "
+                          f"torch {torch.__version__}; upgrade torch or use train.optimizer=adamw")
 
 
 def check_device(spec: str) -> None:
@@ -164,14 +180,19 @@ def reference_config(cfg: RunConfig) -> RunConfig | None:
 
 
 def check_matches(plan: list[RunConfig], out: Path) -> None:
-    """Every matched control needs the run it copies in the plan or already in `out` (ConfigError otherwise)."""
-    planned = {run_key(c) for c in plan}
-    recorded = finished_keys(out)
+    """Every matched control needs the run it copies recorded ok in `out`, or planned and not yet recorded
+    (ConfigError otherwise): a diverged run is never trained again and has no schedule to copy."""
+    planned, finished, ok = {run_key(c) for c in plan}, finished_keys(out), ok_keys(out)
     for cfg in plan:
         ref = reference_config(cfg)
-        if ref is not None and run_key(ref) not in planned | recorded:
-            raise ConfigError(f"{cfg.method} is matched to the {ref.method} run of the same task, setup and seed "
-                              f"(task {cfg.task}, seed {cfg.seed}), which is neither planned nor in {out}; add "
+        if ref is None or run_key(ref) in ok:
+            continue
+        which = f"the {ref.method} run of the same task, setup and seed (task {cfg.task}, seed {cfg.seed})"
+        if run_key(ref) in finished:
+            raise ConfigError(f"{cfg.method} is matched to {which}, which is recorded as diverged in {out} and has "
+                              f"no schedule to copy; set {cfg.method}.match=none or leave {cfg.method} out")
+        if run_key(ref) not in planned:
+            raise ConfigError(f"{cfg.method} is matched to {which}, which is neither planned nor in {out}; add "
                               f"{ref.method} to --methods or set {cfg.method}.match=none")
 
 
@@ -181,9 +202,8 @@ def matched_summary(cfg: RunConfig, out: Path) -> dict | None:
     if ref is None:
         return None
     key = run_key(ref)
-    rec = next((r for r in iter_raw_records(out, warn=False) if
-                (r["task"], r["method"], r["config_hash"], r["seed"]) == key and r["status"] == "ok"), None) \
-        if has_results(out) else None
+    rec = next((r for r in iter_raw_records(out, warn=False) if record_key(r) == key and r["status"] == "ok"),
+               None) if has_results(out) else None
     if rec is None:
         raise RuntimeError(f"the {ref.method} run this {cfg.method} run is matched to (seed {cfg.seed}) has no ok "
                            f"record in {out}; run it first, or set {cfg.method}.match=none")
@@ -312,6 +332,7 @@ def _execute_claimed(cfg, out, dist, checkpoint_every, resume, progress, quiet) 
     from gapt_bench import distributed
     from gapt_bench import env as envmod
     from gapt_bench.runtime import CheckpointError, Diverged, Interrupted, RunContext, resolve_device
+    from gapt_bench.train import CHECKPOINT
 
     torch.set_num_threads(cfg.train.threads)
     # DDP (torchrun): rank 0 alone creates and writes the run folder; the others learn its path by broadcast.
@@ -380,9 +401,7 @@ def _execute_claimed(cfg, out, dist, checkpoint_every, resume, progress, quiet) 
             _clean_after_disk_full(run_dir, created)
             raise
         _write_state(run_dir, cfg, "done")
-        ckpt = run_dir / "checkpoint.pt"
-        if ckpt.exists():
-            ckpt.unlink()
+        (run_dir / CHECKPOINT).unlink(missing_ok=True)
         log(f"end status={status} wall={wall:.1f}s")
         logger.close()
     distributed.barrier(long=True)  # DDP: the record exists before any rank moves on
@@ -449,9 +468,11 @@ def _remove_tree(path: Path) -> None:
 
 def _clean_after_disk_full(run_dir: Path, created: bool) -> None:
     """No debris: drop temporary checkpoints; drop the run folder unless it holds a checkpoint to resume from."""
+    from gapt_bench.train import CHECKPOINT
+
     for tmp in run_dir.glob("*.tmp"):
         tmp.unlink(missing_ok=True)
-    if created and not (run_dir / "checkpoint.pt").exists():
+    if created and not (run_dir / CHECKPOINT).exists():
         _remove_tree(run_dir)
 
 
@@ -567,19 +588,23 @@ def _run_pool(todo, out, workers, checkpoint_every, resume, on_done) -> list[Run
         for i in range(workers):
             gpu_queue.put(i % n_gpus)
     outcomes: list[RunOutcome] = []
+    futures: dict = {}
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                              initargs=(gpu_queue, os.getpid(), included())) as pool:
         def forward_stop(signum, frame) -> None:  # workers finish their step, checkpoint and return
             _STOP["flag"] = True
-            for fut in futures:
+            for fut in list(futures):
                 fut.cancel()
-            for proc in list(getattr(pool, "_processes", {}).values()):
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
                 if proc.is_alive():
                     os.kill(proc.pid, signal.SIGTERM)
 
-        signal.signal(signal.SIGTERM, forward_stop)
-        futures = {pool.submit(_worker, cfg, str(out), checkpoint_every, resume): cfg for cfg in todo}
+        # SIGTERM and SIGINT (run_plan's handlers only set this process's flag) reach the workers while the pool
+        # runs; the handlers before it are back afterwards, when there is no pool left to forward to.
+        previous = {sig: signal.signal(sig, forward_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
+            for cfg in todo:
+                futures[pool.submit(_worker, cfg, str(out), checkpoint_every, resume)] = cfg
             for fut in as_completed(futures):
                 if fut.cancelled():
                     continue
@@ -587,9 +612,11 @@ def _run_pool(todo, out, workers, checkpoint_every, resume, on_done) -> list[Run
                 outcomes.append(o)
                 if on_done:
                     on_done(futures[fut], o)
-        except KeyboardInterrupt:
-            _STOP["flag"] = True
         except (DiskFullError, StoreError):
             forward_stop(signal.SIGTERM, None)
             raise
+        finally:
+            for sig, handler in previous.items():
+                if handler is not None:  # None: set outside Python, cannot be put back
+                    signal.signal(sig, handler)
     return outcomes

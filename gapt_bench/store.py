@@ -26,7 +26,7 @@ executing process *claims* the key with an exclusive-create file in `OUT/claims/
 so concurrent sweeps of the same plan train each run once; the claim names its host, pid and cluster job (the
 GAPT_BENCH_JOB_ID variable, set by `gapt_bench.launch`), is refreshed while the run trains (heartbeat), and is
 taken over when its owner is dead (same host), silent for CLAIM_STALE_S (another host), or an earlier incarnation
-of the same requeued cluster job. Readers keep one record per key and say how many they dropped: a finished record
+of the same requeued cluster job (by one taker at a time: `_remove_stale`). Readers keep one record per key and say how many they dropped: a finished record
 (ok or diverged: both deterministic) wins over a failed one, and among equals the first written wins.
 
 Reading is tolerant: `runs.jsonl` is read in order, then every record file whose run id it did not yield (a line
@@ -397,6 +397,13 @@ def finished_keys(results: Path | str) -> set[tuple]:
     return {run_key(r) for r in iter_raw_records(results, warn=False) if r["status"] in FINISHED}
 
 
+def ok_keys(results: Path | str) -> set[tuple]:
+    """Keys of runs recorded as ok: the only ones a matched control can copy."""
+    if not has_results(results):
+        return set()
+    return {run_key(r) for r in iter_raw_records(results, warn=False) if r["status"] == "ok"}
+
+
 def compact(results: Path | str) -> tuple[int, Path | None]:
     """Rewrite OUT/runs.jsonl from every readable record (its own lines and OUT/records), without damaged lines and
     without exact repeats; the old file is kept as runs.jsonl.<time>.bak. Returns (records written, backup path).
@@ -509,9 +516,18 @@ def claim_path(out: Path, key: tuple) -> Path:
 
 def claim_owner(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return _parse_claim(path.read_bytes())
+    except OSError:
         return None
+
+
+def _parse_claim(data: bytes) -> dict | None:
+    """A claim's owner, or None for an unreadable one (a writer that died between create and write, or garbage)."""
+    try:
+        owner = json.loads(data)
+    except ValueError:
+        return None
+    return owner if isinstance(owner, dict) else None
 
 
 def _stale(path: Path, owner: dict | None) -> bool:
@@ -540,37 +556,90 @@ def live_claim(out: Path, key: tuple) -> dict | None:
     return None if _stale(path, owner) else (owner or {})
 
 
+def _identity(path: Path) -> tuple[int, int, bytes] | None:
+    """(inode, mtime in ns, bytes) of a claim file, read through one descriptor; None when it is gone. A new claim
+    differs in all three from a stale one, even one left empty by a writer that died (its inode may be reused)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        data = b""
+        while chunk := os.read(fd, 65536):
+            data += chunk
+        st = os.fstat(fd)
+        return st.st_ino, st.st_mtime_ns, data
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _exclusive_create(path: Path, data: bytes) -> bool:
+    """Create `path` holding `data` unless it exists (O_EXCL); False if it exists. Nothing is left on a write error."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    except OSError as e:
+        raise _write_error(path, e) from e
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    except OSError as e:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise _write_error(path, e) from e
+    os.close(fd)
+    return True
+
+
+def _remove_stale(path: Path, judged: tuple[int, int, bytes], me: bytes) -> None:
+    """Remove the claim at `path` if it is still the one judged stale (`_identity` as read); race-free.
+
+    Renaming or unlinking `path` straight away is not: two takers that judged the same claim stale each remove what
+    `path` holds when they act, and the slower one removes the claim the faster one has just created. So the takers
+    of one stale claim first take a lock specific to it, `<claim>.take-<digest of it>-<k>` (O_EXCL, naming the taker
+    as a claim does): k = 0, or the next k when every lower lock's taker is dead too. The holder re-reads `path` and
+    unlinks it only if it still is the stale claim: while it is, nobody else can remove it (its owner is dead, other
+    takers wait on the lock) or create one (O_EXCL), so no fresh claim can slip in between the check and the unlink.
+    A taker that finds a live lock backs off briefly; the caller then retries its create.
+    """
+    digest = hashlib.sha256(repr(judged).encode()).hexdigest()[:16]
+    locks = [path.with_name(f"{path.name}.take-{digest}-{k}") for k in range(20)]
+    for lock in locks:
+        if _exclusive_create(lock, me):
+            break
+        if not _stale(lock, claim_owner(lock)):
+            time.sleep(0.05)  # another taker is removing it right now
+            return
+    else:
+        return
+    try:
+        if _identity(path) == judged:
+            path.unlink(missing_ok=True)
+    finally:
+        for other in locks:  # lower locks are dead takers'; higher ones are takers backing off
+            other.unlink(missing_ok=True)
+
+
 def try_claim(out: Path, key: tuple, *, heartbeat: bool = True) -> tuple[Claim | None, dict | None]:
     """(claim, None) when this process now owns the run; (None, owner) when a live process does."""
     path = claim_path(out, key)
     path.parent.mkdir(parents=True, exist_ok=True)
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _proc_start(os.getpid()),
-          "job": os.environ.get(JOB_ENV) or None, "key": list(key),
-          "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    me = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _proc_start(os.getpid()),
+                     "job": os.environ.get(JOB_ENV) or None, "key": list(key),
+                     "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).encode()
     for _ in range(20):
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            owner = claim_owner(path)
+        if not _exclusive_create(path, me):
+            judged = _identity(path)
+            owner = _parse_claim(judged[2]) if judged else None
+            if judged is None:
+                continue  # released since: create again
             if not _stale(path, owner):
                 return None, owner or {}
-            # Only one taker can rename a stale claim away; the others see it gone (or the winner's) and retry.
-            try:
-                os.rename(path, path.with_name(f"{path.name}.stale-{os.getpid()}"))
-                path.with_name(f"{path.name}.stale-{os.getpid()}").unlink()
-            except OSError:
-                pass
+            _remove_stale(path, judged, me)
             continue
-        except OSError as e:
-            raise _write_error(path, e) from e
-        try:
-            os.write(fd, json.dumps(me).encode())
-            os.fsync(fd)
-        except OSError as e:
-            os.close(fd)
-            path.unlink(missing_ok=True)
-            raise _write_error(path, e) from e
-        os.close(fd)
         claim = Claim(path)
         if heartbeat:
             claim.start_heartbeat()

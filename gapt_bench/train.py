@@ -182,26 +182,40 @@ class StepResult:
     hidden: list[torch.Tensor]  # the last micro-batch's hidden states (for the curve's MBE)
     grad_norm: float
     align: dict[str, float]
+    tokens: list[int]  # loss tokens of each micro-batch on this rank
+    global_tokens: list[int]  # loss tokens of each micro-batch over all ranks
+
+
+def _scale_grad(ce: torch.Tensor, factor: float) -> None:
+    """Multiply the gradient that reaches `ce` by `factor`, its value untouched."""
+    if factor != 1.0:
+        ce.register_hook(lambda g: g * factor)
 
 
 def optimizer_step(model, raw_model, task, method, cfg, ctx: RunContext, step: int, optimizers) -> StepResult:
     """Forward and backward over the step's micro-batches, clip, step the optimizers.
 
-    Each micro-batch's loss is weighted by its share of the global batch's loss tokens (targets != -100, counted on
-    the whole global batch, so every rank knows the total without communication), times the world size that
-    DDP's gradient averaging divides by. The CE part of the gradient is then the token mean of the global batch
-    however it is split into micro-batches and ranks; with no masked targets the weight is 1/grad_accum.
+    The gradient is that of one pass over the global batch however it is split into micro-batches and ranks: the
+    CE part is the token mean of the global batch, the rest of the method's loss (the MBE term, a mean over
+    patches, every micro-batch holding as many) the mean over micro-batches. So each micro-batch's loss is divided
+    by grad_accum (DDP's gradient averaging divides by the world size), and the gradient reaching its CE is scaled
+    by its share of the global batch's loss tokens (targets != -100, counted on the whole global batch, so every
+    rank knows the totals without communication) times grad_accum * world_size: with no masked targets, 1.
     """
     t, device = cfg.train, ctx.device
     x, y = task.get_batch(step)
-    n_global = int((y != -100).sum())
+    row_tokens = (y != -100).sum(dim=1)
+    n_global = int(row_tokens.sum())
+    span = x.shape[0] // t.grad_accum  # rows of the global batch in one micro-batch of all ranks
+    global_tokens = [int(row_tokens[i * span:(i + 1) * span].sum()) for i in range(t.grad_accum)]
     x, y = x[ctx.rank::ctx.world_size], y[ctx.rank::ctx.world_size]
     micro = x.shape[0] // t.grad_accum
-    infos, losses, hidden, align = [], [], [], {}
+    infos, losses, tokens, hidden, align = [], [], [], [], {}
     align_now = bool(cfg.align.every) and step % cfg.align.every == 0
     for i in range(t.grad_accum):
         last = i == t.grad_accum - 1
-        share = int((y[i * micro:(i + 1) * micro] != -100).sum()) * ctx.world_size / max(n_global, 1)  # on the host
+        tokens.append(int((y[i * micro:(i + 1) * micro] != -100).sum()))  # on the host
+        share = tokens[-1] * ctx.world_size / max(n_global, 1)
         xb = x[i * micro:(i + 1) * micro].to(device, non_blocking=True)
         yb = y[i * micro:(i + 1) * micro].to(device, non_blocking=True)
         # DDP all-reduces gradients only on the last micro-batch: no_sync must cover the forward too, since DDP
@@ -217,10 +231,11 @@ def optimizer_step(model, raw_model, task, method, cfg, ctx: RunContext, step: i
                 raise Diverged(step, f"loss is {float(loss)}")
             if align_now and last:  # before backward frees the graph; .grad untouched
                 align = gradient_alignment(raw_model, ce, hidden, method.reg_layers_all(), cfg.mbe.patch_size,
-                                           cfg.mbe.alpha)
-            (loss * share).backward()
+                                           cfg.mbe.alpha, cfg.reg.centered)
+            _scale_grad(ce, share * t.grad_accum)
+            (loss / t.grad_accum).backward()
         if ctx.world_size > 1 and method.syncs_micro_batches:  # the decision must be the same on every rank
-            distributed.mean_step_values([info], [], False)
+            distributed.mean_step_values([info], [], False, tokens[-1:])
         method.observe_micro(info, step)
         infos.append(info)
         losses.append(float(loss.detach()))
@@ -232,13 +247,22 @@ def optimizer_step(model, raw_model, task, method, cfg, ctx: RunContext, step: i
         opt.step()
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
-    return StepResult(infos, losses, hidden, grad_norm, align)
+    return StepResult(infos, losses, hidden, grad_norm, align, tokens, global_tokens)
 
 
 def curve_row(step: int, tokens: int, res: StepResult, cfg, lr: float) -> dict:
-    """One row of curve.jsonl: the step's training CE and loss, lr, grad norm, phase and per-layer MBE."""
-    infos = res.infos
-    row: dict[str, Any] = {"step": step, "tokens": tokens, "ce": sum(i.ce for i in infos) / len(infos),
+    """One row of curve.jsonl, written after the step's StepInfos were averaged over ranks (DDP):
+
+    - ce: the step's training CE, the token mean over the global batch (micro-batches weighted by loss tokens);
+    - loss: the mean over micro-batches (and ranks) of the method's loss;
+    - phase: the method's phase in the last micro-batch;
+    - mbe_layer_<i>, mbe (their mean): the uncentred MBE of each layer's hidden states in the last micro-batch on
+      rank 0 only: a cheap probe of the representation, not the global batch's MBE nor the regulariser's;
+    - lr, grad_norm (before clipping) and, on probed steps, the alignment cosines.
+    """
+    infos, n = res.infos, sum(res.global_tokens)
+    weights = [k / n for k in res.global_tokens] if n else [1 / len(infos)] * len(infos)
+    row: dict[str, Any] = {"step": step, "tokens": tokens, "ce": sum(w * i.ce for w, i in zip(weights, infos)),
                            "loss": sum(res.losses) / len(res.losses), "lr": lr, "grad_norm": res.grad_norm,
                            "phase": infos[-1].phase}
     with torch.no_grad():
@@ -272,7 +296,8 @@ def train_lm(model: torch.nn.Module, task, method, cfg, ctx: RunContext) -> Trai
 
     ckpt_path = ctx.run_dir / CHECKPOINT
     loop = LoopState()
-    if ctx.resume and ckpt_path.exists():
+    restored = ctx.resume and ckpt_path.exists()
+    if restored:
         loop = restore(ckpt_path, raw_model, optimizers, method, ctx)
         ctx.log(f"resumed from step {loop.step}/{total}")
     t0 = time.perf_counter()
@@ -285,7 +310,9 @@ def train_lm(model: torch.nn.Module, task, method, cfg, ctx: RunContext) -> Trai
         if ctx.is_main:
             save_checkpoint(ckpt_path, raw_model, optimizers, method, device, loop)
 
-    curve = open(ctx.curve_path, "a") if ctx.is_main else None
+    # Training from step 0 starts the curve over: a resumed folder without a checkpoint (checkpoint_every=0, or a
+    # crash before the first one) holds the earlier attempt's rows, which the new rows would otherwise follow.
+    curve = open(ctx.curve_path, "a" if restored else "w") if ctx.is_main else None
     stop_reason = "budget"
     # Throughput: timed from the end of the first few steps (compilation, CUDA warm-up) to the end of training.
     steady_from, steady_t0 = loop.step + min(10, (total - loop.step) // 5), None
@@ -304,8 +331,9 @@ def train_lm(model: torch.nn.Module, task, method, cfg, ctx: RunContext) -> Trai
             if res.align:
                 loop.align["steps"].append(step)
                 loop.align["cos"].append(res.align["align_cos"])
-            # DDP: the gate and the curve see the global batch's CE/MBE; stopping is a collective decision.
-            stop_now = (distributed.mean_step_values(res.infos, res.losses, ctx.stop_requested())
+            # DDP: each micro-batch's CE and MBE become those of its global micro-batch (distributed.py) for the gate
+            # and the curve; stopping is a collective decision.
+            stop_now = (distributed.mean_step_values(res.infos, res.losses, ctx.stop_requested(), res.tokens)
                         if ctx.world_size > 1 else ctx.stop_requested())
             method.observe(res.infos, step)
             loop.step = step = step + 1
@@ -334,7 +362,9 @@ def train_lm(model: torch.nn.Module, task, method, cfg, ctx: RunContext) -> Trai
     if steady_t0 is not None and loop.step > steady_from:
         summary.update({"steady_time_s": t_end - steady_t0,
                         "steady_tokens": (loop.step - steady_from) * tokens_per_step})
-    summary.update(cycle_stats(loop.align["steps"], loop.align["cos"]))
+    if loop.align["steps"]:  # what the probe's MBE was (alignment.py): the regulariser's layers and centring
+        summary.update({"align_layers": method.reg_layers_all(), "align_centered": cfg.reg.centered,
+                        **cycle_stats(loop.align["steps"], loop.align["cos"])})
     return TrainOutput(model=raw_model, tokens=loop.step * tokens_per_step, steps=loop.step, stop_reason=stop_reason,
                        summary=summary)
 

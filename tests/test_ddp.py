@@ -181,3 +181,38 @@ def test_no_sync_covers_the_forward_so_only_the_last_micro_batch_all_reduces(tmp
         assert buckets == len(calls) >= 1  # two micro-batches reduce exactly as often as one
     finally:
         dist.destroy_process_group()
+
+
+COMBINE_ON_RANK = """
+import json, os, sys
+from gapt_bench import distributed
+from gapt_bench.methods.base import StepInfo
+distributed.setup()
+r = distributed.rank()
+infos = [StepInfo(ce=[2.0, 4.0][r], mbe={0: [1.0, 3.0][r]}), StepInfo(ce=[float("nan"), 5.0][r], mbe={0: 1.0})]
+losses = [[1.0, 2.0][r]]
+stop = distributed.mean_step_values(infos, losses, r == 1, tokens=[[10, 30][r], [0, 7][r]])
+print(json.dumps([[i.ce, i.mbe[0]] for i in infos] + [losses, stop]))
+distributed.teardown()
+"""
+
+
+@pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+                    reason="torch.distributed with gloo is needed")
+def test_step_values_become_those_of_the_global_micro_batch(tmp_path):
+    """CE weighted by each rank's loss tokens (a rank with none, CE NaN, does not poison it), MBE and loss averaged,
+    stop shared."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = _env(tmp_path)
+    env.update({"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                "GAPT_BENCH_ALL_RANKS_PRINT": "1", "GAPT_BENCH_DIST_BACKEND": "gloo"})
+    procs = [subprocess.Popen([sys.executable, "-c", COMBINE_ON_RANK], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-2000:] for _, e in outs]
+    want = [[(10 * 2.0 + 30 * 4.0) / 40, 2.0], [5.0, 1.0], [1.5], True]
+    assert [json.loads(o) for o, _ in outs] == [want, want]

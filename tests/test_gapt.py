@@ -123,6 +123,11 @@ def _method(name, **sections):
     return METHODS.get(name)(cfg, 12)
 
 
+def _mean(mbe: dict) -> float:
+    """The regulariser's value: the mean MBE over the layers it covered (StepInfo.mbe)."""
+    return sum(mbe.values()) / len(mbe)
+
+
 def test_gate_watch_all_and_rotate_rr_layers():
     m = _method("gapt", **{"reg.layers": "rotate_rr"})
     assert m.reg_layers_all() == list(range(2, 10))  # RRScheduler(start_layer=2, end_layer=L-2) on 12 layers
@@ -139,10 +144,10 @@ def test_alternate_step_mode_alternates_ce_and_mbe_steps():
     even, info = m.loss(ce, hidden, step=4)
     odd, info_odd = m.loss(ce, hidden, step=5)
     assert even is ce  # a CE-only step
-    assert float(odd.detach()) == pytest.approx(2.0 * info_odd.reg_loss)  # an MBE-only step
+    assert float(odd.detach()) == pytest.approx(2.0 * _mean(info_odd.mbe))  # an MBE-only step
     summed = _method("mbe", **{"reg.layers": "all", "reg.weight": 2.0})
     total, info_sum = summed.loss(ce, hidden, step=5)
-    assert float(total.detach()) == pytest.approx(3.0 + 2.0 * info_sum.reg_loss)
+    assert float(total.detach()) == pytest.approx(3.0 + 2.0 * _mean(info_sum.mbe))
 
 
 def test_phase_summary_of_a_schedule():
@@ -151,6 +156,8 @@ def test_phase_summary_of_a_schedule():
     assert s["duty_compress"] == pytest.approx(4 / 12)
     assert s["mean_phase_memorize"] == 4 and s["mean_phase_compress"] == 2 and s["n_phases_compress"] == 2
     assert s["first_phase"] == 1
+    # counted in micro-batches, and named so: the gate's gate_steps_* count its updates (optimizer steps by default)
+    assert (s["micro_batches_memorize"], s["micro_batches_compress"]) == (8, 4) and "steps_compress" not in s
     assert phase_summary([])["duty_compress"] is None
 
 

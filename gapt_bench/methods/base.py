@@ -27,12 +27,13 @@ if TYPE_CHECKING:
 
 @dataclass
 class StepInfo:
-    """What a method reports about one micro-batch (floats only; read by the trainer's curve and by observe)."""
+    """What a method reports about one micro-batch (floats only). The method's observe_micro/observe read it (the
+    gate); the trainer's curve takes `ce` (token-weighted) and the last `phase`, not `mbe`; under DDP `ce` and
+    `mbe` are combined over ranks first (distributed.mean_step_values)."""
 
     ce: float
     mbe: dict[int, float] = field(default_factory=dict)  # layer index -> MBE (nats), for the layers computed
     phase: int | None = None
-    reg_loss: float | None = None
 
 
 class Method:
@@ -67,9 +68,6 @@ class Method:
 
     def observe(self, infos: Sequence[StepInfo], step: int) -> None:
         """Called once after each optimizer step with the StepInfo of each of its micro-batches."""
-
-    def phase(self) -> int | None:
-        return None
 
     def summary(self) -> dict[str, Any]:
         """Method-specific figures for the run record (e.g. phase statistics)."""
@@ -118,7 +116,6 @@ class Method:
             values = self.mbe_of(hidden, layers)
             reg = torch.stack(list(values.values())).mean()
             info.mbe = {i: float(v.detach()) for i, v in values.items()}
-            info.reg_loss = float(reg.detach())
             if self.cfg.reg.step_mode == "alternate":
                 loss = weight * reg if step % 2 else ce
             else:

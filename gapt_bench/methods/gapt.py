@@ -42,9 +42,6 @@ class GAPT(Method):
             info = infos[-1]
             self.gate.update(info.ce, [info.mbe[i] for i in self.gate_layers()])
 
-    def phase(self):
-        return self.gate.phase
-
     def summary(self):
         return {**{f"gate_{k}": v for k, v in self.gate.summary().items()}, **phase_summary(self.phases)}
 

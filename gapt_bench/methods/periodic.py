@@ -43,8 +43,6 @@ class Periodic(Method):
         lengths = {MEMORIZE: self.p_m, COMPRESS: self.p_c}
         first = self.first_phase
         other = COMPRESS if first == MEMORIZE else MEMORIZE
-        if lengths[first] + lengths[other] == 0:
-            return first
         if lengths[other] == 0:
             return first
         if lengths[first] == 0:
