@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from gapt_bench.config import RunConfig
-from gapt_bench.store import JOB_ENV, has_results, iter_raw_records, live_claim, read_store
+from gapt_bench.store import CHECKPOINT, JOB_ENV, has_results, iter_raw_records, live_claim, read_store
 
 try:  # the base class of the job: submitit's when installed (it always is where a job runs)
     from submitit.helpers import Checkpointable as _Checkpointable
@@ -877,7 +877,7 @@ def plan_status(plan: list[RunConfig], out: Path) -> list[RunState]:
             states.append(RunState(cfg, "failed", _error(rec), job))
             continue
         folder = find_unfinished(out, cfg) if (out / "runs").is_dir() else None
-        if folder is not None and (folder / "checkpoint.pt").exists():
+        if folder is not None and (folder / CHECKPOINT).exists():
             detail = f"interrupted, checkpoint kept in {folder}"
         elif folder is not None:
             detail = f"interrupted before its first checkpoint ({folder})"

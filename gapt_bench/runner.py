@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable
 from gapt_bench.config import (ConfigError, RunConfig, apply_overrides, build_run_config, expand_grid,
                                resolve_preset)
 from gapt_bench.registry import METHODS, TASKS, included, load_plugins
-from gapt_bench.store import (SCHEMA_VERSION, DiskFullError, RunRecord, StoreError, append_record, finished_keys,
+from gapt_bench.store import (CHECKPOINT, SCHEMA_VERSION, DiskFullError, RunRecord, StoreError, append_record, finished_keys,
                               has_results, is_disk_full, iter_raw_records, ok_keys, try_claim)
 from gapt_bench.store import run_key as record_key
 
@@ -332,7 +332,6 @@ def _execute_claimed(cfg, out, dist, checkpoint_every, resume, progress, quiet) 
     from gapt_bench import distributed
     from gapt_bench import env as envmod
     from gapt_bench.runtime import CheckpointError, Diverged, Interrupted, RunContext, resolve_device
-    from gapt_bench.train import CHECKPOINT
 
     torch.set_num_threads(cfg.train.threads)
     # DDP (torchrun): rank 0 alone creates and writes the run folder; the others learn its path by broadcast.
@@ -468,7 +467,6 @@ def _remove_tree(path: Path) -> None:
 
 def _clean_after_disk_full(run_dir: Path, created: bool) -> None:
     """No debris: drop temporary checkpoints; drop the run folder unless it holds a checkpoint to resume from."""
-    from gapt_bench.train import CHECKPOINT
 
     for tmp in run_dir.glob("*.tmp"):
         tmp.unlink(missing_ok=True)

@@ -55,6 +55,7 @@ SCHEMA_VERSION = 1
 RUNS_FILE = "runs.jsonl"
 RECORDS_DIR = "records"  # one <run_id>.json per record, written by atomic rename (see the module docstring)
 CLAIMS_DIR = "claims"
+CHECKPOINT = "checkpoint.pt"  # a run folder's resumable state (written by gapt_bench.train)
 JOB_ENV = "GAPT_BENCH_JOB_ID"  # the cluster job a process belongs to (gapt_bench.launch sets it), kept in claims
 CLAIM_HEARTBEAT_S = 30.0
 CLAIM_STALE_S = 600.0  # a claim from another host not refreshed for this long is abandoned

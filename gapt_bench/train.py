@@ -28,8 +28,8 @@ from gapt_bench.entropy import matrix_entropy
 from gapt_bench.models import forward_with_hidden
 from gapt_bench.runtime import (CheckpointError, Diverged, Interrupted, RunContext, autocast_context,
                                 steps_for_budget)
+from gapt_bench.store import CHECKPOINT
 
-CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass

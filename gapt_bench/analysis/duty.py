@@ -2,10 +2,12 @@
 
 A control such as `periodic` is only a fair control of `gapt` if it spends about the same share of optimizer steps
 in the compression phase: otherwise a difference between them measures the dose, not the gate's decisions.
-Records of phase-switching methods carry `summary.duty_compress` (fraction of steps in compression),
-`summary.mean_phase_memorize` / `mean_phase_compress` (mean phase lengths in steps), and a matched control carries
+Records of phase-switching methods carry `summary.duty_compress` (fraction of micro-batches in compression: of
+optimizer steps when a step is one micro-batch), `summary.mean_phase_memorize` / `mean_phase_compress` (mean phase
+lengths in micro-batches), and a matched control carries
 `summary.matched_to` (the run_id whose schedule it copied). Older gapt records only have the gate's step counts
-(`gate_steps_compress`, `gate_steps_memorize`), from which the duty cycle follows.
+(`gate_steps_compress`, `gate_steps_memorize`: gate updates, in the gate's patience unit), from which the duty
+cycle follows.
 
 A pair is flagged as a mismatch when the two arms' mean duty cycles (over seeds) differ by more than
 DUTY_TOLERANCE (absolute). Controls without a duty cycle (e.g. `mbe`, always on) are not schedule controls and
@@ -22,7 +24,7 @@ DUTY_TOLERANCE = 0.05
 
 
 def run_duty(record: dict) -> float | None:
-    """The fraction of a run's optimizer steps spent in the compression phase, if the record says."""
+    """The fraction of a run's training (micro-batches) spent in the compression phase, if the record says."""
     s = record.get("summary") or {}
     d = s.get("duty_compress")
     if isinstance(d, (int, float)) and not isinstance(d, bool):
