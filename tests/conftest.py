@@ -90,3 +90,30 @@ def fineweb_parquet(tmp_path_factory, fineweb_texts) -> Path:
     path = tmp_path_factory.mktemp("fineweb") / "000_00000.parquet"
     pq.write_table(fineweb_table(fineweb_texts), path)
     return path
+
+
+# A stand-in sbatch: numbers its jobs from 4101, keeps each job script, and refuses every array from the
+# `REFUSE_FROM`-th job id on (unset: none).
+FAKE_SBATCH = """#!/bin/bash
+n=$(cat "$FAKE_SLURM/count" 2>/dev/null || echo 4100); n=$((n+1)); echo $n > "$FAKE_SLURM/count"
+if [ "$n" -ge "${REFUSE_FROM:-99999}" ]; then
+  echo "sbatch: error: Batch job submission failed: Invalid qos specification" >&2; exit 1
+fi
+cp "$1" "$FAKE_SLURM/sbatch_$n.sh"
+echo "Submitted batch job $n"
+"""
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch) -> Path:
+    """sbatch and srun on the PATH (so submitit picks Slurm); returns the folder the stand-in counts jobs and keeps
+    their scripts in (tmp_path)."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sbatch").write_text(FAKE_SBATCH)
+    (fake / "srun").write_text("#!/bin/bash\nexit 1\n")
+    for f in fake.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SLURM", str(tmp_path))
+    return tmp_path

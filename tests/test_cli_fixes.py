@@ -3,7 +3,6 @@ sites that fail midway, outputs checked before anything is printed, results fold
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -13,15 +12,6 @@ from gapt_bench import cli
 TINY = ["--tasks", "synthetic_capacity", "--preset", "tiny"]
 QUIET = ["--no-report", "--no-progress"]
 
-# A stand-in sbatch: numbers its jobs from 4101 and refuses every array from the `REFUSE_FROM`-th on.
-FAKE_SBATCH = """#!/bin/bash
-n=$(cat "$FAKE_SLURM/count" 2>/dev/null || echo 4100); n=$((n+1)); echo $n > "$FAKE_SLURM/count"
-if [ "$n" -ge "${REFUSE_FROM:-99999}" ]; then
-  echo "sbatch: error: Batch job submission failed: Invalid qos specification" >&2; exit 1
-fi
-cp "$1" "$FAKE_SLURM/sbatch_$n.sh"
-echo "Submitted batch job $n"
-"""
 
 
 def _our_lines(err: str) -> list[str]:
@@ -29,19 +19,6 @@ def _our_lines(err: str) -> list[str]:
     return [ln for ln in err.splitlines() if not ln.startswith("sbatch: ")]
 
 
-@pytest.fixture
-def fake_slurm(tmp_path, monkeypatch) -> Path:
-    """sbatch and srun on the PATH (so submitit picks Slurm); returns the folder the stand-in counts jobs in."""
-    pytest.importorskip("submitit")
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "sbatch").write_text(FAKE_SBATCH)
-    (fake / "srun").write_text("#!/bin/bash\nexit 1\n")
-    for f in fake.iterdir():
-        f.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_SLURM", str(tmp_path))
-    return tmp_path
 
 
 def test_a_refused_second_array_names_the_queued_one_and_exits_1(fake_slurm, tmp_path, monkeypatch, capsys):

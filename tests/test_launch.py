@@ -137,24 +137,11 @@ def test_dry_run_prints_the_waves_and_the_sbatch_file(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-FAKE_SBATCH = """#!/bin/bash
-n=$(cat "$FAKE_SLURM/count" 2>/dev/null || echo 4100); n=$((n+1)); echo $n > "$FAKE_SLURM/count"
-cp "$1" "$FAKE_SLURM/sbatch_$n.sh"
-echo "Submitted batch job $n"
-"""
 
 
-def test_a_slurm_submission_prints_job_ids_logs_and_how_to_follow_them(tmp_path, monkeypatch, capsys):
+def test_a_slurm_submission_prints_job_ids_logs_and_how_to_follow_them(fake_slurm, tmp_path, capsys):
     """Against a stand-in sbatch (and srun, so that submitit picks Slurm): two arrays, the controls' one depending
     on the first; the command returns at once, saying where the jobs and their logs are."""
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "sbatch").write_text(FAKE_SBATCH)
-    (fake / "srun").write_text("#!/bin/bash\nexit 1\n")
-    for f in fake.iterdir():
-        f.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_SLURM", str(tmp_path))
     out = tmp_path / "r"
     plan = [*TINY, "--methods", "gapt,periodic", "--seeds", "0-1"]
     assert cli.main(["run", *plan, "--out", str(out), "--launcher", "submitit", "--partition", "gpu",
