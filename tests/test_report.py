@@ -73,13 +73,33 @@ def test_groups_and_comparisons_complete():
     assert gapt_ce["n"] == 4 and gapt_ce["n_diverged"] == 1 and "1 diverged" in fmt_mean_ci(gapt_ce)
     per = next(c for c in rep["comparisons"] if c["method"] == "periodic" and c["metric"] == "val_ce")
     assert per["test"] == "paired_t"
-    # Holm over the report's family of headline comparisons (per-layer metrics form their own family)
+    # Holm over the task's family of headline comparisons (per-layer metrics form their own family)
     head = [c for c in rep["comparisons"] if not is_layer_metric(c["metric"])]
     layer = [c for c in rep["comparisons"] if is_layer_metric(c["metric"])]
     assert len(head) == 6 and len(layer) == 6
     assert [c["p_holm"] for c in head] == pytest.approx(stats.holm([c["p"] for c in head]))
     assert [c["p_holm"] for c in layer] == pytest.approx(stats.holm([c["p"] for c in layer]))
     json.dumps(rep)  # JSON-ready
+
+
+def test_a_tasks_report_verdicts_do_not_depend_on_other_tasks_in_the_folder():
+    # one Holm family per task: adding the forgetting runs to the folder leaves fineweb's adjusted p unchanged
+    alone = build_report(lm_records(gapt_shift=-0.16))
+    both = build_report(lm_records(gapt_shift=-0.16) + forgetting_records())
+
+    def lm(rep):
+        return {(c["method"], c["metric"]): (c["p_holm_report"], c["holm_family_size"], c["verdict"])
+                for c in rep["comparisons"] if c["task"] == "fineweb_lm"}
+
+    assert any(c["task"] != "fineweb_lm" and c["p"] is not None for c in both["comparisons"])
+    assert lm(alone) == lm(both) and any(v[0] is not None for v in lm(both).values())
+    fam = both["families"]["report"]
+    assert fam["per_task"]["fineweb_lm"] == alone["families"]["report"]["size"] < fam["size"]
+    assert set(fam["per_task"]) == {"fineweb_lm", "forgetting_separation"}
+    md = render(both, "md")
+    assert f"Holm over this task's {fam['per_task']['fineweb_lm']} headline comparisons" in md
+    assert f"forgetting_separation: {fam['per_task']['forgetting_separation']}" in render(paper_table(
+        lm_records(gapt_shift=-0.16) + forgetting_records()), "md")
 
 
 def test_controls_sit_beside_effects():
@@ -429,7 +449,8 @@ def test_both_holm_families_shown_under_the_same_names_on_both_pages():
     c = next(c for c in rep["comparisons"] if c["method"] == "gapt" and c["metric"] == "val_mbe")
     p = next(r for r in paper["rows"] if r["metric"] == "val_mbe" and r["role"] == "claim")
     assert (c["p_holm_report"], c["p_holm_claims"]) == (p["p_holm_report"], p["p_holm_claims"])
-    assert c["p_holm_claims"] < c["p_holm_report"]  # a smaller family, and both are named
+    assert c["p_holm_claims"] != c["p_holm_report"]  # two families of different sizes, both named
+    assert c["holm_family_size"] == rep["families"]["report"]["per_task"]["fineweb_lm"] != c["claims_family_size"]
     assert rep["families"]["claims"]["size"] == paper["families"]["claims"]["size"] == 7
     row_r = next(r for r in md_rows(render(rep, "md"), "### fineweb_lm") if r["metric"] == "val_mbe"
                  and r["method"] == "gapt")

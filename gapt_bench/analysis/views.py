@@ -88,9 +88,10 @@ def _report_rows(rep: dict, task: str, include_layers: bool) -> list[dict]:
 def _report_caption(rep: dict, task: str, include_layers: bool) -> str:
     fam = rep.get("families") or {}
     size = {k: (fam.get(k) or {}).get("size") for k in ("report", "per-layer", "claims")}
+    size.update({k: ((fam.get(k) or {}).get("per_task") or {}).get(task, 0) for k in ("report", "per-layer")})
     comps = [c for c in rep["comparisons"] if c["task"] == task]
     parts = ["mean ± 95% t-CI half-width (n seeds); Δ = method − reference",
-             f"verdicts use {P_REPORT}: Holm over the report's {size['report']} headline comparisons "
+             f"verdicts use {P_REPORT}: Holm over this task's {size['report']} headline comparisons "
              f"(per-layer metrics: their own family of {size['per-layer']})"]
     if any(c.get("claims_family_size") is not None for c in comps):
         parts.append(f"{P_CLAIMS}: the same test in the family of the papers' claims and their controls "
@@ -159,6 +160,12 @@ def _paper_row(row: dict) -> dict:
             "mde_text": mde, "seeds_text": seeds, "verdict": row["verdict"], "note": row.get("note") or ""}
 
 
+def _per_task(family: dict | None) -> str:
+    """'fineweb_lm: 4, arithmetic_ood: 9' from a report family's per-task sizes."""
+    per_task = (family or {}).get("per_task") or {}
+    return ", ".join(f"{t}: {n}" for t, n in per_task.items()) or "none"
+
+
 def paper_tables(paper: dict, include_layers: bool = False) -> list[Table]:
     fam = paper.get("families") or {}
     size = {k: (fam.get(k) or {}).get("size") for k in ("report", "claims")}
@@ -166,7 +173,8 @@ def paper_tables(paper: dict, include_layers: bool = False) -> list[Table]:
         "relative change = Δ / |baseline mean|; controls listed under each claim",
         _rel_ci_caption(set(paper.get("rel_ci_methods") or [])),
         f"verdicts use {P_CLAIMS}: Holm over the {size['claims']} claim and control tests; {P_REPORT}: the same "
-        f"test in the report's family of {size['report']} headline comparisons (the verdicts of `gapt-bench report`)",
+        f"test in its task's family of headline comparisons ({_per_task(fam.get('report'))}; the verdicts of "
+        f"`gapt-bench report`)",
         f"MDE: smallest relative effect detectable at this n (alpha {paper.get('alpha', 0.05):g}, power "
         f"{paper.get('power', stats.POWER):g}; capacity: absolute, one-sample); seeds for claim: seeds (pairs when "
         f"paired) needed to detect the claimed effect (claimed change × baseline mean) at the observed sd of the "
