@@ -91,8 +91,8 @@ def _report_caption(rep: dict, task: str, include_layers: bool) -> str:
     size.update({k: ((fam.get(k) or {}).get("per_task") or {}).get(task, 0) for k in ("report", "per-layer")})
     comps = [c for c in rep["comparisons"] if c["task"] == task]
     parts = ["mean ± 95% t-CI half-width (n seeds); Δ = method − reference",
-             f"verdicts use {P_REPORT}: Holm over this task's {size['report']} headline comparisons "
-             f"(per-layer metrics: their own family of {size['per-layer']})"]
+             f"verdicts use {P_REPORT}: Holm over this task's {size['report']} headline comparisons"
+             + (f" (per-layer metrics: their own family of {size['per-layer']})" if size["per-layer"] else "")]
     if any(c.get("claims_family_size") is not None for c in comps):
         parts.append(f"{P_CLAIMS}: the same test in the family of the papers' claims and their controls "
                      f"({size['claims']} tests), whose verdicts `gapt-bench paper` prints")
