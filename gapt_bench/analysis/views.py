@@ -168,7 +168,7 @@ def _per_task(family: dict | None) -> str:
 
 def paper_tables(paper: dict, include_layers: bool = False) -> list[Table]:
     fam = paper.get("families") or {}
-    size = {k: (fam.get(k) or {}).get("size") for k in ("report", "claims")}
+    size = {"claims": (fam.get("claims") or {}).get("size")}
     caption = "; ".join([
         "relative change = Δ / |baseline mean|; controls listed under each claim",
         _rel_ci_caption(set(paper.get("rel_ci_methods") or [])),
