@@ -523,7 +523,8 @@ def fit_mi_law(d_over_p: Any, f1: Any, *, x_scale: str = "linear", c1: float | N
     out["rms"] = math.sqrt(ssr / r.size)
     a, b = params["a"], params["b"]
     mid = -b / a if a != 0 else float("nan")
-    out["midpoint_d_over_p"] = mid if x_scale == "linear" else float(10 ** mid)
+    # a flat F1 (every run at 1, say) fits a midpoint far outside the data: 10**mid overflows, so None
+    out["midpoint_d_over_p"] = mid if x_scale == "linear" else (float(10 ** mid) if abs(mid) < 300 else None)
     if x_scale == "linear" and a != 0:
         out["paper_equivalent"] = {"c1": params["c1"], "c2": a / k, "c3": b * k / a, "k": k}
     return out

@@ -259,6 +259,17 @@ def test_fit_mi_law_recovers_parameters():
     assert flog["midpoint_d_over_p"] == pytest.approx(10 ** -1.5, rel=0.1)
 
 
+def test_fit_mi_law_on_a_flat_f1_does_not_overflow():
+    # every run at F1 = 1 (all members found): the log10 fit's midpoint runs off far past the data, where
+    # 10**midpoint overflowed a float and crashed `gapt-bench paper`
+    r = np.repeat([0.0045, 0.0091, 0.0182, 0.0728, 0.00455, 0.0091, 0.0182, 0.0728], 3)
+    f1 = np.tile([1.0, 0.995, 0.99], 8)  # no trend in N/P: three seeds a little apart, two models
+    flog = M.fit_mi_law(r, f1, x_scale="log10")
+    mid = flog.get("midpoint_d_over_p")
+    assert mid is None or math.isfinite(mid)
+    assert not flog["ok"] or flog["rms"] < 0.01
+
+
 def test_fit_mi_law_needs_more_points_than_parameters():
     r = XL_D / XL_P
     short = M.fit_mi_law(r, TARGETS)
