@@ -486,6 +486,13 @@ def test_paper_rows_for_text_memorization():
     unfilled = paper_table(_mem_records(test=(9.0, 5.0, 3.5, 2.5), mem_u=(0.5, 1.7, 1.0, 0.2)))
     dd = next(r for r in unfilled["rows"] if r["metric"] == "double_descent_peak_ratio")
     assert dd["verdict"] == "inconclusive" and "never fill their capacity" in dd["note"] and "no interior" in dd["note"]
+    # ... and their F1 below the converged models' law is what less memorization gives: inconclusive too
+    mi = next(r for r in unfilled["rows"] if r["metric"] == "mi_law_rms")
+    assert mi["verdict"] == "inconclusive" and "falls below the law" in mi["note"] and mi["measured"] > 0.015
+    # F1 above the law (more membership signal than converged models show) refutes it even from unfilled models
+    above = paper_table(_mem_records(f1s=(1.0, 1.0, 1.0, 1.0), mem_u=(0.5, 1.7, 1.0, 0.2)))
+    mi = next(r for r in above["rows"] if r["metric"] == "mi_law_rms")
+    assert mi["verdict"] == "does not" and "never fill" not in mi["note"]
     mi = next(r for r in flat["rows"] if r["metric"] == "mi_law_rms")
     assert mi["verdict"] == "does not" and mi["measured"] > 0.015
     md = render(flat, "md")

@@ -197,9 +197,8 @@ def _memorization_rows(claim: Claim, mem: dict | None) -> list[dict]:
 def _dd_row(g: dict) -> tuple:
     """Test-loss peak against the realised data/capacity ratio: the per-model peak of the mean curve (geometric
     mean over models); CI over seeds of each seed's peak (geometric mean over models, t-interval of log2).
-    "does not" needs a model that fills its capacity: when no model's unintended memorization reaches
-    alpha / DD_FACTOR bits per parameter (the paper's text memorization plateaus near capacity) the row reads
-    "inconclusive", as a capacity lower bound below its claim does."""
+    "does not" needs a model that fills its capacity (`_unfilled`); else the row reads "inconclusive", as a
+    capacity lower bound below its claim does."""
     dds = [m["double_descent"] for m in g["models"]]
     peaks = [d["peak_ratio"] for d in dds if d.get("peak_ratio")]
     measured = 2 ** (sum(math.log2(p) for p in peaks) / len(peaks)) if peaks else None
@@ -225,26 +224,40 @@ def _dd_row(g: dict) -> tuple:
         verdict, reason = "does not", f"peaks located outside a factor {DD_FACTOR:g} of 1"
     else:
         verdict, reason = "inconclusive", "peaks located for some models only, or not all near 1"
-    held = [h for m in g["models"] if (h := (m.get("mem_u") or {}).get("peak_bits_per_param")) is not None]
-    alpha = g.get("alpha")
-    if verdict == "does not" and alpha and held and max(held) < alpha / DD_FACTOR:
+    unfilled = _unfilled(g)
+    if verdict == "does not" and unfilled:
         # the ratio axis is data information over alpha * P: it locates a model's capacity only if the model can
         # fill it. A model that never holds alpha / DD_FACTOR bits per parameter has its real ratio-1 point more
         # than the claim's tolerance away from the axis's 1, so a missing or displaced peak refutes nothing.
-        verdict = "inconclusive"
-        reason = (f"the models never fill their capacity (the most any model held: {max(held):.2g} bits/param of "
-                  f"unintended memorization, under alpha/{DD_FACTOR:g} = {alpha / DD_FACTOR:.2g}; train longer), "
-                  f"so ratio 1 on this axis is not where their capacity is met: {reason}")
+        verdict, reason = "inconclusive", (f"{unfilled}, so ratio 1 on this axis is not where their capacity is met: "
+                                           f"{reason}")
     return measured, lo, hi, d["n"], verdict, _note(reason, "measured: geometric mean over models of the ratio "
                                                             "with the highest mean test CE; CI: per-seed peaks",
                                                     per_model)
 
 
+def _unfilled(g: dict) -> str | None:
+    """Why the group's models are too far from capacity for a text claim to be refuted, or None: no model's
+    unintended memorization reaches alpha / DD_FACTOR bits per parameter (the paper's text memorization plateaus
+    near capacity, so converged models get there)."""
+    held = [h for m in g["models"] if (h := (m.get("mem_u") or {}).get("peak_bits_per_param")) is not None]
+    alpha = g.get("alpha")
+    if not (alpha and held and max(held) < alpha / DD_FACTOR):
+        return None
+    return (f"the models never fill their capacity (the most any model held: {max(held):.2g} bits/param of "
+            f"unintended memorization, under alpha/{DD_FACTOR:g} = {alpha / DD_FACTOR:.2g}; train longer)")
+
+
 def _mi_law_row(g: dict) -> tuple:
-    """RMS of (observed F1 − the corrected law at the run's |D|/P), per seed; mean and t-interval over seeds."""
+    """RMS of (observed F1 − the corrected law at the run's |D|/P), per seed; mean and t-interval over seeds.
+    The law describes converged models: F1 below it from models that never fill their capacity (`_unfilled`) is
+    what under-training gives, so that reads "inconclusive"; F1 above it still reads "does not"."""
     law = g["mi_law"]
     d = law["rms_over_seeds"]
     verdict, reason = absolute_verdict(0.0, d["mean"], d["ci_low"], d["ci_high"], band=MI_LAW_BAND)
+    unfilled = _unfilled(g)
+    if verdict == "does not" and unfilled and (law.get("bias") or 0) < 0:
+        verdict, reason = "inconclusive", f"{unfilled}, and F1 falls below the law, as less memorization does: {reason}"
     fit = law.get("fit") if (law.get("fit") or {}).get("ok") else law.get("fit_log10")
     fitted = ""
     if fit and fit.get("ok"):
