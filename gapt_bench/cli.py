@@ -515,7 +515,8 @@ def _write_plots(results: str, out: Path, flag: str) -> None:
 
 
 def cmd_status(args) -> int:
-    """Which runs of the plan are done, running, failed, diverged or missing; exit 0 only when all are done."""
+    """Which runs of the plan are done, running, queued, failed, diverged or missing; exit 0 only when all are
+    done."""
     from gapt_bench import launch
     from gapt_bench.store import compact, has_results
 

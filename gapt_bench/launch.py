@@ -3,14 +3,17 @@
     gapt-bench run <plan> --launcher submitit --partition gpu --gpus-per-node 1 --timeout-min 720   # Slurm
     gapt-bench run <plan> --launcher submitit-local                # the same jobs as processes on this machine
     gapt-bench run <plan> --launcher-config launcher.yaml          # the launcher's options from a file
-    gapt-bench status OUT <plan>                                   # done / running / failed / diverged / missing
+    gapt-bench status OUT <plan>                       # done / running / queued / failed / diverged / missing
 
 `--launcher submitit` uses Slurm when `srun` is on the PATH (what submitit's AutoExecutor picks) and submitit's
 local executor otherwise; `submitit-local` always uses the local executor (real subprocesses, no Slurm).
 
 Submitting. The store decides what runs: finished keys (ok or diverged) are never submitted again, and keys with a
 live claim (trained right now by another job or sweep) are left alone, so submitting the same sweep twice runs
-nothing twice. The runs go out in two waves. Wave 1 holds every run that copies nobody; wave 2 the matched controls
+nothing twice. On Slurm, runs whose last job (`jobs.jsonl`) is still in the queue (`squeue`: pending, running,
+requeued) are left to that job too, so resubmitting a sweep before its jobs start queues nothing twice; without a
+working `squeue` they are submitted again, and the claims still keep them from being trained twice. The runs go
+out in two waves. Wave 1 holds every run that copies nobody; wave 2 the matched controls
 (`runner.reference_config`: e.g. `periodic` copies the duty cycle of the `gapt` run of its seed). On Slurm each wave
 is one job array (`executor.map_array`, `%` parallelism cap), and wave 2 is submitted with
 `--dependency=afterany:<wave 1's array id>`; the local executor starts wave 2 when wave 1's jobs have ended. On top
@@ -38,10 +41,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import getpass
 import json
 import os
 import shlex
 import signal
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +67,7 @@ JOBS_FILE = "jobs.jsonl"
 LAUNCHER_FILE = "launcher.yaml"
 SLURM_TIMEOUT_MIN = 240          # a Slurm job's default time limit (longer runs are requeued, or pass --timeout-min)
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # the local executor kills a job at its timeout: keep it out of the way
-STATES = ("done", "running", "failed", "diverged", "missing")
+STATES = ("done", "running", "queued", "failed", "diverged", "missing")
 
 
 class LaunchError(ValueError):
@@ -562,14 +567,18 @@ class Submission:
     array_ids: list[str] = field(default_factory=list)
     dependency: str | None = None
     outcomes: list = field(default_factory=list)
+    queued: list[tuple[RunConfig, str, str]] = field(default_factory=list)  # left to an earlier job: (cfg, id, state)
     waited: bool = False
     handles: dict[str, Any] = field(default_factory=dict, repr=False)  # job id -> submitit Job (Slurm, for --wait)
 
     def describe(self, status_command: str | None = None) -> list[str]:
         """Lines for the person who submitted: job ids, where the logs are, how to follow them."""
-        if not self.jobs:
-            return ["nothing to submit: every run of the plan is recorded or running elsewhere"]
         lines = []
+        if self.queued:
+            ids = ", ".join(sorted({job_id for _, job_id, _ in self.queued}))
+            lines.append(f"left {len(self.queued)} run(s) to their earlier Slurm jobs, still in the queue: {ids}")
+        if not self.jobs:
+            return lines + ["nothing to submit: every run of the plan is recorded, running or queued"]
         waves = [[j for j in self.jobs if j.wave == w] for w in (1, 2)]
         for w, jobs in enumerate(waves, 1):
             if not jobs:
@@ -577,8 +586,11 @@ class Submission:
             what = "matched controls" if w == 2 else "runs"
             if self.cluster == "slurm":
                 array = jobs[0].job_id.split("_")[0]
-                after = (f", after array {self.array_ids[0]} ends ({self.dependency})"
-                         if w == 2 and self.dependency else "")
+                after = ""
+                if w == 2 and self.dependency:
+                    ids = self.dependency.split("afterany:", 1)[-1].split(":")
+                    waits_for = f"array {ids[0]} ends" if len(ids) == 1 else f"arrays {', '.join(ids)} end"
+                    after = f", after {waits_for} ({self.dependency})"
                 lines.append(f"submitted {len(jobs)} {what} as Slurm job array {array}{after}")
             else:
                 lines.append(f"ran {len(jobs)} {what} as local submitit jobs (one process each)")
@@ -615,12 +627,22 @@ def submit_plan(plan: list[RunConfig], out: Path, launcher: str, opts: LauncherO
     folder = Path(opts.folder).absolute() if opts.folder else out / SUBMITIT_DIR
     sub = Submission(launcher=launcher, cluster=cluster, folder=folder, out=out)
     done = finished_keys(out)
+    in_queue = queued_runs(out) if cluster == "slurm" else {}
     todo: list[RunConfig] = []
+    after: list[str] = []  # arrays holding queued runs that controls of this submission copy
     for cfg in plan:
         key = _key_of(cfg)
         owner = live_claim(out, key) if key not in done else None
-        if key in done or owner is not None:
-            msg = "already recorded" if key in done else f"running in pid {owner.get('pid')} on {owner.get('host')}"
+        queued = in_queue.get(key) if key not in done and owner is None else None
+        if key in done or owner is not None or queued is not None:
+            if queued is not None:
+                msg = f"queued as Slurm job {queued[0]} ({queued[1]})"
+                sub.queued.append((cfg, *queued))
+                if reference_config(cfg) is None and queued[0].split("_")[0] not in after:
+                    after.append(queued[0].split("_")[0])
+            else:
+                msg = ("already recorded" if key in done
+                       else f"running in pid {owner.get('pid')} on {owner.get('host')}")
             o = RunOutcome(None, skipped=True, message=msg)
             sub.outcomes.append(o)
             if on_done:
@@ -639,7 +661,7 @@ def submit_plan(plan: list[RunConfig], out: Path, launcher: str, opts: LauncherO
     if launcher == "submitit" and cluster == "local":
         say("no Slurm here (no srun on the PATH): the jobs run as local processes (submitit's local executor)")
     if cluster == "slurm":
-        _submit_slurm(sub, waves, specs, opts, say)
+        _submit_slurm(sub, waves, specs, opts, say, after)
         if opts.wait:
             _wait_all(sub, on_done, opts.poll_s)
         return sub
@@ -676,11 +698,13 @@ def _submitted(job, cfg: RunConfig, wave: int) -> SubmittedJob:
                         wave=wave)
 
 
-def _submit_slurm(sub: Submission, waves, specs, opts: LauncherOptions, say) -> None:
+def _submit_slurm(sub: Submission, waves, specs, opts: LauncherOptions, say, queued_arrays: list[str]) -> None:
+    """Wave 2 (the controls) waits for wave 1's array and for the arrays of any queued runs it may copy."""
     for wave_no, wave in enumerate(waves, 1):
         if not wave:
             continue
-        dependency = f"afterany:{sub.array_ids[0]}" if wave_no == 2 and sub.array_ids else None
+        after = sub.array_ids[:1] + [a for a in queued_arrays if a not in sub.array_ids[:1]]
+        dependency = "afterany:" + ":".join(after) if wave_no == 2 and after else None
         ex = slurm_executor(sub.folder, opts, dependency)
         try:
             jobs = ex.map_array(RunJob(), [specs[id(c)] for c in wave])
@@ -828,9 +852,31 @@ def _run_local(submitit, sub: Submission, waves, specs, opts: LauncherOptions, o
 @dataclass
 class RunState:
     cfg: RunConfig
-    state: str      # done | running | failed | diverged | missing
+    state: str      # done | running | queued | failed | diverged | missing
     detail: str
     job: dict | None = None  # the last job submitted for this run (OUT/submitit/jobs.jsonl)
+
+
+def slurm_queue() -> dict[str, str] | None:
+    """{job id: state} of this user's jobs in the Slurm queue, one line per array task (`squeue -r`); None when
+    squeue is missing or fails (then nothing is known to be queued)."""
+    try:
+        done = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i %T"], capture_output=True,
+                              text=True, timeout=60)
+    except (OSError, KeyError, subprocess.SubprocessError):  # no squeue, no user name, a hung controller
+        return None
+    if done.returncode != 0:
+        return None
+    return dict(line.split(None, 1) for line in done.stdout.splitlines() if len(line.split(None, 1)) == 2)
+
+
+def queued_runs(out: Path) -> dict[tuple, tuple[str, str]]:
+    """{run key: (job id, state)} for the runs whose last Slurm job (`jobs.jsonl`) is still in the queue."""
+    jobs = {k: j for k, j in _last_jobs(Path(out) / SUBMITIT_DIR).items() if j.get("cluster") == "slurm"}
+    queue = slurm_queue() if jobs else None
+    if not queue:
+        return {}
+    return {k: (str(j["job_id"]), queue[str(j["job_id"])]) for k, j in jobs.items() if str(j["job_id"]) in queue}
 
 
 def _last_jobs(folder: Path) -> dict[tuple, dict]:
@@ -855,6 +901,7 @@ def plan_status(plan: list[RunConfig], out: Path) -> list[RunState]:
     out = Path(out)
     records = {_key(r): r for r in read_store(out, warn=False).records} if has_results(out) else {}
     jobs = _last_jobs(out / SUBMITIT_DIR)
+    in_queue = queued_runs(out)
     states = []
     for cfg in plan:
         key = _key_of(cfg)
@@ -872,6 +919,9 @@ def plan_status(plan: list[RunConfig], out: Path) -> list[RunState]:
             if owner.get("job"):
                 where += f", job {owner['job']}"
             states.append(RunState(cfg, "running", f"{where} since {owner.get('since', '?')}", job))
+            continue
+        if key in in_queue:
+            states.append(RunState(cfg, "queued", f"Slurm job {in_queue[key][0]}: {in_queue[key][1]}", job))
             continue
         if rec is not None:
             states.append(RunState(cfg, "failed", _error(rec), job))
@@ -917,8 +967,8 @@ def status_lines(states: list[RunState], out: Path, resubmit: str) -> list[str]:
         lines.append(f"resubmit the {redo} missing or failed run(s) (finished runs are skipped, running ones left "
                      "alone, interrupted ones resume from their checkpoint):")
         lines.append(f"  {resubmit}")
-    elif counts["running"]:
-        lines.append(f"{counts['running']} run(s) still running; nothing to resubmit")
+    elif counts["running"] or counts["queued"]:
+        lines.append(f"{counts['running']} run(s) still running and {counts['queued']} queued; nothing to resubmit")
     if counts["diverged"]:
         lines.append(f"{counts['diverged']} diverged run(s) are final (deterministic); change the config to run "
                      "them differently")

@@ -106,12 +106,13 @@ echo "Submitted batch job $n"
 
 @pytest.fixture
 def fake_slurm(tmp_path, monkeypatch) -> Path:
-    """sbatch and srun on the PATH (so submitit picks Slurm); returns the folder the stand-in counts jobs and keeps
-    their scripts in (tmp_path)."""
+    """sbatch, srun and squeue on the PATH (so submitit picks Slurm); returns the folder the stand-in counts jobs and
+    keeps their scripts in (tmp_path), where a file `queue` is what squeue prints (none: an empty queue)."""
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "sbatch").write_text(FAKE_SBATCH)
     (fake / "srun").write_text("#!/bin/bash\nexit 1\n")
+    (fake / "squeue").write_text('#!/bin/bash\ncat "$FAKE_SLURM/queue" 2>/dev/null\n')  # the queue: lines "id STATE"
     for f in fake.iterdir():
         f.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")

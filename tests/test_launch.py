@@ -165,6 +165,43 @@ def test_a_slurm_submission_prints_job_ids_logs_and_how_to_follow_them(fake_slur
     assert f"--launcher submitit --launcher-config {out}/submitit/launcher.yaml --resume" in text
 
 
+def test_resubmitting_before_the_jobs_start_queues_nothing_twice(fake_slurm, tmp_path, capsys):
+    """Runs whose last job is still in the Slurm queue are left to it: status says "queued", a resubmission sends
+    only the others, and its controls wait for the queued runs they copy too. Without squeue, all go again."""
+    out = tmp_path / "r"
+    plan = [*TINY, "--methods", "gapt,periodic", "--seeds", "0-1"]
+    run = ["run", *plan, "--out", str(out), "--launcher", "submitit", "--partition", "gpu", *QUIET]
+    assert cli.main(run) == 0  # arrays 4101 (gapt seeds 0, 1) and 4102 (periodic, after 4101)
+    capsys.readouterr()
+    # seed 0's two jobs still wait in the queue; seed 1's left it without a record (cancelled, a lost node)
+    (tmp_path / "queue").write_text("4101_0 PENDING\n4102_0 PENDING\n9999_3 RUNNING\n")
+    assert cli.main(["status", str(out), *plan]) == 1
+    text = capsys.readouterr().out
+    assert "queued 2" in text and "missing 2" in text and "Slurm job 4101_0: PENDING" in text
+    assert "resubmit the 2 missing or failed run(s)" in text
+    assert cli.main([*run, "--resume"]) == 0
+    text = capsys.readouterr().out
+    assert "left 2 run(s) to their earlier Slurm jobs, still in the queue: 4101_0, 4102_0" in text
+    assert "submitted 1 runs as Slurm job array 4103" in text
+    assert "submitted 1 matched controls as Slurm job array 4104, after arrays 4103, 4101 end" in text
+    # (submitit sends a one-job array as a plain job: its id has no _index)
+    assert [(j["job_id"], j["key"][1], j["key"][3]) for j in _jobs(out)][4:] == [("4103", "gapt", 1),
+                                                                                ("4104", "periodic", 1)]
+    assert _sbatch_lines((tmp_path / "sbatch_4104.sh").read_text())["dependency"] == "afterany:4103:4101"
+    # everything submitted is in the queue now: nothing to submit
+    (tmp_path / "queue").write_text("4101_0 PENDING\n4102_0 PENDING\n4103 RUNNING\n4104 PENDING\n")
+    assert cli.main([*run, "--resume"]) == 0
+    text = capsys.readouterr().out
+    assert text.count(": queued as Slurm job ") == 4
+    assert "skip  synthetic_capacity/periodic/seed1: queued as Slurm job 4104 (PENDING)" in text
+    assert not (tmp_path / "sbatch_4105.sh").exists()
+    # squeue gone (or failing): nothing is known to be queued, so all four go out again (claims still keep any
+    # run from being trained twice)
+    (tmp_path / "bin" / "squeue").unlink()
+    assert cli.main([*run, "--resume"]) == 0
+    assert "submitted 2 runs as Slurm job array 4105" in capsys.readouterr().out
+
+
 def test_waiting_for_slurm_jobs_looks_every_poll_s(monkeypatch):
     class FakeJob:  # ends after `polls` looks
         def __init__(self, polls: int) -> None:
@@ -364,7 +401,7 @@ def test_status_lists_every_state_and_the_resubmit_command(tmp_path, capsys):
     finally:
         claim.release()
     text = capsys.readouterr().out
-    assert "7 runs in the plan" in text and "done 2   running 1   failed 1   diverged 1   missing 2" in text
+    assert "7 runs in the plan" in text and "done 2   running 1   queued 0   failed 1   diverged 1   missing 2" in text
     rows = {line.split()[3]: line for line in text.splitlines() if line.split()[:1] in
             (["done"], ["running"], ["failed"], ["diverged"], ["missing"]) and len(line.split()) > 4}
     assert rows["0"].startswith("done") and rows["1"].startswith("done")
