@@ -870,9 +870,12 @@ def slurm_queue() -> dict[str, str] | None:
     return dict(line.split(None, 1) for line in done.stdout.splitlines() if len(line.split(None, 1)) == 2)
 
 
-def queued_runs(out: Path) -> dict[tuple, tuple[str, str]]:
-    """{run key: (job id, state)} for the runs whose last Slurm job (`jobs.jsonl`) is still in the queue."""
-    jobs = {k: j for k, j in _last_jobs(Path(out) / SUBMITIT_DIR).items() if j.get("cluster") == "slurm"}
+def queued_runs(out: Path, last_jobs: dict[tuple, dict] | None = None) -> dict[tuple, tuple[str, str]]:
+    """{run key: (job id, state)} for the runs whose last Slurm job (`jobs.jsonl`, or `last_jobs` already read from
+    it) is still in the queue."""
+    if last_jobs is None:
+        last_jobs = _last_jobs(Path(out) / SUBMITIT_DIR)
+    jobs = {k: j for k, j in last_jobs.items() if j.get("cluster") == "slurm"}
     queue = slurm_queue() if jobs else None
     if not queue:
         return {}
@@ -901,7 +904,7 @@ def plan_status(plan: list[RunConfig], out: Path) -> list[RunState]:
     out = Path(out)
     records = {_key(r): r for r in read_store(out, warn=False).records} if has_results(out) else {}
     jobs = _last_jobs(out / SUBMITIT_DIR)
-    in_queue = queued_runs(out)
+    in_queue = queued_runs(out, jobs)
     states = []
     for cfg in plan:
         key = _key_of(cfg)
