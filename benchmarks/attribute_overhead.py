@@ -8,6 +8,7 @@
   check): the trainer's per-step work added one piece at a time.
 Prints each variant's per-step time and its ratio to the bare loop.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -21,10 +22,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 import test_speed as ts
 
+from gapt_bench.measures.hidden_states import forward_with_hidden
 from gapt_bench.methods.baseline import Baseline
-from gapt_bench.models import forward_with_hidden
-from gapt_bench.runtime import RunContext
-from gapt_bench.train import OPTIMIZERS, lr_factor, train_lm
+from gapt_bench.training.runtime import RunContext
+from gapt_bench.training.trainer import OPTIMIZERS, lr_factor, train_lm
 
 torch.set_num_threads(1)
 
@@ -82,7 +83,7 @@ def main(rounds: int = 7) -> None:
     times = {name: [] for name in variants}
     names = list(variants)
     for r in range(rounds):
-        for name in (names if r % 2 == 0 else names[::-1]):
+        for name in names if r % 2 == 0 else names[::-1]:
             times[name].append(variants[name]())
     bare = statistics.median(times["plain: bare"])
     print(f"{'variant':<42} {'ms/step':>8} {'vs bare':>8}   ({rounds} interleaved rounds, medians)")

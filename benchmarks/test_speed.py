@@ -18,6 +18,7 @@ spread of the per-round ratios they come from, are in the README ("Benchmarks an
 `GAPT_BENCH_BENCH_JSON=path` also writes the figures in github-action-benchmark's `customBiggerIsBetter` format
 (a list of {"name", "unit", "value", "range", "extra"}), for a CI dashboard to chart.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,20 +32,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gapt_bench.entropy import layer_entropies
+from gapt_bench.launch.plan import make_plan
+from gapt_bench.measures.entropy import layer_entropies
 from gapt_bench.methods.baseline import Baseline
 from gapt_bench.methods.gapt import GAPT
-from gapt_bench.models import build_model
-from gapt_bench.runner import make_plan
-from gapt_bench.runtime import RunContext
-from gapt_bench.train import OPTIMIZERS, lr_factor, train_lm
+from gapt_bench.training.model import build_model
+from gapt_bench.training.runtime import RunContext
+from gapt_bench.training.trainer import OPTIMIZERS, lr_factor, train_lm
 
 pytestmark = pytest.mark.benchmark
 
 STEPS, WARMUP, ROUNDS = 60, 10, 7
 L, D, H, V, S, B = 2, 64, 4, 256, 64, 32
 TRAINER_MIN = 0.95  # trainer tokens/s over the plain loop's
-GAPT_MAX = 1.10     # GAPT compression step time over the baseline step's
+GAPT_MAX = 1.10  # GAPT compression step time over the baseline step's
 FIGURES: list[dict] = []
 
 
@@ -64,10 +65,20 @@ class FixedBatches:
 
 
 def _cfg(method: str, **sets):
-    overrides = [f"train.tokens={STEPS * B * S}", f"train.batch_size={B}", f"train.seq_len={S}",
-                 f"train.warmup_steps={WARMUP // 2}", f"train.log_every={10 * STEPS}", f"model.n_layer={L}",
-                 f"model.n_embd={D}", f"model.n_head={H}", "data.vocab_size=256", "data.n_sequences=64",
-                 "mbe.patch_size=8", "reg.layers=all"]
+    overrides = [
+        f"train.tokens={STEPS * B * S}",
+        f"train.batch_size={B}",
+        f"train.seq_len={S}",
+        f"train.warmup_steps={WARMUP // 2}",
+        f"train.log_every={10 * STEPS}",
+        f"model.n_layer={L}",
+        f"model.n_embd={D}",
+        f"model.n_head={H}",
+        "data.vocab_size=256",
+        "data.n_sequences=64",
+        "mbe.patch_size=8",
+        "reg.layers=all",
+    ]
     overrides += [f"{k}={v}" for k, v in sets.items()]
     (cfg,) = make_plan(["synthetic_capacity"], [method], [0], "tiny", overrides)
     return cfg
@@ -132,8 +143,15 @@ def gated_ratios(measure, passes) -> list[float]:
 
 def record(name: str, unit: str, ratios: list[float], extra: str) -> float:
     med = statistics.median(ratios)
-    FIGURES.append({"name": name, "unit": unit, "value": round(med, 4),
-                    "range": f"{min(ratios):.4f}..{max(ratios):.4f}", "extra": extra})
+    FIGURES.append(
+        {
+            "name": name,
+            "unit": unit,
+            "value": round(med, 4),
+            "range": f"{min(ratios):.4f}..{max(ratios):.4f}",
+            "extra": extra,
+        }
+    )
     return med
 
 
@@ -151,17 +169,24 @@ def test_trainer_vs_plain_loop(benchmark, tmp_path):
     steps: list[float] = []
 
     def measure():
-        pairs = interleaved(lambda: time_trainer(Baseline, cfg, tmp_path / str(time.time_ns())),
-                            lambda: time_plain_loop(cfg))
+        pairs = interleaved(
+            lambda: time_trainer(Baseline, cfg, tmp_path / str(time.time_ns())), lambda: time_plain_loop(cfg)
+        )
         steps.extend(t for t, _ in pairs)
         return [plain / trainer for trainer, plain in pairs]  # tokens/s of the trainer relative to the plain loop
 
     ratios = gated_ratios(measure, lambda med: med >= TRAINER_MIN)
-    med = record("trainer tokens/s relative to a plain PyTorch loop", "ratio", ratios,
-                 f"{len(ratios)} interleaved rounds; median step {statistics.median(steps) * 1e3:.1f} ms")
+    med = record(
+        "trainer tokens/s relative to a plain PyTorch loop",
+        "ratio",
+        ratios,
+        f"{len(ratios)} interleaved rounds; median step {statistics.median(steps) * 1e3:.1f} ms",
+    )
     benchmark.extra_info.update({"ratios": ratios, "median": med})
-    print(f"\ntrainer/plain tokens/s: median {med:.3f} over {len(ratios)} rounds, range {min(ratios):.3f}..{max(ratios):.3f}"
-          f" (bound >= {TRAINER_MIN})")
+    print(
+        f"\ntrainer/plain tokens/s: median {med:.3f} over {len(ratios)} rounds, range {min(ratios):.3f}..{max(ratios):.3f}"
+        f" (bound >= {TRAINER_MIN})"
+    )
     benchmark.pedantic(lambda: time_trainer(Baseline, cfg, tmp_path / "bench"), rounds=1, iterations=1)
     assert med >= TRAINER_MIN, f"the trainer runs at {med:.3f} of a plain loop's tokens/s (bound {TRAINER_MIN})"
 
@@ -169,17 +194,26 @@ def test_trainer_vs_plain_loop(benchmark, tmp_path):
 def test_gapt_compression_step_overhead(benchmark, tmp_path):
     base_cfg = _cfg("baseline")
     gapt_cfg = _cfg("gapt", **{"gapt.initial_phase": 2, "gapt.patience_c": 100_000, "gapt.tau": 1e9})
+
     def measure():
-        pairs = interleaved(lambda: time_trainer(Baseline, base_cfg, tmp_path / f"b{time.time_ns()}"),
-                            lambda: time_trainer(GAPT, gapt_cfg, tmp_path / f"g{time.time_ns()}"))
+        pairs = interleaved(
+            lambda: time_trainer(Baseline, base_cfg, tmp_path / f"b{time.time_ns()}"),
+            lambda: time_trainer(GAPT, gapt_cfg, tmp_path / f"g{time.time_ns()}"),
+        )
         return [gapt / base for base, gapt in pairs]
 
     ratios = gated_ratios(measure, lambda med: med <= GAPT_MAX)
-    med = record("GAPT compression step time relative to a baseline step (smaller is better)", "ratio", ratios,
-                 f"{len(ratios)} interleaved rounds; MBE on all {L} layers, patches of 8")
+    med = record(
+        "GAPT compression step time relative to a baseline step (smaller is better)",
+        "ratio",
+        ratios,
+        f"{len(ratios)} interleaved rounds; MBE on all {L} layers, patches of 8",
+    )
     benchmark.extra_info.update({"ratios": ratios, "median": med})
-    print(f"\ngapt-compression/baseline step time: median {med:.3f}, range {min(ratios):.3f}..{max(ratios):.3f} "
-          f"(bound <= {GAPT_MAX})")
+    print(
+        f"\ngapt-compression/baseline step time: median {med:.3f}, range {min(ratios):.3f}..{max(ratios):.3f} "
+        f"(bound <= {GAPT_MAX})"
+    )
     benchmark.pedantic(lambda: time_trainer(GAPT, gapt_cfg, tmp_path / "bench"), rounds=1, iterations=1)
     assert med <= GAPT_MAX, f"a GAPT compression step takes {med:.3f} x a baseline step (bound {GAPT_MAX})"
 
@@ -194,7 +228,7 @@ def test_mbe_term_per_call(benchmark):
 
 
 def test_report_on_10k_records(benchmark):
-    from gapt_bench.analysis import build_report
+    from gapt_bench.results.analysis import build_report
 
     rng = random.Random(0)
     records = []
@@ -202,11 +236,28 @@ def test_report_on_10k_records(benchmark):
         task = f"task{i % 4}"
         method = ("baseline", "gapt", "mbe", "periodic")[(i // 4) % 4]
         seed = i // 16
-        records.append({
-            "schema_version": 1, "run_id": f"r{i}", "task": task, "task_version": "1", "method": method, "seed": seed,
-            "config": {"data": {}, "train": {}}, "config_hash": f"{task}-{method}", "setup_hash": task, "preset": "quick",
-            "metrics": {f"m{k}": rng.gauss(1.0, 0.1) for k in range(6)}, "metric_directions": {f"m{k}": "min" for k in range(6)},
-            "status": "ok", "n_params": 1000, "tokens": 1, "wall_time_s": 1.0, "tokens_per_s": 1.0, "env": {}, "summary": {},
-        })
+        records.append(
+            {
+                "schema_version": 1,
+                "run_id": f"r{i}",
+                "task": task,
+                "task_version": "1",
+                "method": method,
+                "seed": seed,
+                "config": {"data": {}, "train": {}},
+                "config_hash": f"{task}-{method}",
+                "setup_hash": task,
+                "preset": "quick",
+                "metrics": {f"m{k}": rng.gauss(1.0, 0.1) for k in range(6)},
+                "metric_directions": {f"m{k}": "min" for k in range(6)},
+                "status": "ok",
+                "n_params": 1000,
+                "tokens": 1,
+                "wall_time_s": 1.0,
+                "tokens_per_s": 1.0,
+                "env": {},
+                "summary": {},
+            }
+        )
     out = benchmark.pedantic(lambda: build_report(records), rounds=3, iterations=1)
     assert out["comparisons"]

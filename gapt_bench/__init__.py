@@ -1,4 +1,5 @@
 """gapt_bench: does compressing representations improve generalization, and how much can a model memorize?"""
+
 import importlib.util as _util
 import sys as _sys
 from pathlib import Path as _Path
@@ -14,8 +15,9 @@ def _source_tree_tasks() -> None:
     folder = _Path(__file__).resolve().parent.parent / "tasks"
     if not (folder / "__init__.py").is_file():
         return
-    spec = _util.spec_from_file_location("gapt_bench.tasks", folder / "__init__.py",
-                                         submodule_search_locations=[str(folder)])
+    spec = _util.spec_from_file_location(
+        "gapt_bench.tasks", folder / "__init__.py", submodule_search_locations=[str(folder)]
+    )
     module = _util.module_from_spec(spec)
     _sys.modules["gapt_bench.tasks"] = module
     globals()["tasks"] = module  # what the import system would set on the parent package

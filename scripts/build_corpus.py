@@ -82,8 +82,9 @@ def bible_documents(raw: str) -> list[dict]:
         if title is not None:
             book, chap = title.rsplit(" ", 1)
             body = "\n".join(verses)
-            docs.append({"id": f"kjv/{book.replace(' ', '_')}/{int(chap)}", "source": "bible-kjv",
-                         "text": f"{title}\n\n{body}"})
+            docs.append(
+                {"id": f"kjv/{book.replace(' ', '_')}/{int(chap)}", "source": "bible-kjv", "text": f"{title}\n\n{body}"}
+            )
 
     for i, line in enumerate(lines):
         if not line.strip():
@@ -180,11 +181,13 @@ def build_table() -> tuple[pa.Table, dict]:
     if len(set(ids)) != len(ids):
         raise SystemExit("duplicate document ids")
     docs.sort(key=lambda d: _sha256(d["id"].encode()))
-    table = pa.table({
-        "text": pa.array([d["text"] for d in docs], pa.large_string()),
-        "id": pa.array([d["id"] for d in docs], pa.string()),
-        "source": pa.array([d["source"] for d in docs], pa.string()),
-    })
+    table = pa.table(
+        {
+            "text": pa.array([d["text"] for d in docs], pa.large_string()),
+            "id": pa.array([d["id"] for d in docs], pa.string()),
+            "source": pa.array([d["source"] for d in docs], pa.string()),
+        }
+    )
     facts = {
         "bible_raw_sha256": _sha256(bible_raw.encode("utf-8")),
         "jargon_gz_sha256": _sha256(jargon_raw),
@@ -198,8 +201,16 @@ def build_table() -> tuple[pa.Table, dict]:
 
 def to_parquet_bytes(table: pa.Table) -> bytes:
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd", compression_level=ZSTD_LEVEL, row_group_size=ROW_GROUP_SIZE,
-                   use_dictionary=["source"], write_statistics=False, store_schema=False)
+    pq.write_table(
+        table,
+        buf,
+        compression="zstd",
+        compression_level=ZSTD_LEVEL,
+        row_group_size=ROW_GROUP_SIZE,
+        use_dictionary=["source"],
+        write_statistics=False,
+        store_schema=False,
+    )
     return buf.getvalue()
 
 

@@ -6,13 +6,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-import hashlib  # noqa: E402
-from pathlib import Path  # noqa: E402
+import hashlib
+from pathlib import Path
 
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
 
 torch.set_num_threads(1)
 
@@ -47,15 +47,15 @@ def no_hub_streaming(monkeypatch):
 @pytest.fixture(autouse=True)
 def isolated_registries():
     """Plug-ins a test includes or registers in this process are forgotten after it."""
-    from gapt_bench import registry
+    from gapt_bench.launch import plugins
 
-    registry.discover()
-    saved = {name: dict(reg._entries) for name, reg in registry.REGISTRIES.items()}
-    includes, errors = list(registry._STATE["includes"]), list(registry._STATE["errors"])
+    plugins.discover()
+    saved = {name: (dict(reg._entries), list(reg.errors)) for name, reg in plugins.REGISTRIES.items()}
+    includes = list(plugins._INCLUDED)
     yield
-    for name, reg in registry.REGISTRIES.items():
-        reg._entries = saved[name]
-    registry._STATE["includes"], registry._STATE["errors"] = includes, errors
+    for name, reg in plugins.REGISTRIES.items():
+        reg._entries, reg.errors = dict(saved[name][0]), list(saved[name][1])
+    plugins._INCLUDED[:] = includes
 
 
 FINEWEB_DOCS = 160  # about 0.5 MB of offline-corpus chapters
@@ -64,22 +64,24 @@ FINEWEB_DOCS = 160  # about 0.5 MB of offline-corpus chapters
 def fineweb_table(texts: list[str]) -> pa.Table:
     """text, id, dump, url, date, file_path, language, language_score, token_count: as FineWeb's shards."""
     n = len(texts)
-    return pa.table({
-        "text": texts,
-        "id": [f"<urn:uuid:{hashlib.md5(t.encode()).hexdigest()}>" for t in texts],
-        "dump": ["CC-MAIN-2024-10"] * n,
-        "url": [f"https://example.org/page/{i}" for i in range(n)],
-        "date": ["2024-02-21T00:00:00Z"] * n,
-        "file_path": ["s3://commoncrawl/crawl-data/CC-MAIN-2024-10/segments/x.warc.gz"] * n,
-        "language": ["en"] * n,
-        "language_score": pa.array([0.95] * n, pa.float64()),
-        "token_count": pa.array([len(t) // 4 for t in texts], pa.int64()),
-    })
+    return pa.table(
+        {
+            "text": texts,
+            "id": [f"<urn:uuid:{hashlib.md5(t.encode()).hexdigest()}>" for t in texts],
+            "dump": ["CC-MAIN-2024-10"] * n,
+            "url": [f"https://example.org/page/{i}" for i in range(n)],
+            "date": ["2024-02-21T00:00:00Z"] * n,
+            "file_path": ["s3://commoncrawl/crawl-data/CC-MAIN-2024-10/segments/x.warc.gz"] * n,
+            "language": ["en"] * n,
+            "language_score": pa.array([0.95] * n, pa.float64()),
+            "token_count": pa.array([len(t) // 4 for t in texts], pa.int64()),
+        }
+    )
 
 
 @pytest.fixture(scope="session")
 def fineweb_texts() -> list[str]:
-    from gapt_bench.text import load_texts
+    from gapt_bench.data import load_texts
 
     return [d.text for d in load_texts("offline", limit=FINEWEB_DOCS)]
 

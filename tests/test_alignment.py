@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from gapt_bench import cli
-from gapt_bench.alignment import cycle_stats, gradient_alignment
-from gapt_bench.entropy import matrix_entropy
-from gapt_bench.models import blocks, build_model, forward_with_hidden
-from gapt_bench.store import read_records
+from gapt_bench.measures.alignment import cycle_stats, gradient_alignment
+from gapt_bench.measures.entropy import matrix_entropy
+from gapt_bench.measures.hidden_states import blocks, forward_with_hidden
+from gapt_bench.results.store import read_records
+from gapt_bench.training.model import build_model
 
 
 def make_case(n_layer=3, seed=0, vocab=64, seq=32):
@@ -71,8 +72,13 @@ def test_per_tensor_cosines():
     assert {k for k in out if k.startswith("align_cos_tensor:")} == {f"align_cos_tensor:{n}" for n in names}
     block_keys = {f"align_cos_block_{i}" for i in range(3)}
     assert set(out) == {"align_cos", *block_keys, *(f"align_cos_tensor:{n}" for n in names)}
-    for n in ("transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.attn.c_attn.weight",
-              "transformer.h.1.mlp.c_fc.weight", "transformer.h.1.ln_2.bias"):
+    for n in (
+        "transformer.wte.weight",
+        "transformer.wpe.weight",
+        "transformer.h.0.attn.c_attn.weight",
+        "transformer.h.1.mlp.c_fc.weight",
+        "transformer.h.1.ln_2.bias",
+    ):
         assert out[f"align_cos_tensor:{n}"] == pytest.approx(cos64(*ref[n]), abs=1e-5), n
     # not reached by the MBE of layer 1: undefined, not 0
     for n in ("transformer.ln_f.weight", "transformer.ln_f.bias", "transformer.h.2.attn.c_attn.weight"):
@@ -156,8 +162,26 @@ def test_cycle_stats_has_no_period_without_a_cycle():
 
 
 def test_alignment_is_logged_to_curve_and_record(tmp_path, tiny_capacity_args):
-    assert cli.main(["run", *tiny_capacity_args, "--methods", "baseline", "--seeds", "0", "--workers", "1",
-                     "--no-report", "--out", str(tmp_path), "--set", "align.every=8"]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                *tiny_capacity_args,
+                "--methods",
+                "baseline",
+                "--seeds",
+                "0",
+                "--workers",
+                "1",
+                "--no-report",
+                "--out",
+                str(tmp_path),
+                "--set",
+                "align.every=8",
+            ]
+        )
+        == 0
+    )
     (rec,) = read_records(tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "runs" / rec["run_id"] / "curve.jsonl").read_text().splitlines()]
     logged = [r for r in rows if "align_cos" in r]

@@ -1,45 +1,48 @@
-"""Analysis fixes from the review: gate matching, sd of the MDE, extraction convergence, shared display names."""
+"""Analysis fixes from the review: regression-check matching, sd of the MDE, extraction convergence, shared display names."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from factories import make_record
 
-from gapt_bench import stats
-from gapt_bench.analysis import (
+from gapt_bench.results import stats
+from gapt_bench.results.analysis import (
     analyse_capacity,
     analyse_memorization,
     build_report,
-    gate,
     paper_table,
+    regression,
     render,
 )
 
 
 def _runs(method: str = "baseline", reg_weight: float = 1.0, shift: float = 0.0) -> list[dict]:
-    return [make_record(method=method, seed=s, reg_weight=reg_weight, metrics={"val_ce": 3.3 + shift + 0.01 * s})
-            for s in range(3)]
+    return [
+        make_record(method=method, seed=s, reg_weight=reg_weight, metrics={"val_ce": 3.3 + shift + 0.01 * s})
+        for s in range(3)
+    ]
 
 
 def _verdicts(res: dict) -> dict[tuple[str, str], str]:
     return {(r["method"], r["metric"], r["setup"]): r["verdict"] for r in res["rows"]}
 
 
-def test_gate_a_new_configuration_beside_matching_ones_is_new_not_incompatible():
+def test_regression_a_new_configuration_beside_matching_ones_is_new_not_incompatible():
     base = _runs()
     cand = _runs() + _runs(reg_weight=0.5)  # the matched configuration plus one more of the same method
-    res = gate(base, cand)
+    res = regression(base, cand)
     assert res["exit_code"] == 0
     assert sorted(r["verdict"] for r in res["rows"] if r["metric"] == "*") == ["NEW"]
     assert any(r["verdict"] == "PASS" and r["metric"] == "val_ce" for r in res["rows"])
 
 
-def test_gate_incompatible_diffs_against_the_unmatched_baseline_group_and_keeps_missing_ones():
+def test_regression_incompatible_diffs_against_the_unmatched_baseline_group_and_keeps_missing_ones():
     # baseline: weights 1.0, 0.5, 0.25; candidate: 1.0 (matches), 0.75 (changed); which baseline group it stands
     # against must be an unmatched one (never the matched 1.0), and the other unmatched one is still MISSING
     base = _runs() + _runs(reg_weight=0.5) + _runs(reg_weight=0.25)
     cand = _runs() + _runs(reg_weight=0.75)
-    res = gate(base, cand)
+    res = regression(base, cand)
     status = [r for r in res["rows"] if r["metric"] == "*"]
     assert res["exit_code"] == 2
     incompatible = [r for r in status if r["verdict"] == "INCOMPATIBLE"]
@@ -50,19 +53,34 @@ def test_gate_incompatible_diffs_against_the_unmatched_baseline_group_and_keeps_
 
 # -- text memorization: extraction -----------------------------------------------------------------------------
 
+
 def _mem_runs(train_at_largest: dict, test_at_largest: dict) -> list[dict]:
     """One model, N in (100, 200, 400), 3 seeds; extraction falls from 0.5; the largest N's rates per seed given."""
     recs = []
     for j, n in enumerate((100, 200, 400)):
         for seed in range(3):
             last = j == 2
-            metrics = {"test_ce": 3.0 + 0.1 * j + 0.01 * seed, "train_ce": 1.0, "mem_u_bits": 100.0 + seed,
-                       "mem_u_nonmember_bits_per_seq": 0.1, "mi_f1": 0.9 - 0.1 * j, "mi_auc": 0.9,
-                       "extract_train_p32": train_at_largest[seed] if last else 0.5,
-                       "extract_test_p32": test_at_largest[seed] if last else 0.0}
+            metrics = {
+                "test_ce": 3.0 + 0.1 * j + 0.01 * seed,
+                "train_ce": 1.0,
+                "mem_u_bits": 100.0 + seed,
+                "mem_u_nonmember_bits_per_seq": 0.1,
+                "mi_f1": 0.9 - 0.1 * j,
+                "mi_auc": 0.9,
+                "extract_train_p32": train_at_largest[seed] if last else 0.5,
+                "extract_test_p32": test_at_largest[seed] if last else 0.0,
+            }
             sizing = {"n_sequences": n, "n_params": 10_000, "capacity_ratio": 0.5 * (j + 1), "d_over_p": n / 1e4}
-            recs.append(make_record(task="text_memorization", seed=seed, metrics=metrics, n_params=10_000,
-                                    data={"n_sequences": n}, summary={"sizing": sizing}))
+            recs.append(
+                make_record(
+                    task="text_memorization",
+                    seed=seed,
+                    metrics=metrics,
+                    n_params=10_000,
+                    data={"n_sequences": n},
+                    summary={"sizing": sizing},
+                )
+            )
     return recs
 
 
@@ -96,6 +114,7 @@ def test_paper_extraction_gap_pairs_each_run_with_its_own_seed():
 
 # -- the sd behind the MDE -------------------------------------------------------------------------------------
 
+
 def test_compare_returns_the_sd_its_mde_used():
     a, b = [3.1, 3.4, 2.9, 3.3], [3.0, 3.1, 3.05, 3.2]
     for paired in (True, False):
@@ -111,13 +130,16 @@ def test_degenerate_comparison_reports_no_sd():
     # behind the MDE is None like the MDE itself, not the rounding noise
     recs = []
     for s, (base, gapt) in enumerate(((3.3, 3.2), (2.2, 2.1), (1.1, 1.0))):
-        recs += [make_record(method="baseline", seed=s, metrics={"val_ce": base}),
-                 make_record(method="gapt", seed=s, metrics={"val_ce": gapt})]
+        recs += [
+            make_record(method="baseline", seed=s, metrics={"val_ce": base}),
+            make_record(method="gapt", seed=s, metrics={"val_ce": gapt}),
+        ]
     ce = next(c for c in build_report(recs)["comparisons"] if c["metric"] == "val_ce")
     assert ce["degenerate"] and ce["mde"] is None and ce["sd_delta"] is None
 
 
 # -- the memorization tables print the constants the analysis applied ------------------------------------------
+
 
 def test_memorization_tables_print_the_results_bands_and_law():
     mem = analyse_memorization(_mem_runs({0: 0.101, 1: 0.1, 2: 0.099}, {0: 0.1, 1: 0.1, 2: 0.1}))
@@ -134,13 +156,16 @@ def test_memorization_tables_print_the_results_bands_and_law():
 
 # -- one home for the display pieces the site shares -----------------------------------------------------------
 
+
 def test_display_pieces_have_one_home_the_site_can_import():
     import importlib
 
-    from gapt_bench import analysis
-    from gapt_bench.analysis.tables import Table
+    from gapt_bench.results import analysis
+    from gapt_bench.results.analysis.tables import Table
 
-    render_module = importlib.import_module("gapt_bench.analysis.render")  # the package's `render` is the function
+    render_module = importlib.import_module(
+        "gapt_bench.results.analysis.render"
+    )  # the package's `render` is the function
 
     empty = Table("t", [("a", "A"), ("b", "B")], [])
     sparse = Table("t", [("a", "A"), ("b", "B")], [{"a": "1", "b": ""}])
@@ -148,8 +173,19 @@ def test_display_pieces_have_one_home_the_site_can_import():
     assert analysis.visible_columns(sparse) == [("a", "A")]
     assert analysis.ARROWS == {"min": "↓", "max": "↑"}
     # every verdict the analyses print has a tone, and the rich colours follow the tones
-    verdicts = {"better", "worse", "inconclusive", "replicates", "does not", "REGRESSION", "IMPROVED", "WARN",
-                "INCONCLUSIVE", "INCOMPATIBLE", "no runs"}
+    verdicts = {
+        "better",
+        "worse",
+        "inconclusive",
+        "replicates",
+        "does not",
+        "REGRESSION",
+        "IMPROVED",
+        "WARN",
+        "INCONCLUSIVE",
+        "INCOMPATIBLE",
+        "no runs",
+    }
     assert set(analysis.VERDICT_TONE) == verdicts
     style = render_module.VERDICT_STYLE
     assert style["better"] == style["replicates"] == "green" and style["REGRESSION"] == "bold red"
@@ -158,16 +194,29 @@ def test_display_pieces_have_one_home_the_site_can_import():
 
 # -- capacity: the median best N -------------------------------------------------------------------------------
 
+
 def test_best_n_median_is_the_median_over_seeds():
     # two seeds; seed 0 memorizes most at N=100, seed 1 at N=200: the median is 150, not the upper middle (200)
     recs = []
     for seed, best in ((0, 100), (1, 200)):
         for n in (100, 200):
             mem = 900.0 if n == best else 800.0
-            recs.append(make_record("synthetic_capacity", "baseline", seed,
-                                    {"mem_bits": mem, "data_bits": 1000.0, "bits_per_param": mem / 1e4,
-                                     "heldout_ok": 1.0, "heldout_bits_per_token": 6.0},
-                                    data={"n_sequences": n}, n_params=10_000))
+            recs.append(
+                make_record(
+                    "synthetic_capacity",
+                    "baseline",
+                    seed,
+                    {
+                        "mem_bits": mem,
+                        "data_bits": 1000.0,
+                        "bits_per_param": mem / 1e4,
+                        "heldout_ok": 1.0,
+                        "heldout_bits_per_token": 6.0,
+                    },
+                    data={"n_sequences": n},
+                    n_params=10_000,
+                )
+            )
     model = analyse_capacity(recs)["groups"][0]["models"][0]
     assert model["best_n"] == [100, 200] and model["best_n_median"] == 150
     assert "best N (median over seeds)" in render(analyse_capacity(recs), "md")

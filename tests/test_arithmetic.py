@@ -1,4 +1,5 @@
 """arithmetic_ood: tokenizer, data, splits, masks, scoring and an end-to-end run."""
+
 from __future__ import annotations
 
 import json
@@ -8,14 +9,41 @@ import pytest
 import torch
 
 from gapt_bench.config import ConfigError
-from gapt_bench.runner import make_plan
-from gapt_bench.tasks.arithmetic_ood.task import (BOS, DIGIT0, EOS, EQUALS, SPACE, VOCAB_SIZE, ArithmeticOOD, Examples,
-                                             answer_mask, answer_tokens, decode, digit_accuracy, digit_matches,
-                                             encode, exact_match, is_exact, n_digits, padded_examples, tokenize)
+from gapt_bench.launch.plan import make_plan
+from gapt_bench.tasks.arithmetic_ood.task import (
+    BOS,
+    DIGIT0,
+    EOS,
+    EQUALS,
+    SPACE,
+    VOCAB_SIZE,
+    ArithmeticOOD,
+    Examples,
+    answer_mask,
+    answer_tokens,
+    decode,
+    digit_accuracy,
+    digit_matches,
+    encode,
+    exact_match,
+    is_exact,
+    n_digits,
+    padded_examples,
+    tokenize,
+)
 
 SMALL = ["data.n_train=3000", "data.n_id=200", "data.n_ood=200"]
-METRICS = {"id_answer_ce", "ood_answer_ce", "id_exact_match", "ood_exact_match", "id_digit_acc", "ood_digit_acc",
-           "ood_mbe", "ood_mbe_centered", "id_mbe"}
+METRICS = {
+    "id_answer_ce",
+    "ood_answer_ce",
+    "id_exact_match",
+    "ood_exact_match",
+    "id_digit_acc",
+    "ood_digit_acc",
+    "ood_mbe",
+    "ood_mbe_centered",
+    "id_mbe",
+}
 
 
 def make_task(*overrides: str, seed: int = 0, preset: str = "quick") -> ArithmeticOOD:
@@ -27,7 +55,7 @@ def make_task(*overrides: str, seed: int = 0, preset: str = "quick") -> Arithmet
 
 def parse(text: str) -> tuple[int, int, int]:
     assert text.startswith("<bos>") and text.endswith("<eos>")
-    lhs, rhs = text[len("<bos>"):-len("<eos>")].split(" = ")
+    lhs, rhs = text[len("<bos>") : -len("<eos>")].split(" = ")
     a, b = lhs.split(" x ")
     return int(a), int(b), int(rhs)
 
@@ -52,7 +80,7 @@ def test_generated_examples_decode_to_correct_products():
             assert (pa, pb) == (a, b) and pc == pa * pb
             assert digits[0] <= len(str(pa)) <= digits[1] and digits[0] <= len(str(pb)) <= digits[1]
     # the training stream is whole examples back to back
-    toks, _, starts = tokenize(task.train_ex.take(np.arange(20)))
+    toks, _, _starts = tokenize(task.train_ex.take(np.arange(20)))
     text = decode(toks)
     for piece in text.split("<eos>")[:-1]:
         a, b, c = parse(piece + "<eos>")
@@ -89,7 +117,7 @@ def test_splits_are_disjoint_and_deterministic():
 @pytest.mark.parametrize("eos", [False, True])
 def test_answer_mask_covers_exactly_the_answer(eos):
     ex = Examples(np.array([12, 7, 99]), np.array([34, 3, 99]))
-    rows, roles, lengths = padded_examples(ex)
+    rows, roles, _lengths = padded_examples(ex)
     mask = answer_mask(roles[:, 1:], include_eos=eos)  # aligned with targets rows[:, 1:]
     for row, m, c in zip(rows.tolist(), mask.tolist(), ex.c.tolist()):
         targets = row[1:]
@@ -103,7 +131,7 @@ def test_training_targets_all_tokens_or_answer_only():
     task = make_task()
     x, y = task.get_batch(0)
     assert x.shape == y.shape == (64, 32)
-    packed = (y == -100)
+    packed = y == -100
     # packed rows: start at <bos>, whole examples; every real token after the first is a target
     assert (x[:, 0] == BOS).all()
     assert torch.equal(y[:, :-1][~packed[:, :-1]], x[:, 1:][~packed[:, :-1]])
@@ -117,14 +145,14 @@ def test_training_targets_all_tokens_or_answer_only():
     b, _ = stream.get_batch(per_epoch + 1)
     assert a.shape == b.shape == (B, S)
     ans = make_task("data.train_loss=answer")
-    xa, ya = ans.get_batch(0)
+    _xa, ya = ans.get_batch(0)
     kept = ya[ya != -100]
     assert set(kept.tolist()) <= {SPACE, EOS, *range(5, 15)}
     assert (kept == EOS).any()  # <eos> is trained so greedy answers can stop
 
 
 def test_seq_len_must_be_a_multiple_of_the_patch():
-    with pytest.raises(ConfigError, match="multiple of mbe.patch_size"):
+    with pytest.raises(ConfigError, match=r"multiple of mbe.patch_size"):
         make_plan(["arithmetic_ood"], ["baseline"], [0], "quick", ["train.seq_len=36"])
     with pytest.raises(ConfigError, match="longest example"):
         make_plan(["arithmetic_ood"], ["baseline"], [0], "quick", ["train.seq_len=16"])
@@ -162,9 +190,9 @@ class _PartialOracle(torch.nn.Module):
         for i, row in enumerate(input_ids.tolist()):
             for t in range(S):
                 nxt = BOS
-                if EQUALS in row[:t + 1]:
-                    eq = t - row[:t + 1][::-1].index(EQUALS)  # position of the last '='
-                    a, b = (int(v) for v in decode(row[row[:eq].index(BOS) + 1:eq]).rstrip().split(" x "))
+                if EQUALS in row[: t + 1]:
+                    eq = t - row[: t + 1][::-1].index(EQUALS)  # position of the last '='
+                    a, b = (int(v) for v in decode(row[row[:eq].index(BOS) + 1 : eq]).rstrip().split(" x "))
                     j = t - eq  # answer token j is predicted at this position
                     want = answer_tokens(a * b, eos=True)
                     if j < len(want):
@@ -197,10 +225,34 @@ def test_greedy_decoding_agrees_with_teacher_forced_argmax():
 def test_end_to_end_run_lands_all_metrics(tmp_path):
     from gapt_bench.cli import main
 
-    rc = main(["run", "--tasks", "arithmetic_ood", "--methods", "baseline,gapt", "--seeds", "0", "--out", str(tmp_path),
-               "--workers", "1", "--no-progress", "--no-report", "--set", "train.tokens=40960",
-               "--set", "train.warmup_steps=5", "--set", "gapt.patience_m=3", "--set", "gapt.patience_c=3", "--set", "gapt.delta_e=1.0",
-               *[x for o in SMALL for x in ("--set", o)]])
+    rc = main(
+        [
+            "run",
+            "--tasks",
+            "arithmetic_ood",
+            "--methods",
+            "baseline,gapt",
+            "--seeds",
+            "0",
+            "--out",
+            str(tmp_path),
+            "--workers",
+            "1",
+            "--no-progress",
+            "--no-report",
+            "--set",
+            "train.tokens=40960",
+            "--set",
+            "train.warmup_steps=5",
+            "--set",
+            "gapt.patience_m=3",
+            "--set",
+            "gapt.patience_c=3",
+            "--set",
+            "gapt.delta_e=1.0",
+            *[x for o in SMALL for x in ("--set", o)],
+        ]
+    )
     assert rc == 0
     recs = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
     assert [r["method"] for r in recs] == ["baseline", "gapt"]
@@ -220,7 +272,7 @@ def test_end_to_end_run_lands_all_metrics(tmp_path):
 def test_the_presets_recorded_variant_names_the_layers_that_are_regularised(preset):
     """reg.layers=middle on a model too shallow for a middle falls back to every layer: the `about:` text that goes
     into each record must say so rather than claim "the middle layers"."""
-    from gapt_bench.registry import METHODS
+    from gapt_bench.methods import METHODS
 
     cfg = make_plan(["arithmetic_ood"], ["gapt"], [0], preset, [])[0]
     pool = METHODS.get("gapt")(cfg, cfg.model.n_layer, matched=None).reg_layers_all()

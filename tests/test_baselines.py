@@ -1,4 +1,5 @@
-"""The committed reference results (baselines/cpu-quick.jsonl) and the regression gate on them."""
+"""The committed reference results (baselines/cpu-quick.jsonl) and the regression check on them."""
+
 import copy
 import json
 from pathlib import Path
@@ -6,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gapt_bench import cli
-from gapt_bench.store import read_records
+from gapt_bench.results.store import read_records
 
 BASELINE = Path(__file__).resolve().parent.parent / "baselines" / "cpu-quick.jsonl"
 
@@ -31,8 +32,8 @@ def test_baseline_covers_every_task_with_several_seeds():
             assert len(seeds) >= 3, (task, method)
 
 
-def test_gate_passes_the_baseline_against_itself():
-    assert cli.main(["gate", "--baseline", str(BASELINE), "--candidate", str(BASELINE), "--format", "json"]) == 0
+def test_regression_check_passes_the_baseline_against_itself():
+    assert cli.main(["regression", "--baseline", str(BASELINE), "--candidate", str(BASELINE), "--format", "json"]) == 0
 
 
 def test_gate_exits_1_on_a_constructed_regression(tmp_path):
@@ -42,7 +43,7 @@ def test_gate_exits_1_on_a_constructed_regression(tmp_path):
         if r["task"] == "forgetting_separation" and r["method"] == "gapt":
             r["metrics"]["separation"] *= 0.5  # higher is better: halve it in every seed
     cand = write(tmp_path / "cand.jsonl", worse)
-    assert cli.main(["gate", "--baseline", str(BASELINE), "--candidate", str(cand), "--format", "json"]) == 1
+    assert cli.main(["regression", "--baseline", str(BASELINE), "--candidate", str(cand), "--format", "json"]) == 1
 
 
 def test_gate_exits_2_on_incompatible_task_version(tmp_path):
@@ -50,14 +51,33 @@ def test_gate_exits_2_on_incompatible_task_version(tmp_path):
     for r in recs:
         r["task_version"] = r["task_version"] + "-changed"
     cand = write(tmp_path / "cand.jsonl", recs)
-    assert cli.main(["gate", "--baseline", str(BASELINE), "--candidate", str(cand), "--format", "json"]) == 2
+    assert cli.main(["regression", "--baseline", str(BASELINE), "--candidate", str(cand), "--format", "json"]) == 2
 
 
 @pytest.mark.slow
 def test_fresh_forgetting_runs_pass_the_gate(tmp_path):
     """Re-run the cheapest task of the quick suite now and gate it against the committed reference."""
     out = tmp_path / "fresh"
-    assert cli.main(["run", "--tasks", "forgetting_separation", "--methods", "baseline,gapt", "--seeds", "0-2",
-                     "--preset", "quick", "--workers", "1", "--no-report", "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                "--tasks",
+                "forgetting_separation",
+                "--methods",
+                "baseline,gapt",
+                "--seeds",
+                "0-2",
+                "--preset",
+                "quick",
+                "--workers",
+                "1",
+                "--no-report",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     ref = write(tmp_path / "ref.jsonl", [r for r in read_records(BASELINE) if r["task"] == "forgetting_separation"])
-    assert cli.main(["gate", "--baseline", str(ref), "--candidate", str(out), "--format", "json"]) == 0
+    assert cli.main(["regression", "--baseline", str(ref), "--candidate", str(out), "--format", "json"]) == 0

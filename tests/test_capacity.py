@@ -1,4 +1,5 @@
 """synthetic_capacity task and the capacity analysis (capacity-paper.md)."""
+
 from __future__ import annotations
 
 import io
@@ -9,21 +10,32 @@ import pytest
 import torch
 from torch import nn
 
-from gapt_bench.analysis import analyse_capacity, precision_of, render
 from gapt_bench.config import ConfigError
-from gapt_bench.models import build_model, paper_param_count, param_count
-from gapt_bench.runner import execute, make_plan
+from gapt_bench.launch.execute import execute
+from gapt_bench.launch.plan import make_plan
+from gapt_bench.results.analysis import analyse_capacity, precision_of, render
 from gapt_bench.tasks.synthetic_capacity.task import CURVE_FILE, SyntheticCapacity
-from gapt_bench.runtime import RunContext
+from gapt_bench.training.model import build_model, paper_param_count, param_count
+from gapt_bench.training.runtime import RunContext
 
 PAPER_ROWS = [(1, 32, 80_352), (1, 128, 468_864), (2, 128, 667_136), (4, 256, 3_700_224), (8, 256, 6_859_264)]
 
 
 def tiny_cfg(*overrides: str, method: str = "baseline", seed: int = 0, fixed_n: bool = True):
     base = ["data.capacity_ratio=null", "data.n_sequences=4"] if fixed_n else []
-    base += ["data.vocab_size=16", "data.heldout_sequences=32",
-            "train.seq_len=16", "train.batch_size=4", "train.tokens=19200", "train.warmup_steps=10",
-            "train.eval_every=25", "train.lr=3e-2", "model.n_layer=1", "model.n_embd=16", "model.n_head=2"]
+    base += [
+        "data.vocab_size=16",
+        "data.heldout_sequences=32",
+        "train.seq_len=16",
+        "train.batch_size=4",
+        "train.tokens=19200",
+        "train.warmup_steps=10",
+        "train.eval_every=25",
+        "train.lr=3e-2",
+        "model.n_layer=1",
+        "model.n_embd=16",
+        "model.n_head=2",
+    ]
     plan = make_plan(["synthetic_capacity"], [method], [seed], "quick", base + list(overrides))
     return plan[0]  # the grid's points differ only in what the overrides fixed
 
@@ -165,11 +177,23 @@ def test_capacity_ratio_sizes_n_and_heldout_is_fixed():
 def test_quick_preset_plan():
     plan = make_plan(["synthetic_capacity"], ["baseline", "gapt", "mbe"], [0, 1, 2], "quick")
     assert len(plan) == 2 * 3 * 3 * 3
-    ratios = sorted({round(c.data.n_sequences * 31 * 5 / (c.data.expected_bpp * paper_param_count(
-        c.model.n_layer, c.model.n_embd, 32, 32)), 1) for c in plan})
+    ratios = sorted(
+        {
+            round(
+                c.data.n_sequences
+                * 31
+                * 5
+                / (c.data.expected_bpp * paper_param_count(c.model.n_layer, c.model.n_embd, 32, 32)),
+                1,
+            )
+            for c in plan
+        }
+    )
     assert ratios[0] == pytest.approx(0.5, abs=0.05) and ratios[-1] == pytest.approx(8, abs=0.1)
-    sizes = {p: len(make_plan(["synthetic_capacity"], ["baseline"], [0], p))
-             for p in ("quick-long", "paper", "paper-fp32", "paper-l2", "cpu-capacity")}
+    sizes = {
+        p: len(make_plan(["synthetic_capacity"], ["baseline"], [0], p))
+        for p in ("quick-long", "paper", "paper-fp32", "paper-l2", "cpu-capacity")
+    }
     assert sizes == {"quick-long": 15, "paper": 25, "paper-fp32": 25, "paper-l2": 3, "cpu-capacity": 1}
     (cpu,) = make_plan(["synthetic_capacity"], ["baseline"], [0], "cpu-capacity")
     assert param_count_of(cpu) == 28_544 and cpu.data.n_sequences == 497  # 0.9 x 3.6 P of data
@@ -203,14 +227,33 @@ def test_resumed_curve_drops_rows_past_the_checkpoint(tmp_path):
 
 
 def record(method, seed, n_layer, n_embd, n_params, n_seq, mem, *, heldout_ok=1.0, status="ok", precision="fp32"):
-    return {"task": "synthetic_capacity", "run_id": f"{method}-{seed}-{n_embd}-{n_seq}", "method": method,
-            "seed": seed, "preset": "t", "status": status, "n_params": n_params, "stop_reason": "budget",
-            "steps": 10, "summary": {"precision": precision, "convention": "strict"},
-            "config": {"model": {"n_layer": n_layer, "n_embd": n_embd}, "data": {"n_sequences": n_seq},
-                       "train": {"seq_len": 32, "precision": precision}},
-            "metrics": {"mem_bits": mem, "data_bits": n_seq * 100.0, "bits_per_param": mem / n_params,
-                        "mem_fraction": mem / (n_seq * 100.0), "heldout_bits_per_token": 6.0,
-                        "heldout_ok": heldout_ok, "converged": 0.0, "curve_rel_change": 0.01}}
+    return {
+        "task": "synthetic_capacity",
+        "run_id": f"{method}-{seed}-{n_embd}-{n_seq}",
+        "method": method,
+        "seed": seed,
+        "preset": "t",
+        "status": status,
+        "n_params": n_params,
+        "stop_reason": "budget",
+        "steps": 10,
+        "summary": {"precision": precision, "convention": "strict"},
+        "config": {
+            "model": {"n_layer": n_layer, "n_embd": n_embd},
+            "data": {"n_sequences": n_seq},
+            "train": {"seq_len": 32, "precision": precision},
+        },
+        "metrics": {
+            "mem_bits": mem,
+            "data_bits": n_seq * 100.0,
+            "bits_per_param": mem / n_params,
+            "mem_fraction": mem / (n_seq * 100.0),
+            "heldout_bits_per_token": 6.0,
+            "heldout_ok": heldout_ok,
+            "converged": 0.0,
+            "curve_rel_change": 0.01,
+        },
+    }
 
 
 def test_alpha_slope_and_mean_on_constructed_records():
@@ -220,23 +263,27 @@ def test_alpha_slope_and_mean_on_constructed_records():
     for seed, (c1, c2) in caps.items():
         for (L, d, p), c in zip(models, (c1, c2)):
             # three dataset sizes: rise, max (the capacity), then an undertrained lower point
-            recs += [record("baseline", seed, L, d, p, 10, 0.5 * c), record("baseline", seed, L, d, p, 40, c),
-                     record("baseline", seed, L, d, p, 160, 0.8 * c)]
+            recs += [
+                record("baseline", seed, L, d, p, 10, 0.5 * c),
+                record("baseline", seed, L, d, p, 40, c),
+                record("baseline", seed, L, d, p, 160, 0.8 * c),
+            ]
         # noise that must not count: a flagged run with a huge value and a failed run
         recs.append(record("baseline", seed, 1, 8, 1000, 320, 1e9, heldout_ok=0.0))
         recs.append(record("baseline", seed, 1, 16, 4000, 320, 1e9, status="failed"))
     recs.append(record("baseline", 3, 1, 8, 1000, 40, 5000.0))  # seed 3 lacks the second model
-    a = analyse_capacity(recs + [{"task": "other", "metrics": {}}])
+    a = analyse_capacity([*recs, {"task": "other", "metrics": {}}])
     (g,) = a["groups"]
     assert g["seeds_used"] == [0, 1, 2] and g["seeds_incomplete"] == [3]
-    slopes = [(c1 * 1000 + c2 * 4000) / (1000 ** 2 + 4000 ** 2) for c1, c2 in caps.values()]
+    slopes = [(c1 * 1000 + c2 * 4000) / (1000**2 + 4000**2) for c1, c2 in caps.values()]
     means = [(c1 / 1000 + c2 / 4000) / 2 for c1, c2 in caps.values()]
     assert [p["alpha_slope"] for p in g["per_seed"]] == pytest.approx(slopes)
     assert g["alpha_slope"]["mean"] == pytest.approx(sum(slopes) / 3)
     assert g["alpha_mean"]["mean"] == pytest.approx(sum(means) / 3)
     from scipy.stats import t
+
     sd = (sum((s - sum(slopes) / 3) ** 2 for s in slopes) / 2) ** 0.5
-    half = t.ppf(0.975, 2) * sd / 3 ** 0.5
+    half = t.ppf(0.975, 2) * sd / 3**0.5
     assert g["alpha_slope"]["ci_low"] == pytest.approx(sum(slopes) / 3 - half)
     assert g["alpha_slope"]["ci_high"] == pytest.approx(sum(slopes) / 3 + half)
     small = next(m for m in g["models"] if m["n_params"] == 1000)
@@ -248,8 +295,9 @@ def test_alpha_slope_and_mean_on_constructed_records():
     assert g["double_descent"] and g["alpha_for_ratio_source"] == "baseline slope"
 
     # a second method, paired by seed: capacity exactly 10% lower -> delta = -0.1 * alpha per seed
-    recs2 = recs + [record("mbe", s, L, d, p, 40, 0.9 * c)
-                    for s, cs in caps.items() for (L, d, p), c in zip(models, cs)]
+    recs2 = recs + [
+        record("mbe", s, L, d, p, 40, 0.9 * c) for s, cs in caps.items() for (L, d, p), c in zip(models, cs)
+    ]
     a2 = analyse_capacity(recs2)
     (delta,) = a2["method_deltas"]
     assert delta["method"] == "mbe" and delta["seeds"] == [0, 1, 2]
@@ -258,6 +306,7 @@ def test_alpha_slope_and_mean_on_constructed_records():
     assert mbe["alpha_for_ratio"] == pytest.approx(g["alpha_slope"]["mean"])  # shared x-axis per precision
 
     from rich.console import Console
+
     buf = io.StringIO()
     render(a2, "rich", console=Console(file=buf, width=200))
     out = buf.getvalue()
@@ -299,7 +348,7 @@ def paper_conv_records(S: int = 32) -> list[dict]:
 
 
 def test_alpha_in_both_conventions_beside_the_paper():
-    from gapt_bench.analysis import paper_table
+    from gapt_bench.results.analysis import paper_table
 
     recs = paper_conv_records()
     a = analyse_capacity(recs)
@@ -311,6 +360,7 @@ def test_alpha_in_both_conventions_beside_the_paper():
     assert g["paper_alpha_mean"] == 3.83 and g["paper_alpha_slope"] is None  # the paper's 3.64 slope is bf16
     buf = io.StringIO()
     from rich.console import Console
+
     render(a, "rich", console=Console(file=buf, width=300))
     out = buf.getvalue()
     assert "alpha mean (paper conv.)" in out and "paper (paper conv.)" in out and "no slope, mean 3.83" in out
@@ -327,9 +377,13 @@ def test_budget_stops_are_marked():
     (g,) = a["groups"]
     assert [m["n_budget_stopped"] for m in g["models"]] == [3, 3]  # every capacity run (N=40) hit the budget
     assert g["n_capacity_runs_budget"] == 6 and g["n_capacity_runs"] == 6
-    assert {c["n_sequences"]: c["n_budget_stopped"] for c in g["sweep"] if c["n_params"] == 1000} == \
-        {10: 0, 40: 3, 160: 3}
+    assert {c["n_sequences"]: c["n_budget_stopped"] for c in g["sweep"] if c["n_params"] == 1000} == {
+        10: 0,
+        40: 3,
+        160: 3,
+    }
     from rich.console import Console
+
     buf = io.StringIO()
     render(a, "rich", console=Console(file=buf, width=300))
     out = buf.getvalue()
@@ -338,7 +392,7 @@ def test_budget_stops_are_marked():
 
 
 def _paper_row(recs):
-    from gapt_bench.analysis import paper_table
+    from gapt_bench.results.analysis import paper_table
 
     return next(r for r in paper_table(recs)["rows"] if r["task"] == "synthetic_capacity" and r["setup"] == "fp32")
 

@@ -1,5 +1,6 @@
 """Command-line behaviour around partial work: a half-submitted sweep, tracking that cannot happen, exports and
 sites that fail midway, outputs checked before anything is printed, results folders passed twice."""
+
 from __future__ import annotations
 
 import json
@@ -13,12 +14,9 @@ TINY = ["--tasks", "synthetic_capacity", "--preset", "tiny"]
 QUIET = ["--no-report", "--no-progress"]
 
 
-
 def _our_lines(err: str) -> list[str]:
     """gapt-bench's own stderr lines (submitit passes sbatch's stderr through, as it does on a real cluster)."""
     return [ln for ln in err.splitlines() if not ln.startswith("sbatch: ")]
-
-
 
 
 def test_a_refused_second_array_names_the_queued_one_and_exits_1(fake_slurm, tmp_path, monkeypatch, capsys):
@@ -37,8 +35,12 @@ def test_a_refused_second_array_names_the_queued_one_and_exits_1(fake_slurm, tmp
 def test_a_refused_first_array_is_still_bad_input(fake_slurm, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("REFUSE_FROM", "4101")
     out = tmp_path / "r"
-    assert cli.main(["run", *TINY, "--methods", "gapt", "--seeds", "0", "--out", str(out), "--launcher", "submitit",
-                     *QUIET]) == 2
+    assert (
+        cli.main(
+            ["run", *TINY, "--methods", "gapt", "--seeds", "0", "--out", str(out), "--launcher", "submitit", *QUIET]
+        )
+        == 2
+    )
     err = _our_lines(capsys.readouterr().err)
     assert len(err) == 1 and err[0].startswith("gapt-bench: error: sbatch refused the array: "), err
 
@@ -46,8 +48,21 @@ def test_a_refused_first_array_is_still_bad_input(fake_slurm, tmp_path, monkeypa
 def test_track_on_slurm_without_wait_is_refused_before_submitting(fake_slurm, tmp_path, capsys):
     pytest.importorskip("tensorboard")
     out = tmp_path / "r"
-    argv = ["run", *TINY, "--methods", "gapt", "--seeds", "0", "--out", str(out), "--launcher", "submitit",
-            "--track", f"tensorboard:{tmp_path / 'tb'}", *QUIET]
+    argv = [
+        "run",
+        *TINY,
+        "--methods",
+        "gapt",
+        "--seeds",
+        "0",
+        "--out",
+        str(out),
+        "--launcher",
+        "submitit",
+        "--track",
+        f"tensorboard:{tmp_path / 'tb'}",
+        *QUIET,
+    ]
     assert cli.main(argv) == 2
     err = _our_lines(capsys.readouterr().err)
     assert len(err) == 1 and "add --wait" in err[0] and f"gapt-bench export {out} --tensorboard" in err[0], err
@@ -76,5 +91,7 @@ def test_a_results_folder_given_twice_counts_each_run_once(results, capsys):
     captured = capsys.readouterr()
     assert json.loads(captured.out) == once  # same n, same statistics
     n = len((results / "runs.jsonl").read_text().splitlines())
-    assert captured.err == f"gapt-bench: {n} duplicate record(s) dropped (a run_id in more than one of the " \
-                           "results given); each run counts once\n"
+    assert (
+        captured.err == f"gapt-bench: {n} duplicate record(s) dropped (a run_id in more than one of the "
+        "results given); each run counts once\n"
+    )

@@ -1,16 +1,26 @@
 """Registry, configs, model, determinism, the method plug-in interface and the run record."""
+
 import json
 
 import pytest
 import torch
 
 from gapt_bench import cli
-from gapt_bench.config import ConfigError, apply_overrides, parse_override, resolve_preset
+from gapt_bench.config import (
+    ConfigError,
+    apply_overrides,
+    parse_override,
+    resolve_preset,
+)
+from gapt_bench.config.registry import Registry, RegistryError
+from gapt_bench.launch.local import run_plan
+from gapt_bench.launch.plan import make_plan, parse_seeds
+from gapt_bench.measures.hidden_states import forward_with_hidden
+from gapt_bench.methods import METHODS, register_method
 from gapt_bench.methods.base import Method, StepInfo
-from gapt_bench.models import build_model, forward_with_hidden, paper_param_count, param_count
-from gapt_bench.registry import METHODS, TASKS, Registry, RegistryError, register_method
-from gapt_bench.runner import make_plan, parse_seeds, run_plan
-from gapt_bench.store import RECORD_FIELDS, read_records
+from gapt_bench.results.store import RECORD_FIELDS, read_records
+from gapt_bench.tasks import TASKS
+from gapt_bench.training.model import build_model, paper_param_count, param_count
 
 
 def test_registry_duplicate_and_suggestion():
@@ -45,13 +55,14 @@ def test_overrides_are_type_checked():
     assert parse_override("train.lr=3e-3") == (["train", "lr"], 0.003)
     with pytest.raises(ConfigError, match="must be an integer"):
         make_plan(["synthetic_capacity"], ["baseline"], [0], "quick", ["train.batch_size=abc"])
-    with pytest.raises(ConfigError, match="unknown config key 'train.lrr'.*train.lr"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.lrr'.*train.lr"):
         make_plan(["synthetic_capacity"], ["baseline"], [0], "quick", ["train.lrr=1"])
     with pytest.raises(ConfigError, match="must be >= 1"):
         make_plan(["synthetic_capacity"], ["baseline"], [0], "quick", ["model.n_layer=0"])
     with pytest.raises(ConfigError, match="choose one of"):
         make_plan(["synthetic_capacity"], ["baseline"], [0], "quick", ["reg.layers=some"])
-    sections = apply_overrides(resolve_preset("synthetic_capacity", "quick"), ["train.lr=0.5"])
+    presets = TASKS.get("synthetic_capacity").load_presets()
+    sections = apply_overrides(resolve_preset(presets, "synthetic_capacity", "quick"), ["train.lr=0.5"])
     assert sections["train"]["lr"] == 0.5
 
 
@@ -67,7 +78,7 @@ def test_config_hash_excludes_seed_and_setup_hash_excludes_method():
     a, b, c = make_plan(["synthetic_capacity"], ["baseline", "gapt"], [0, 1], "tiny")[:3]
     assert a.config_hash() == b.config_hash()  # seeds 0 and 1 of baseline
     assert a.config_hash() != c.config_hash()  # baseline vs gapt
-    assert a.setup_hash() == c.setup_hash()    # ... yet both arms share the setup
+    assert a.setup_hash() == c.setup_hash()  # ... yet both arms share the setup
 
 
 def _metrics(out):
@@ -76,17 +87,54 @@ def _metrics(out):
 
 def test_same_seed_identical_and_seeds_differ(tmp_path, tiny_capacity_args):
     for name in ("a", "b"):
-        assert cli.main(["run", *tiny_capacity_args, "--methods", "baseline", "--seeds", "0,1", "--workers", "1",
-                         "--no-report", "--out", str(tmp_path / name)]) == 0
+        assert (
+            cli.main(
+                [
+                    "run",
+                    *tiny_capacity_args,
+                    "--methods",
+                    "baseline",
+                    "--seeds",
+                    "0,1",
+                    "--workers",
+                    "1",
+                    "--no-report",
+                    "--out",
+                    str(tmp_path / name),
+                ]
+            )
+            == 0
+        )
     ma, mb = _metrics(tmp_path / "a"), _metrics(tmp_path / "b")
     assert ma == mb
     assert ma[("baseline", 0)]["mem_bits"] != ma[("baseline", 1)]["mem_bits"]
 
 
 def test_record_is_complete_and_self_describing(tmp_path, tiny_capacity_args):
-    assert cli.main(["run", *tiny_capacity_args, "--methods", "gapt", "--seeds", "0", "--workers", "1",
-                     "--no-report", "--out", str(tmp_path), "--set", "gapt.patience_m=3", "--set", "gapt.patience_c=3",
-                     "--set", "gapt.delta_e=100"]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                *tiny_capacity_args,
+                "--methods",
+                "gapt",
+                "--seeds",
+                "0",
+                "--workers",
+                "1",
+                "--no-report",
+                "--out",
+                str(tmp_path),
+                "--set",
+                "gapt.patience_m=3",
+                "--set",
+                "gapt.patience_c=3",
+                "--set",
+                "gapt.delta_e=100",
+            ]
+        )
+        == 0
+    )
     (rec,) = read_records(tmp_path)
     assert set(RECORD_FIELDS) <= set(rec)
     assert rec["status"] == "ok" and rec["n_params"] > 0 and rec["tokens"] == 65536 // 1024 * 1024
@@ -141,28 +189,70 @@ def test_ls_lists_tasks_and_methods(capsys):
             section = line
         elif line.startswith("  ") and not line.strip().startswith("from "):
             listed[section].append(line.split()[0])
-    assert listed["tasks:"] == ["arithmetic_ood", "fineweb_lm", "forgetting_separation", "synthetic_capacity",
-                               "text_memorization"]
+    assert listed["tasks:"] == [
+        "arithmetic_ood",
+        "fineweb_lm",
+        "forgetting_separation",
+        "synthetic_capacity",
+        "text_memorization",
+    ]
     assert listed["methods:"] == ["baseline", "gapt", "mbe", "periodic"]
 
 
 def test_validate_resolves_without_training(tmp_path, capsys):
-    assert cli.main(["validate", "--tasks", "synthetic_capacity", "--preset", "tiny", "--methods", "baseline,gapt",
-                     "--seeds", "0-1"]) == 0
+    assert (
+        cli.main(
+            [
+                "validate",
+                "--tasks",
+                "synthetic_capacity",
+                "--preset",
+                "tiny",
+                "--methods",
+                "baseline,gapt",
+                "--seeds",
+                "0-1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "plan: 4 runs" in out
 
 
 def test_bf16_weights_precision_runs_and_is_recorded(tmp_path, tiny_capacity_args):
-    assert cli.main(["run", *tiny_capacity_args, "--methods", "gapt", "--seeds", "0", "--workers", "1", "--no-report",
-                     "--out", str(tmp_path), "--set", "train.precision=bf16-weights"]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                *tiny_capacity_args,
+                "--methods",
+                "gapt",
+                "--seeds",
+                "0",
+                "--workers",
+                "1",
+                "--no-report",
+                "--out",
+                str(tmp_path),
+                "--set",
+                "train.precision=bf16-weights",
+            ]
+        )
+        == 0
+    )
     (rec,) = read_records(tmp_path)
     assert rec["status"] == "ok" and rec["summary"]["precision"] == "bf16-weights"
     assert rec["metrics"]["mem_bits"] == rec["metrics"]["mem_bits"]  # finite, not NaN
 
 
 def test_flops_per_token_and_mfu():
-    from gapt_bench.models import flops_per_token, mfu, peak_flops, peak_for_name
+    from gapt_bench.training.model import (
+        flops_per_token,
+        mfu,
+        peak_flops,
+        peak_for_name,
+    )
 
     assert peak_for_name("NVIDIA H100 80GB HBM3") == 989e12
     assert peak_for_name("NVIDIA H100 PCIe") == 756e12
@@ -185,7 +275,7 @@ def test_flops_per_token_and_mfu():
 
 
 def test_a_task_refuses_settings_it_does_not_read(capsys):
-    with pytest.raises(ConfigError, match="does not use train.lr"):
+    with pytest.raises(ConfigError, match=r"does not use train.lr"):
         make_plan(["forgetting_separation"], ["baseline"], [0], "quick", ["train.lr=0.1"])
     make_plan(["forgetting_separation"], ["baseline"], [0], "quick", ["train.threads=2"])  # execution-only: fine
 
@@ -199,6 +289,11 @@ def test_config_hash_covers_only_the_sections_a_method_reads():
 
 
 def test_overrides_that_collapse_grid_points_give_one_run():
-    plan = make_plan(["synthetic_capacity"], ["baseline"], [0, 1], "quick",
-                     ["model.n_layer=1", "model.n_embd=8", "model.n_head=2", "data.capacity_ratio=2"])
+    plan = make_plan(
+        ["synthetic_capacity"],
+        ["baseline"],
+        [0, 1],
+        "quick",
+        ["model.n_layer=1", "model.n_embd=8", "model.n_head=2", "data.capacity_ratio=2"],
+    )
     assert len(plan) == 2 and len({(c.config_hash(), c.seed) for c in plan}) == 2

@@ -1,4 +1,5 @@
 """Regression tests of the trainer, runner, store and method fixes: each fails on the code before its fix."""
+
 from __future__ import annotations
 
 import json
@@ -8,15 +9,20 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from gapt_bench.models import build_model
-from gapt_bench.runner import make_plan
-from gapt_bench.runtime import RunContext
+from gapt_bench.launch.plan import make_plan
+from gapt_bench.training.model import build_model
+from gapt_bench.training.runtime import RunContext
 
 
 def lm_setup(*overrides: str, method: str = "baseline"):
     """A tiny fineweb_lm config, model and a task whose batches are a pure function of the step."""
-    (cfg,) = make_plan(["fineweb_lm"], [method], [0], "tiny", ["train.tokens=4096", "train.warmup_steps=2",
-                                                                "train.log_every=1", *overrides])
+    (cfg,) = make_plan(
+        ["fineweb_lm"],
+        [method],
+        [0],
+        "tiny",
+        ["train.tokens=4096", "train.warmup_steps=2", "train.log_every=1", *overrides],
+    )
     torch.manual_seed(0)
     m = cfg.model
     model = build_model(n_layer=m.n_layer, n_embd=m.n_embd, n_head=m.n_head, vocab_size=64, n_positions=32)
@@ -30,7 +36,7 @@ def lm_setup(*overrides: str, method: str = "baseline"):
 
 
 def method_for(cfg, n_layer: int):
-    from gapt_bench.registry import METHODS
+    from gapt_bench.methods import METHODS
 
     return METHODS.get(cfg.method)(cfg, n_layer)
 
@@ -40,7 +46,7 @@ def method_for(cfg, n_layer: int):
 
 
 def test_a_resume_without_a_checkpoint_starts_the_curve_over(tmp_path):
-    from gapt_bench.train import train_lm
+    from gapt_bench.training.trainer import train_lm
 
     cfg, model, task = lm_setup()
     stale = [{"step": s, "ce": 9.0} for s in (1, 2, 3)]  # an earlier attempt that died before its first checkpoint
@@ -59,15 +65,16 @@ def _dead_pid() -> int:
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     return int(done.stdout)
 
 
 def _stale_claim(out, key):
     import socket
 
-    from gapt_bench.store import claim_path
+    from gapt_bench.data.claims import claim_path
 
     path = claim_path(out, key)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,22 +85,22 @@ def _stale_claim(out, key):
 def test_two_takers_of_one_stale_claim_never_both_own_the_run(tmp_path, monkeypatch):
     """P2 judges the dead owner's claim stale; before it acts, P1 (judging the same) takes it over and claims the
     run. P2 must then see P1's fresh claim, not remove it."""
-    from gapt_bench import store
+    from gapt_bench.data import claims as run_claims
 
     key = ("t", "m", "h", 0)
     path = _stale_claim(tmp_path, key)
-    judge = store._stale
+    judge = run_claims._stale
     first_owner = {}
 
     def p1_overtakes(p, owner):
         stale = judge(p, owner)
         if p == path and stale and not first_owner:  # P2 has just judged it stale: P1 runs to completion now
             first_owner["claim"] = None
-            first_owner["claim"] = store.try_claim(tmp_path, key, heartbeat=False)[0]
+            first_owner["claim"] = run_claims.try_claim(tmp_path, key, heartbeat=False)[0]
         return stale
 
-    monkeypatch.setattr(store, "_stale", p1_overtakes)
-    p2, owner = store.try_claim(tmp_path, key, heartbeat=False)
+    monkeypatch.setattr(run_claims, "_stale", p1_overtakes)
+    p2, owner = run_claims.try_claim(tmp_path, key, heartbeat=False)
     p1 = first_owner["claim"]
     assert p1 is not None and path.exists()
     assert p2 is None and owner["pid"] == os.getpid()  # P2 sees the run held by a live owner (P1)
@@ -102,38 +109,38 @@ def test_two_takers_of_one_stale_claim_never_both_own_the_run(tmp_path, monkeypa
 
 
 def _take_over_lock(path, k: int = 0):
-    """The lock a taker of the claim now at `path` holds (see store._remove_stale)."""
-    from gapt_bench import store
+    """The lock a taker of the claim now at `path` holds (see run_claims._remove_stale)."""
+    from gapt_bench.data import claims as run_claims
 
-    digest = store.hashlib.sha256(repr(store._identity(path)).encode()).hexdigest()[:16]
+    digest = run_claims.hashlib.sha256(repr(run_claims._identity(path)).encode()).hexdigest()[:16]
     return path.with_name(f"{path.name}.take-{digest}-{k}")
 
 
 def test_a_taker_that_died_mid_take_over_does_not_block_the_claim(tmp_path):
     import socket
 
-    from gapt_bench import store
+    from gapt_bench.data import claims as run_claims
 
     key = ("t", "m", "h", 1)
     path = _stale_claim(tmp_path, key)
     lock = _take_over_lock(path)
     lock.write_text(json.dumps({"host": socket.gethostname(), "pid": _dead_pid(), "pid_start": "1"}))
-    claim, owner = store.try_claim(tmp_path, key, heartbeat=False)
+    claim, owner = run_claims.try_claim(tmp_path, key, heartbeat=False)
     assert claim is not None and owner is None
     assert [f.name for f in path.parent.iterdir()] == [path.name]
     claim.release()
 
 
 def test_a_live_take_over_lock_makes_other_takers_wait(tmp_path):
-    from gapt_bench import store
+    from gapt_bench.data import claims as run_claims
 
     key = ("t", "m", "h", 2)
     path = _stale_claim(tmp_path, key)
-    judged = store._identity(path)
+    judged = run_claims._identity(path)
     lock = _take_over_lock(path)
-    lock.write_text(json.dumps({"host": store.socket.gethostname(), "pid": os.getpid()}))  # a live taker, mid-way
-    store._remove_stale(path, judged, b"{}")
-    assert store._identity(path) == judged and lock.exists()  # left to the lock's holder
+    lock.write_text(json.dumps({"host": run_claims.socket.gethostname(), "pid": os.getpid()}))  # a live taker, mid-way
+    run_claims._remove_stale(path, judged, b"{}")
+    assert run_claims._identity(path) == judged and lock.exists()  # left to the lock's holder
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -143,15 +150,17 @@ def test_a_live_take_over_lock_makes_other_takers_wait(tmp_path):
 def test_the_alignment_probe_measures_the_regulariser_as_configured(tmp_path):
     import torch.nn.functional as F
 
-    from gapt_bench.alignment import gradient_alignment
-    from gapt_bench.models import forward_with_hidden
-    from gapt_bench.train import optimizer_step, train_lm
+    from gapt_bench.measures.alignment import gradient_alignment
+    from gapt_bench.measures.hidden_states import forward_with_hidden
+    from gapt_bench.training.trainer import optimizer_step, train_lm
 
-    cfg, model, task = lm_setup("align.every=1", "reg.centered=true", "reg.layers=rotate", "model.n_layer=3",
-                                method="mbe")
+    cfg, model, task = lm_setup(
+        "align.every=1", "reg.centered=true", "reg.layers=rotate", "model.n_layer=3", method="mbe"
+    )
     method = method_for(cfg, 3)
-    res = optimizer_step(model, model, task, method, cfg, RunContext(run_dir=tmp_path), 0,
-                         [torch.optim.SGD(model.parameters(), lr=0.0)])
+    res = optimizer_step(
+        model, model, task, method, cfg, RunContext(run_dir=tmp_path), 0, [torch.optim.SGD(model.parameters(), lr=0.0)]
+    )
     x, y = task.get_batch(0)
     logits, hidden = forward_with_hidden(model, x)
     ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
@@ -168,7 +177,7 @@ def test_the_alignment_probe_measures_the_regulariser_as_configured(tmp_path):
 
 def _masked_step(accum: int, tmp_path):
     """One optimizer step of the mbe method on a batch whose rows hold very different numbers of loss tokens."""
-    from gapt_bench.train import curve_row, optimizer_step
+    from gapt_bench.training.trainer import curve_row, optimizer_step
 
     cfg, model, task = lm_setup(f"train.grad_accum={accum}", method="mbe")
     x, y = task.get_batch(0)
@@ -176,8 +185,9 @@ def _masked_step(accum: int, tmp_path):
         y[r, : (r * 5) % y.shape[1]] = -100  # 0 .. 31 masked positions per row
     batch = SimpleNamespace(get_batch=lambda step: (x, y))
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    res = optimizer_step(model, model, batch, method_for(cfg, cfg.model.n_layer), cfg, RunContext(run_dir=tmp_path),
-                         0, [opt])
+    res = optimizer_step(
+        model, model, batch, method_for(cfg, cfg.model.n_layer), cfg, RunContext(run_dir=tmp_path), 0, [opt]
+    )
     params = torch.cat([p.detach().flatten() for p in model.parameters()])
     return params, curve_row(1, 0, res, cfg, 1.0)
 
@@ -198,7 +208,7 @@ def test_masked_targets_train_the_same_however_the_batch_is_split_into_micro_bat
 
 def test_warmup_may_end_one_step_before_a_rounded_up_budget():
     from gapt_bench.config import ConfigError
-    from gapt_bench.runtime import steps_for_budget
+    from gapt_bench.training.runtime import steps_for_budget
 
     # 16 x 32 tokens a step: 5000 tokens are 10 steps (the last one partly past the budget), so 9 warmup steps fit
     (cfg,) = make_plan(["fineweb_lm"], ["baseline"], [0], "tiny", ["train.tokens=5000", "train.warmup_steps=9"])
@@ -214,14 +224,30 @@ def test_a_control_matched_to_a_diverged_run_is_refused_at_planning(tmp_path, ca
     from factories import make_record
 
     from gapt_bench import cli
-    from gapt_bench.store import append_record, read_records
+    from gapt_bench.results.store import append_record, read_records
 
     pin = ["--set", "data.batch_layout=grouped"]  # one point of the preset's grid
     (gapt,) = make_plan(["forgetting_separation"], ["gapt"], [0], "quick", pin[1:])
-    append_record(tmp_path, make_record("forgetting_separation", "gapt", 0, status="diverged",
-                                        config_hash=gapt.config_hash()))
-    assert cli.main(["run", "--tasks", "forgetting_separation", "--methods", methods, "--seeds", "0",
-                     "--out", str(tmp_path), *pin]) == 2
+    append_record(
+        tmp_path, make_record("forgetting_separation", "gapt", 0, status="diverged", config_hash=gapt.config_hash())
+    )
+    assert (
+        cli.main(
+            [
+                "run",
+                "--tasks",
+                "forgetting_separation",
+                "--methods",
+                methods,
+                "--seeds",
+                "0",
+                "--out",
+                str(tmp_path),
+                *pin,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "recorded as diverged" in err and "set periodic.match=none" in err and err.count("\n") == 1
     assert len(read_records(tmp_path)) == 1 and not (tmp_path / "runs").exists()
@@ -231,11 +257,20 @@ def test_a_control_matched_to_a_diverged_run_is_refused_at_planning(tmp_path, ca
 # models.py
 
 
-@pytest.mark.parametrize("name,peak", [("NVIDIA L4", 121e12), ("NVIDIA L40", 181e12), ("NVIDIA L40S", 362e12),
-                                       ("NVIDIA GH200 480GB", 989e12), ("NVIDIA H100 NVL", 835e12),
-                                       ("NVIDIA A100 80GB PCIe", 312e12), ("NVIDIA L400X", None)])
+@pytest.mark.parametrize(
+    "name,peak",
+    [
+        ("NVIDIA L4", 121e12),
+        ("NVIDIA L40", 181e12),
+        ("NVIDIA L40S", 362e12),
+        ("NVIDIA GH200 480GB", 989e12),
+        ("NVIDIA H100 NVL", 835e12),
+        ("NVIDIA A100 80GB PCIe", 312e12),
+        ("NVIDIA L400X", None),
+    ],
+)
 def test_the_mfu_table_tells_an_l4_from_an_l40(name, peak):
-    from gapt_bench.models import peak_for_name
+    from gapt_bench.training.model import peak_for_name
 
     assert peak_for_name(name) == peak
 
@@ -287,7 +322,7 @@ def test_the_pool_forwards_signals_only_while_it_runs(monkeypatch):
     import concurrent.futures
     import signal
 
-    from gapt_bench import runner
+    from gapt_bench.launch import execute, local
 
     plan = make_plan(["fineweb_lm"], ["baseline"], [0, 1], "tiny")
     seen = []
@@ -299,15 +334,15 @@ def test_the_pool_forwards_signals_only_while_it_runs(monkeypatch):
     monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", _FakePool)
     monkeypatch.setattr(_FakePool, "on_submit", staticmethod(signal_while_submitting))
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    runner.install_signal_handlers()
+    execute.install_signal_handlers()
     installed = {s: signal.getsignal(s) for s in before}
     try:
-        assert sorted(runner._run_pool(plan, "out", 2, 0, False, None)) == [0, 1]
-        assert runner.stop_requested()
+        assert sorted(local._run_pool(plan, "out", 2, 0, False, None)) == [0, 1]
+        assert execute.stop_requested()
         assert seen[0] is not installed[signal.SIGINT]  # SIGINT is forwarded to the workers too
         assert {s: signal.getsignal(s) for s in before} == installed  # run_plan's handlers are back
     finally:
-        runner.clear_stop()
+        execute.clear_stop()
         for s, h in before.items():
             signal.signal(s, h)
 

@@ -1,5 +1,6 @@
 """DDP: two CPU processes (gloo, launched by torchrun) train the same run as one process with the same global batch,
 step for step, and write one record (rank 0)."""
+
 from __future__ import annotations
 
 import json
@@ -11,20 +12,40 @@ from pathlib import Path
 import pytest
 import torch
 
-from gapt_bench import distributed
 from gapt_bench.cli import main
+from gapt_bench.training import distributed
 
-RUN_ARGS = ["run", "--tasks", "fineweb_lm", "--preset", "tiny", "--methods", "gapt", "--seeds", "0",
-            "--no-progress", "--no-report", "--set", "gapt.delta_e=0.5"]  # the gate switches within 32 steps
+RUN_ARGS = [
+    "run",
+    "--tasks",
+    "fineweb_lm",
+    "--preset",
+    "tiny",
+    "--methods",
+    "gapt",
+    "--seeds",
+    "0",
+    "--no-progress",
+    "--no-report",
+    "--set",
+    "gapt.delta_e=0.5",
+]  # the gate switches within 32 steps
 
 
 def _env(tmp_path: Path) -> dict:
     env = dict(os.environ)
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
-    env.update({"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                "GAPT_BENCH_CACHE": str(tmp_path / "cache"), "HF_DATASETS_CACHE": str(tmp_path / "hf"),
-                "TQDM_DISABLE": "1"})
+    env.update(
+        {
+            "OMP_NUM_THREADS": "1",
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "GAPT_BENCH_CACHE": str(tmp_path / "cache"),
+            "HF_DATASETS_CACHE": str(tmp_path / "hf"),
+            "TQDM_DISABLE": "1",
+        }
+    )
     return env
 
 
@@ -35,13 +56,25 @@ def _load(out: Path) -> tuple[list[dict], list[Path], list[dict]]:
     return records, run_dirs, curve
 
 
-@pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
-                    reason="torch.distributed with gloo is needed")
+@pytest.mark.skipif(
+    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+    reason="torch.distributed with gloo is needed",
+)
 def test_two_gloo_processes_match_one_process(tmp_path, monkeypatch):
     env = _env(tmp_path)
     ddp_out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "gapt_bench", *RUN_ARGS, "--out", str(ddp_out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "gapt_bench",
+        *RUN_ARGS,
+        "--out",
+        str(ddp_out),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -84,7 +117,8 @@ def test_single_process_helpers_are_no_ops(monkeypatch):
     t = torch.ones(3)
     assert distributed.all_reduce_sum(t) is t and t.tolist() == [1, 1, 1]
     assert distributed.mean_step_values([], [1.0], True) is True
-    from gapt_bench.runtime import resolve_device
+    from gapt_bench.training.runtime import resolve_device
+
     assert resolve_device("cpu") == torch.device("cpu") and resolve_device("auto", 0) == torch.device("cpu")
     with distributed.local_main_first():
         pass
@@ -102,22 +136,59 @@ def test_env_info_reads_torchrun_variables(monkeypatch):
     assert distributed.launched() and not info.is_main and not info.is_local_main
 
 
-MASKED_ARGS = ["run", "--tasks", "arithmetic_ood", "--preset", "quick", "--methods", "baseline", "--seeds", "0",
-               "--no-progress", "--no-report", "--set", "data.n_train=2000", "--set", "data.n_id=50",
-               "--set", "data.n_ood=50", "--set", "train.tokens=40960", "--set", "train.warmup_steps=2",
-               "--set", "data.train_loss=answer", "--set", "train.log_every=1"]
+MASKED_ARGS = [
+    "run",
+    "--tasks",
+    "arithmetic_ood",
+    "--preset",
+    "quick",
+    "--methods",
+    "baseline",
+    "--seeds",
+    "0",
+    "--no-progress",
+    "--no-report",
+    "--set",
+    "data.n_train=2000",
+    "--set",
+    "data.n_id=50",
+    "--set",
+    "data.n_ood=50",
+    "--set",
+    "train.tokens=40960",
+    "--set",
+    "train.warmup_steps=2",
+    "--set",
+    "data.train_loss=answer",
+    "--set",
+    "train.log_every=1",
+]
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
-                    reason="torch.distributed with gloo is needed")
+@pytest.mark.skipif(
+    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+    reason="torch.distributed with gloo is needed",
+)
 def test_masked_targets_and_grad_accum_give_the_same_training_however_the_batch_is_split(tmp_path, monkeypatch):
     """Answer-only loss: micro-batches hold different numbers of loss tokens. 2 ranks x 2 micro-batches, 1 rank x
     4 micro-batches and 1 rank x 1 batch must take the same steps (CE weighted by tokens across the global batch)."""
     env = _env(tmp_path)
     ddp_out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "gapt_bench", *MASKED_ARGS, "--set", "train.grad_accum=2", "--out", str(ddp_out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "gapt_bench",
+        *MASKED_ARGS,
+        "--set",
+        "train.grad_accum=2",
+        "--out",
+        str(ddp_out),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
@@ -125,8 +196,9 @@ def test_masked_targets_and_grad_accum_give_the_same_training_however_the_batch_
     outs = {}
     for accum in (1, 4):
         outs[accum] = tmp_path / f"one{accum}"
-        assert main([*MASKED_ARGS, "--set", f"train.grad_accum={accum}", "--out", str(outs[accum]),
-                     "--workers", "1"]) == 0
+        assert (
+            main([*MASKED_ARGS, "--set", f"train.grad_accum={accum}", "--out", str(outs[accum]), "--workers", "1"]) == 0
+        )
     (ref,), _, ref_curve = _load(outs[1])
     for out in (ddp_out, outs[4]):
         (rec,), _, curve = _load(out)
@@ -137,8 +209,10 @@ def test_masked_targets_and_grad_accum_give_the_same_training_however_the_batch_
             assert rec["metrics"][k] == pytest.approx(v, rel=1e-4, abs=1e-5), (out.name, k)
 
 
-@pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
-                    reason="torch.distributed with gloo is needed")
+@pytest.mark.skipif(
+    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+    reason="torch.distributed with gloo is needed",
+)
 def test_no_sync_covers_the_forward_so_only_the_last_micro_batch_all_reduces(tmp_path, monkeypatch):
     import socket
     from types import SimpleNamespace
@@ -146,11 +220,11 @@ def test_no_sync_covers_the_forward_so_only_the_last_micro_batch_all_reduces(tmp
     import torch.distributed as dist
     from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
+    from gapt_bench.launch.plan import make_plan
     from gapt_bench.methods.baseline import Baseline
-    from gapt_bench.models import build_model
-    from gapt_bench.runner import make_plan
-    from gapt_bench.runtime import RunContext
-    from gapt_bench.train import optimizer_step
+    from gapt_bench.training.model import build_model
+    from gapt_bench.training.runtime import RunContext
+    from gapt_bench.training.trainer import optimizer_step
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -185,7 +259,7 @@ def test_no_sync_covers_the_forward_so_only_the_last_micro_batch_all_reduces(tmp
 
 COMBINE_ON_RANK = """
 import json, os, sys
-from gapt_bench import distributed
+from gapt_bench.training import distributed
 from gapt_bench.methods.base import StepInfo
 distributed.setup()
 r = distributed.rank()
@@ -197,8 +271,10 @@ distributed.teardown()
 """
 
 
-@pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
-                    reason="torch.distributed with gloo is needed")
+@pytest.mark.skipif(
+    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+    reason="torch.distributed with gloo is needed",
+)
 def test_step_values_become_those_of_the_global_micro_batch(tmp_path):
     """CE weighted by each rank's loss tokens (a rank with none, CE NaN, does not poison it), MBE and loss averaged,
     stop shared."""
@@ -208,10 +284,25 @@ def test_step_values_become_those_of_the_global_micro_batch(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = _env(tmp_path)
-    env.update({"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-                "GAPT_BENCH_ALL_RANKS_PRINT": "1", "GAPT_BENCH_DIST_BACKEND": "gloo"})
-    procs = [subprocess.Popen([sys.executable, "-c", COMBINE_ON_RANK], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    env.update(
+        {
+            "WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "GAPT_BENCH_ALL_RANKS_PRINT": "1",
+            "GAPT_BENCH_DIST_BACKEND": "gloo",
+        }
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", COMBINE_ON_RANK],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(2)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [e[-2000:] for _, e in outs]
     want = [[(10 * 2.0 + 30 * 4.0) / 40, 2.0], [5.0, 1.0], [1.5], True]

@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from gapt_bench.entropy import matrix_entropy, matrix_entropy_per_patch, renyi_from_eigenvalues
+from gapt_bench.measures.entropy import (
+    matrix_entropy,
+    matrix_entropy_per_patch,
+    renyi_from_eigenvalues,
+)
 
 
 def orthonormal_rows(p, d, seed=0):
@@ -51,7 +55,9 @@ def test_gram_forms_agree():
     padded = torch.cat([z, torch.zeros(2, 16, 28)], dim=-1)
     assert torch.allclose(matrix_entropy_per_patch(z), matrix_entropy_per_patch(padded), atol=1e-5)
     for alpha in (1.0, 2.0, 3.0):
-        assert torch.allclose(matrix_entropy_per_patch(z, alpha=alpha), matrix_entropy_per_patch(padded, alpha=alpha), atol=1e-4)
+        assert torch.allclose(
+            matrix_entropy_per_patch(z, alpha=alpha), matrix_entropy_per_patch(padded, alpha=alpha), atol=1e-4
+        )
 
 
 def test_closed_form_equals_eigenvalue_form_and_float64_reference():
@@ -107,7 +113,7 @@ def numpy_renyi(z, alpha, rank):
     lam = lam / lam.sum()
     if alpha == 1.0:
         return float(-np.sum(lam * np.log(lam)))
-    return float(np.log(np.sum(lam ** alpha)) / (1.0 - alpha))
+    return float(np.log(np.sum(lam**alpha)) / (1.0 - alpha))
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -140,8 +146,11 @@ def test_eigenvalue_path_gradients_are_finite_and_match_finite_differences():
     z = torch.randn(2, 16, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(7), requires_grad=True)
     matrix_entropy(z.float(), alpha=1.0).backward()
     assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
     # the float64 path is differentiable end to end: compare with central differences on a float64 input
-    f = lambda t: matrix_entropy(t, alpha=1.0)  # noqa: E731
+    def f(t):
+        return matrix_entropy(t, alpha=1.0)
+
     zz = z.detach().clone().requires_grad_()
     (grad,) = torch.autograd.grad(f(zz), zz)
     d = torch.randn(zz.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(8))

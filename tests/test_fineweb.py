@@ -1,5 +1,6 @@
 """fineweb_lm: the FineWeb loader path on a local parquet file, split disjointness, token-cache reuse, the offline
 hub error, batch determinism, throughput helpers and a short run that learns (CPU, no network, under a minute)."""
+
 from __future__ import annotations
 
 import json
@@ -10,13 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from gapt_bench import text as td
-from gapt_bench.text import sources as td_sources
+from gapt_bench import data as td
 from gapt_bench.cli import main
-from gapt_bench.registry import TASKS
-from gapt_bench.runner import make_plan
-
-
+from gapt_bench.data import sources as td_sources
+from gapt_bench.launch.plan import make_plan
+from gapt_bench.tasks import TASKS
 
 pytestmark = pytest.mark.usefixtures("offline_env")
 
@@ -34,9 +33,29 @@ def _records(out: Path) -> list[dict]:
 
 def test_local_parquet_runs_through_the_task(fineweb_parquet, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["run", "--tasks", "fineweb_lm", "--preset", "tiny", "--methods", "baseline,gapt", "--seeds", "0",
-                 "--out", str(out), "--workers", "1", "--no-progress", "--no-report",
-                 "--set", f"data.source={fineweb_parquet}", "--set", "gapt.delta_e=0.5"])
+    code = main(
+        [
+            "run",
+            "--tasks",
+            "fineweb_lm",
+            "--preset",
+            "tiny",
+            "--methods",
+            "baseline,gapt",
+            "--seeds",
+            "0",
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+            "--no-progress",
+            "--no-report",
+            "--set",
+            f"data.source={fineweb_parquet}",
+            "--set",
+            "gapt.delta_e=0.5",
+        ]
+    )
     assert code == 0, capsys.readouterr()
     recs = _records(out)
     assert [r["status"] for r in recs] == ["ok", "ok"]
@@ -67,14 +86,14 @@ def test_validation_is_disjoint_from_training(fineweb_parquet):
     val = np.asarray(data.val.tokens)
     S = task.cfg.train.seq_len
     for w in range(0, task.n_val_windows, 7):
-        window = val[w * S:(w + 1) * S + 1]
+        window = val[w * S : (w + 1) * S + 1]
         if (window == data.eot_id).any():
             continue
         assert window.astype(np.uint8).tobytes() not in train_bytes
     val_docs = {docs[i].text for i in data.val.doc_index}
     train_text = "".join(docs[i].text for i in data.train.doc_index)
     assert all(t not in train_text for t in val_docs)
-    x, y = task.get_batch(3)
+    x, _y = task.get_batch(3)
     for row in x.numpy():
         if (row != data.eot_id).all():
             assert row.astype(np.uint8).tobytes() in train_bytes
@@ -96,17 +115,55 @@ def test_token_cache_is_reused(fineweb_parquet, tmp_path, monkeypatch):
     assert np.array_equal(np.asarray(first.data.train.tokens), np.asarray(second.data.train.tokens))
     # and through the CLI: the record says so (two results folders: one folder holds one record per run)
     for out in (tmp_path / "out1", tmp_path / "out2"):
-        assert main(["run", "--tasks", "fineweb_lm", "--preset", "tiny", "--methods", "baseline", "--seeds", "0",
-                     "--out", str(out), "--workers", "1", "--no-progress", "--no-report",
-                     "--set", f"data.source={fineweb_parquet}"]) == 0
+        assert (
+            main(
+                [
+                    "run",
+                    "--tasks",
+                    "fineweb_lm",
+                    "--preset",
+                    "tiny",
+                    "--methods",
+                    "baseline",
+                    "--seeds",
+                    "0",
+                    "--out",
+                    str(out),
+                    "--workers",
+                    "1",
+                    "--no-progress",
+                    "--no-report",
+                    "--set",
+                    f"data.source={fineweb_parquet}",
+                ]
+            )
+            == 0
+        )
         assert [r["summary"]["token_cache_hit"] for r in _records(out)] == [True]
     assert calls["n"] == 1
 
 
 def test_hub_source_offline_fails_fast_writing_nothing(tmp_path, capsys, no_hub_streaming):
     out = tmp_path / "out"
-    code = main(["run", "--tasks", "fineweb_lm", "--preset", "tiny", "--seeds", "0", "--out", str(out),
-                 "--workers", "1", "--set", "data.source=HuggingFaceFW/fineweb", "--set", "data.name=sample-10BT"])
+    code = main(
+        [
+            "run",
+            "--tasks",
+            "fineweb_lm",
+            "--preset",
+            "tiny",
+            "--seeds",
+            "0",
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+            "--set",
+            "data.source=HuggingFaceFW/fineweb",
+            "--set",
+            "data.name=sample-10BT",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1
@@ -116,8 +173,21 @@ def test_hub_source_offline_fails_fast_writing_nothing(tmp_path, capsys, no_hub_
 
 def test_missing_local_path_is_a_usage_error(tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["run", "--tasks", "fineweb_lm", "--preset", "tiny", "--seeds", "0", "--out", str(out),
-                 "--set", f"data.source={tmp_path / 'nope.parquet'}"])
+    code = main(
+        [
+            "run",
+            "--tasks",
+            "fineweb_lm",
+            "--preset",
+            "tiny",
+            "--seeds",
+            "0",
+            "--out",
+            str(out),
+            "--set",
+            f"data.source={tmp_path / 'nope.parquet'}",
+        ]
+    )
     assert code == 2 and "does not exist" in capsys.readouterr().err and not out.exists()
 
 
@@ -134,15 +204,14 @@ def test_batches_are_a_pure_function_of_seed_and_step(fineweb_parquet):
     assert not torch.equal(a.get_batch(0)[0], c.get_batch(0)[0])
     # one epoch visits every packed sequence once
     B = a.cfg.train.batch_size
-    seen = np.concatenate([a._perm(0)[i * B:(i + 1) * B] for i in range(a.n_seq // B)])
+    seen = np.concatenate([a._perm(0)[i * B : (i + 1) * B] for i in range(a.n_seq // B)])
     assert len(set(seen.tolist())) == len(seen)
 
 
 def test_vocab_and_config_checks():
     from gapt_bench.config import ConfigError
 
-    (cfg,) = make_plan(["fineweb_lm"], ["baseline"], [0], "tiny", ["data.tokenizer=gpt2",
-                                                                    "data.pad_vocab_multiple=64"])
+    (cfg,) = make_plan(["fineweb_lm"], ["baseline"], [0], "tiny", ["data.tokenizer=gpt2", "data.pad_vocab_multiple=64"])
     assert cfg.model.vocab_size == 50304
     (cfg,) = make_plan(["fineweb_lm"], ["baseline"], [0], "tiny", ["data.tokenizer=bpe512"])
     assert cfg.model.vocab_size == 512
@@ -156,9 +225,31 @@ def test_vocab_and_config_checks():
 
 def test_short_run_learns_well_below_log_vocab(tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["run", "--tasks", "fineweb_lm", "--preset", "quick", "--methods", "baseline", "--seeds", "0",
-                 "--out", str(out), "--workers", "1", "--no-progress", "--no-report",
-                 "--set", "model.n_layer=2", "--set", "train.tokens=204800", "--set", "data.val_tokens=32768"])
+    code = main(
+        [
+            "run",
+            "--tasks",
+            "fineweb_lm",
+            "--preset",
+            "quick",
+            "--methods",
+            "baseline",
+            "--seeds",
+            "0",
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+            "--no-progress",
+            "--no-report",
+            "--set",
+            "model.n_layer=2",
+            "--set",
+            "train.tokens=204800",
+            "--set",
+            "data.val_tokens=32768",
+        ]
+    )
     assert code == 0, capsys.readouterr()
     (rec,) = _records(out)
     log_v = math.log(rec["config"]["model"]["vocab_size"])

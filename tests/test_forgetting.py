@@ -1,4 +1,5 @@
 """forgetting_separation: metrics, batch layout, determinism and the full protocol through the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -8,14 +9,32 @@ import pytest
 import torch
 
 from gapt_bench.config import ConfigError
-from gapt_bench.runner import make_plan
-from gapt_bench.tasks.forgetting_separation.task import (GROUP_A, GROUP_B, ForgettingSeparation, build_batch,
-                                                    make_problem, separation, specialization)
+from gapt_bench.launch.plan import make_plan
+from gapt_bench.tasks.forgetting_separation.task import (
+    GROUP_A,
+    GROUP_B,
+    ForgettingSeparation,
+    build_batch,
+    make_problem,
+    separation,
+    specialization,
+)
 
-FAST = ["data.steps_first=60", "data.steps_second=60", "gapt.patience_m=5", "gapt.patience_c=5",
-        "gapt.smoothing=0.0"]
-METRICS = {"separation", "separation_pre", "l1_a", "l1_b", "l1_a_pre", "l1_b_pre", "forgetting", "alleviation_pct",
-           "specialization", "mbe", "mbe_centered", "mbe_mixed"}
+FAST = ["data.steps_first=60", "data.steps_second=60", "gapt.patience_m=5", "gapt.patience_c=5", "gapt.smoothing=0.0"]
+METRICS = {
+    "separation",
+    "separation_pre",
+    "l1_a",
+    "l1_b",
+    "l1_a_pre",
+    "l1_b_pre",
+    "forgetting",
+    "alleviation_pct",
+    "specialization",
+    "mbe",
+    "mbe_centered",
+    "mbe_mixed",
+}
 
 
 def test_separation_is_zero_for_identical_groups_and_grows_apart():
@@ -31,7 +50,7 @@ def test_separation_is_zero_for_identical_groups_and_grows_apart():
     a, b = torch.zeros(8, 3), torch.ones(8, 3)
     a[0, 0], b[0, 0] = 0.1, 1.1
     within = 0.5 * 2 * float(((a - a.mean(0)) ** 2).sum(1).mean())
-    assert separation(a, b) == pytest.approx(float((a.mean(0) - b.mean(0)).norm()) / within ** 0.5)
+    assert separation(a, b) == pytest.approx(float((a.mean(0) - b.mean(0)).norm()) / within**0.5)
 
 
 def test_specialization_counts_selective_units():
@@ -74,8 +93,13 @@ def test_quick_preset_runs_both_layouts_and_checks_batch():
     assert sorted({c.data.batch_layout for c in plan}) == ["grouped", "shuffled"] and len(plan) == 4
     with pytest.raises(ConfigError, match="multiple of two MBE patches"):
         make_plan(["forgetting_separation"], ["baseline"], [0], "quick", ["data.batch_size=24"])
-    make_plan(["forgetting_separation"], ["baseline"], [0], "quick",
-              ["data.batch_size=24", "data.protocol=A->B", "data.finetune_patch_size=8"])
+    make_plan(
+        ["forgetting_separation"],
+        ["baseline"],
+        [0],
+        "quick",
+        ["data.batch_size=24", "data.protocol=A->B", "data.finetune_patch_size=8"],
+    )
     with pytest.raises(ConfigError, match="finetune_patch_size=32"):
         make_plan(["forgetting_separation"], ["baseline"], [0], "quick", ["data.batch_size=48"])
 
@@ -83,9 +107,24 @@ def test_quick_preset_runs_both_layouts_and_checks_batch():
 def test_full_protocol_lands_all_metrics(tmp_path):
     from gapt_bench.cli import main
 
-    rc = main(["run", "--tasks", "forgetting_separation", "--methods", "baseline,gapt,mbe", "--seeds", "0",
-               "--out", str(tmp_path), "--workers", "1", "--no-progress", "--no-report",
-               *[x for o in FAST for x in ("--set", o)]])
+    rc = main(
+        [
+            "run",
+            "--tasks",
+            "forgetting_separation",
+            "--methods",
+            "baseline,gapt,mbe",
+            "--seeds",
+            "0",
+            "--out",
+            str(tmp_path),
+            "--workers",
+            "1",
+            "--no-progress",
+            "--no-report",
+            *[x for o in FAST for x in ("--set", o)],
+        ]
+    )
     assert rc == 0
     recs = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
     assert len(recs) == 6  # 3 methods x 2 layouts
@@ -96,7 +135,7 @@ def test_full_protocol_lands_all_metrics(tmp_path):
         assert r["tokens"] == 120 * 32 and r["steps"] == 120
         curve = [json.loads(x) for x in (tmp_path / "runs" / r["run_id"] / "curve.jsonl").read_text().splitlines()]
         assert curve[-1]["step"] == 120 and {"step", "loss", "ce", "phase", "stage", "mbe"} <= set(curve[-1])
-        assert [c["stage"] for c in curve][0] == 1 and curve[-1]["stage"] == 2
+        assert next(c["stage"] for c in curve) == 1 and curve[-1]["stage"] == 2
     for layout in ("grouped", "shuffled"):
         base, gapt = by[("baseline", layout)], by[("gapt", layout)]
         assert base["metrics"]["alleviation_pct"] == 0.0
@@ -108,10 +147,15 @@ def test_full_protocol_lands_all_metrics(tmp_path):
 
 
 def test_a_then_b_protocol_forgets_a(tmp_path):
-    cfg = make_plan(["forgetting_separation"], ["baseline"], [0], "quick",
-                    ["data.protocol=A->B", "data.steps_first=150", "data.steps_second=150"])[0]
+    cfg = make_plan(
+        ["forgetting_separation"],
+        ["baseline"],
+        [0],
+        "quick",
+        ["data.protocol=A->B", "data.steps_first=150", "data.steps_second=150"],
+    )[0]
     from gapt_bench.methods.baseline import Baseline
-    from gapt_bench.runtime import RunContext
+    from gapt_bench.training.runtime import RunContext
 
     res = ForgettingSeparation(cfg).run(Baseline, RunContext(run_dir=tmp_path))
     m = res.metrics
@@ -120,8 +164,8 @@ def test_a_then_b_protocol_forgets_a(tmp_path):
 
 
 def _arm(method: str, seed: int = 0, *overrides: str):
-    from gapt_bench.registry import METHODS
-    from gapt_bench.runtime import RunContext
+    from gapt_bench.methods import METHODS
+    from gapt_bench.training.runtime import RunContext
 
     cfg = make_plan(["forgetting_separation"], [method], [seed], "quick", [*FAST, *overrides])[0]
     return ForgettingSeparation(cfg), METHODS.get(method), RunContext

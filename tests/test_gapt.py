@@ -1,9 +1,15 @@
 """The gate as a pure state machine, driven through each rule by constructed CE/MBE traces."""
+
 import pytest
 import torch
 
 from gapt_bench.config import GAPTConfig, from_dict
-from gapt_bench.gate import COMPRESS, MEMORIZE, GAPTController, phase_summary
+from gapt_bench.methods.phase_gate import (
+    COMPRESS,
+    MEMORIZE,
+    GAPTController,
+    phase_summary,
+)
 
 
 def gate(**kw):
@@ -115,8 +121,8 @@ def test_mean_aggregate_uses_the_gain_of_the_mean_not_the_best_layer():
 
 
 def _method(name, **sections):
-    from gapt_bench.runner import make_plan
-    from gapt_bench.registry import METHODS
+    from gapt_bench.launch.plan import make_plan
+    from gapt_bench.methods import METHODS
 
     overrides = [f"{k}={v}" for k, v in sections.items()]
     cfg = make_plan(["fineweb_lm"], [name], [0], "tiny", overrides)[0]
@@ -141,7 +147,7 @@ def test_alternate_step_mode_alternates_ce_and_mbe_steps():
     m = _method("mbe", **{"reg.step_mode": "alternate", "reg.layers": "all", "reg.weight": 2.0})
     ce = torch.tensor(3.0, requires_grad=True)
     hidden = [torch.randn(2, 16, 8, requires_grad=True) for _ in range(12)]
-    even, info = m.loss(ce, hidden, step=4)
+    even, _info = m.loss(ce, hidden, step=4)
     odd, info_odd = m.loss(ce, hidden, step=5)
     assert even is ce  # a CE-only step
     assert float(odd.detach()) == pytest.approx(2.0 * _mean(info_odd.mbe))  # an MBE-only step
@@ -167,19 +173,43 @@ def test_phase_summary_of_a_schedule():
 
 def test_periodic_copies_the_duty_cycle_of_the_gapt_run_it_controls(tmp_path, capsys):
     from gapt_bench import cli
-    from gapt_bench.store import read_records
+    from gapt_bench.results.store import read_records
 
-    fast = ["data.steps_first=200", "data.steps_second=200", "gapt.patience_m=10", "gapt.patience_c=10",
-            "data.batch_layout=grouped"]
-    argv = ["run", "--tasks", "forgetting_separation", "--methods", "periodic,gapt", "--seeds", "0",
-            "--workers", "1", "--no-report", "--out", str(tmp_path), *[x for o in fast for x in ("--set", o)]]
+    fast = [
+        "data.steps_first=200",
+        "data.steps_second=200",
+        "gapt.patience_m=10",
+        "gapt.patience_c=10",
+        "data.batch_layout=grouped",
+    ]
+    argv = [
+        "run",
+        "--tasks",
+        "forgetting_separation",
+        "--methods",
+        "periodic,gapt",
+        "--seeds",
+        "0",
+        "--workers",
+        "1",
+        "--no-report",
+        "--out",
+        str(tmp_path),
+        *[x for o in fast for x in ("--set", o)],
+    ]
     assert cli.main(argv) == 0
     recs = read_records(tmp_path)
     for seed in (0,):
-        (g,) = [r for r in recs if r["method"] == "gapt" and r["seed"] == seed
-                and r["config"]["data"]["batch_layout"] == "grouped"]
-        (p,) = [r for r in recs if r["method"] == "periodic" and r["seed"] == seed
-                and r["config"]["data"]["batch_layout"] == "grouped"]
+        (g,) = [
+            r
+            for r in recs
+            if r["method"] == "gapt" and r["seed"] == seed and r["config"]["data"]["batch_layout"] == "grouped"
+        ]
+        (p,) = [
+            r
+            for r in recs
+            if r["method"] == "periodic" and r["seed"] == seed and r["config"]["data"]["batch_layout"] == "grouped"
+        ]
         assert p["summary"]["matched_to"] == g["run_id"]  # planned second although listed first
         assert 0 < g["summary"]["duty_compress"] < 1
         assert p["summary"]["matched_duty_compress"] == g["summary"]["duty_compress"]
@@ -191,21 +221,46 @@ def test_a_matched_control_without_its_reference_is_refused_at_planning(tmp_path
     from gapt_bench import cli
 
     out = tmp_path / "out"
-    assert cli.main(["run", "--tasks", "forgetting_separation", "--methods", "periodic", "--seeds", "0",
-                     "--out", str(out)]) == 2
+    assert (
+        cli.main(
+            ["run", "--tasks", "forgetting_separation", "--methods", "periodic", "--seeds", "0", "--out", str(out)]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "add gapt to --methods or set periodic.match=none" in err and err.count("\n") == 1
     assert not out.exists()
-    assert cli.main(["run", "--tasks", "forgetting_separation", "--methods", "periodic", "--seeds", "0", "--out",
-                     str(out), "--set", "periodic.match=none", "--set", "data.steps_first=20",
-                     "--set", "data.steps_second=20", "--no-report"]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                "--tasks",
+                "forgetting_separation",
+                "--methods",
+                "periodic",
+                "--seeds",
+                "0",
+                "--out",
+                str(out),
+                "--set",
+                "periodic.match=none",
+                "--set",
+                "data.steps_first=20",
+                "--set",
+                "data.steps_second=20",
+                "--no-report",
+            ]
+        )
+        == 0
+    )
 
 
 def test_micro_batch_patience_switches_within_a_step():
     """patience_unit=micro_batch (the later code): the gate steps on every micro-batch, and a switch made after one
     micro-batch already shapes the next micro-batch's loss, inside the same optimizer step."""
-    m = _method("gapt", **{"gapt.patience_unit": "micro_batch", "gapt.patience_m": 2, "gapt.delta_e": 10.0,
-                           "reg.layers": "all"})
+    m = _method(
+        "gapt", **{"gapt.patience_unit": "micro_batch", "gapt.patience_m": 2, "gapt.delta_e": 10.0, "reg.layers": "all"}
+    )
     hidden = [torch.randn(2, 16, 8) for _ in range(12)]
     phases = []
     for _ in range(4):  # four micro-batches of one optimizer step (step 0)

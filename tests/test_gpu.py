@@ -1,5 +1,6 @@
 """CUDA paths, one test each (marked gpu: run by `gapt-bench doctor --gpu`, never in CI). The CPU-runnable halves of
 the same paths (bf16 autocast and fused AdamW on CPU, compile on CPU) are the unmarked tests at the end."""
+
 from __future__ import annotations
 
 import json
@@ -14,15 +15,27 @@ import pytest
 import torch
 
 from gapt_bench import cli
-from gapt_bench.entropy import matrix_entropy
-from gapt_bench.models import build_model, peak_for_name
-from gapt_bench.runner import make_plan
-from gapt_bench.store import read_records
-from gapt_bench.train import OPTIMIZERS
+from gapt_bench.launch.plan import make_plan
+from gapt_bench.measures.entropy import matrix_entropy
+from gapt_bench.results.store import read_records
+from gapt_bench.training.model import build_model, peak_for_name
+from gapt_bench.training.trainer import OPTIMIZERS
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-CAP = ["run", "--tasks", "synthetic_capacity", "--preset", "tiny", "--methods", "baseline", "--seeds", "0", "--workers", "1",
-       "--no-report"]
+CAP = [
+    "run",
+    "--tasks",
+    "synthetic_capacity",
+    "--preset",
+    "tiny",
+    "--methods",
+    "baseline",
+    "--seeds",
+    "0",
+    "--workers",
+    "1",
+    "--no-report",
+]
 
 
 def _run(tmp_path, *extra, name="out"):
@@ -62,8 +75,21 @@ def test_fused_adamw_is_used_on_cuda():
 @pytest.mark.gpu
 @cuda
 def test_compile_on_and_off_train_alike(tmp_path):
-    base = ["--tasks", "fineweb_lm", "--preset", "tiny", "--methods", "gapt", "--seeds", "0", "--workers", "1",
-            "--no-report", "--set", "train.device=cuda"]
+    base = [
+        "--tasks",
+        "fineweb_lm",
+        "--preset",
+        "tiny",
+        "--methods",
+        "gapt",
+        "--seeds",
+        "0",
+        "--workers",
+        "1",
+        "--no-report",
+        "--set",
+        "train.device=cuda",
+    ]
     recs = {}
     for flag in ("false", "true"):
         out = tmp_path / flag
@@ -80,7 +106,7 @@ def test_mbe_of_bf16_hidden_states_matches_fp32():
     h = torch.randn(8, 64, 128, device="cuda")
     ref = float(matrix_entropy(h, 2.0, 8))
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        hb = (h @ torch.eye(128, device="cuda"))  # a bf16 tensor, as block outputs are under autocast
+        hb = h @ torch.eye(128, device="cuda")  # a bf16 tensor, as block outputs are under autocast
     assert hb.dtype == torch.bfloat16
     assert float(matrix_entropy(hb, 2.0, 8)) == pytest.approx(ref, rel=5e-3)
     assert float(matrix_entropy(hb, 1.0, 8)) == pytest.approx(float(matrix_entropy(h, 1.0, 8)), rel=5e-3)
@@ -92,8 +118,9 @@ def test_checkpoint_and_resume_on_cuda(tmp_path):
     args = [*CAP, "--set", "train.device=cuda", "--set", "train.tokens=2048000", "--set", "train.log_every=10"]
     ref = _run(tmp_path, "--set", "train.device=cuda", "--set", "train.tokens=2048000", name="ref")
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "gapt_bench", *args, "--out", str(out), "--checkpoint-every",
-                             "100"], env=_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gapt_bench", *args, "--out", str(out), "--checkpoint-every", "100"], env=_env()
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not list(out.glob("runs/*/checkpoint.pt")):
         time.sleep(0.05)
@@ -113,19 +140,43 @@ def test_one_rank_nccl_process_group(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = ("import torch, torch.distributed as dist; dist.init_process_group('nccl'); "
-            "torch.cuda.set_device(0); t = torch.ones(4, device='cuda'); dist.all_reduce(t); "
-            "assert t.tolist() == [1.0] * 4; dist.barrier(); dist.destroy_process_group(); print('ok')")
-    env = {**_env(), "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": str(port)}
+    code = (
+        "import torch, torch.distributed as dist; dist.init_process_group('nccl'); "
+        "torch.cuda.set_device(0); t = torch.ones(4, device='cuda'); dist.all_reduce(t); "
+        "assert t.tolist() == [1.0] * 4; dist.barrier(); dist.destroy_process_group(); print('ok')"
+    )
+    env = {
+        **_env(),
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
     # and the suite's own run under torchrun with one nccl rank
     out = tmp_path / "ddp"
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
-                           "-m", "gapt_bench", *CAP, "--set", "train.device=cuda", "--out", str(out)],
-                          env={**_env(), "GAPT_BENCH_DIST_BACKEND": "nccl"}, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=1",
+            "-m",
+            "gapt_bench",
+            *CAP,
+            "--set",
+            "train.device=cuda",
+            "--out",
+            str(out),
+        ],
+        env={**_env(), "GAPT_BENCH_DIST_BACKEND": "nccl"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert read_records(out)[0]["status"] == "ok"
 
@@ -134,8 +185,29 @@ def test_one_rank_nccl_process_group(tmp_path):
 @cuda
 def test_mfu_is_recorded_on_a_known_gpu(tmp_path):
     out = tmp_path / "fw"
-    assert cli.main(["run", "--tasks", "fineweb_lm", "--preset", "tiny", "--methods", "baseline", "--seeds", "0",
-                     "--workers", "1", "--no-report", "--set", "train.device=cuda", "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                "--tasks",
+                "fineweb_lm",
+                "--preset",
+                "tiny",
+                "--methods",
+                "baseline",
+                "--seeds",
+                "0",
+                "--workers",
+                "1",
+                "--no-report",
+                "--set",
+                "train.device=cuda",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     (rec,) = read_records(out)
     s = rec["summary"]
     if peak_for_name(torch.cuda.get_device_name(0)) is None:

@@ -1,6 +1,7 @@
-"""Sweeps beyond one machine (gapt_bench/launch.py): submitit jobs on the local executor (real subprocesses, no
+"""Sweeps beyond one machine (gapt_bench/launch/): submitit jobs on the local executor (real subprocesses, no
 Slurm), the sbatch file of a Slurm GPU sweep, the DDP rendezvous from a job's environment, a store that loses no
 record when many writers finish at once (also where flock does nothing), and `gapt-bench status`."""
+
 from __future__ import annotations
 
 import json
@@ -14,11 +15,14 @@ from pathlib import Path
 
 import pytest
 import submitit  # the [test] extra installs it: a missing one is a broken install, not a skip
+from factories import make_record
 
-from gapt_bench import cli, distributed, launch  # noqa: E402
-from gapt_bench.store import RECORDS_DIR, append_record, read_records, read_store, try_claim  # noqa: E402
-
-from factories import make_record  # noqa: E402
+from gapt_bench import cli
+from gapt_bench.data.claims import try_claim
+from gapt_bench.launch import cluster, options
+from gapt_bench.launch import job as launch_job
+from gapt_bench.results.store import RECORDS_DIR, append_record, read_records, read_store
+from gapt_bench.training import distributed
 
 TINY = ["--tasks", "synthetic_capacity", "--preset", "tiny"]
 QUIET = ["--no-report", "--no-progress"]
@@ -33,8 +37,13 @@ def _env() -> dict:
 
 
 def gapt_bench(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "gapt_bench", *args], env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "gapt_bench", *args],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _metrics(out: Path) -> dict:
@@ -52,21 +61,29 @@ def _jobs(out: Path) -> list[dict]:
 
 def test_launcher_options_from_a_file_with_flags_overriding(tmp_path):
     cfg = tmp_path / "launcher.yaml"
-    cfg.write_text("launcher: submitit\npartition: gpu\naccount: proj\ntimeout-min: 600\ngpus_per_node: 1\n"
-                   "slurm:\n  constraint: a100\n  mail_type: END\nsetup: [source /env/bin/activate]\n")
-    launcher, opts = launch.resolve_launcher(None, str(cfg), {"partition": "preempt", "slurm": {"constraint": "h100"},
-                                                              "array_parallelism": 4, "setup": []})
+    cfg.write_text(
+        "launcher: submitit\npartition: gpu\naccount: proj\ntimeout-min: 600\ngpus_per_node: 1\n"
+        "slurm:\n  constraint: a100\n  mail_type: END\nsetup: [source /env/bin/activate]\n"
+    )
+    launcher, opts = options.resolve_launcher(
+        None, str(cfg), {"partition": "preempt", "slurm": {"constraint": "h100"}, "array_parallelism": 4, "setup": []}
+    )
     assert launcher == "submitit"
-    assert (opts.partition, opts.account, opts.timeout_min, opts.gpus_per_node, opts.array_parallelism) == \
-        ("preempt", "proj", 600, 1, 4)
+    assert (opts.partition, opts.account, opts.timeout_min, opts.gpus_per_node, opts.array_parallelism) == (
+        "preempt",
+        "proj",
+        600,
+        1,
+        4,
+    )
     assert opts.slurm == {"constraint": "h100", "mail-type": "END"} and opts.setup == ["source /env/bin/activate"]
     assert opts.tasks() == 1 and opts.threads() == 1
-    assert launch.resolve_launcher("submitit-local", str(cfg), {})[0] == "submitit-local"  # the flag wins
-    assert launch.resolve_launcher(None, None, {}) == ("local", launch.LauncherOptions())
+    assert options.resolve_launcher("submitit-local", str(cfg), {})[0] == "submitit-local"  # the flag wins
+    assert options.resolve_launcher(None, None, {}) == ("local", options.LauncherOptions())
 
 
 BAD_LAUNCHER_INPUT = [
-    (["--partition", "gpu"], "applies to --launcher submitit"),   # a cluster option without a cluster launcher
+    (["--partition", "gpu"], "applies to --launcher submitit"),  # a cluster option without a cluster launcher
     (["--launcher", "submitit-local", "--workers", "2"], "--array-parallelism"),
     (["--launcher", "submitit-local", "--nodes", "2"], "--nodes must be 1"),
     (["--launcher", "submitit", "--gpus-per-node", "-1"], "gpus_per_node must be >= 0"),
@@ -93,17 +110,29 @@ def test_bad_launcher_input_exits_2_with_one_line_and_writes_nothing(argv, messa
 
 def _sbatch_lines(text: str) -> dict:
     lines = [ln for ln in text.splitlines() if ln.startswith("#SBATCH --")]
-    return dict(ln[len("#SBATCH --"):].split("=", 1) if "=" in ln else (ln[len("#SBATCH --"):], True) for ln in lines)
+    return dict(ln[len("#SBATCH --") :].split("=", 1) if "=" in ln else (ln[len("#SBATCH --") :], True) for ln in lines)
 
 
 def test_the_sbatch_file_of_a_typical_gpu_sweep(tmp_path):
     """What reaches sbatch: submitit's own SlurmExecutor renders the batch file of the array (nothing submitted)."""
-    _, opts = launch.resolve_launcher("submitit", None, {
-        "partition": "gpu", "account": "lm-proj", "timeout_min": 720, "gpus_per_node": 1, "cpus_per_task": 8,
-        "mem_gb": 64, "array_parallelism": 4, "qos": "high", "slurm": {"constraint": "a100", "mail-type": "END"},
-        "setup": ["source /shared/venv/bin/activate"]})
-    ex = launch.slurm_executor(tmp_path / "submitit", opts, preview=True)
-    text = launch.batch_file_text(ex, n_jobs=12)
+    _, opts = options.resolve_launcher(
+        "submitit",
+        None,
+        {
+            "partition": "gpu",
+            "account": "lm-proj",
+            "timeout_min": 720,
+            "gpus_per_node": 1,
+            "cpus_per_task": 8,
+            "mem_gb": 64,
+            "array_parallelism": 4,
+            "qos": "high",
+            "slurm": {"constraint": "a100", "mail-type": "END"},
+            "setup": ["source /shared/venv/bin/activate"],
+        },
+    )
+    ex = cluster.slurm_executor(tmp_path / "submitit", opts, preview=True)
+    text = cluster.batch_file_text(ex, n_jobs=12)
     flags = _sbatch_lines(text)
     assert flags["partition"] == "gpu" and flags["account"] == "lm-proj" and flags["qos"] == "high"
     assert flags["time"] == "720" and flags["gpus-per-node"] == "1" and flags["cpus-per-task"] == "8"
@@ -115,20 +144,39 @@ def test_the_sbatch_file_of_a_typical_gpu_sweep(tmp_path):
     assert "source /shared/venv/bin/activate" in text and "submitit.core._submit" in text
     assert "dependency" not in flags
     # the matched controls' array waits for the first array to end
-    ctl = _sbatch_lines(launch.batch_file_text(launch.slurm_executor(tmp_path / "submitit", opts, "afterany:4242",
-                                                                     preview=True), n_jobs=3))
+    ctl = _sbatch_lines(
+        cluster.batch_file_text(
+            cluster.slurm_executor(tmp_path / "submitit", opts, "afterany:4242", preview=True), n_jobs=3
+        )
+    )
     assert ctl["dependency"] == "afterany:4242" and ctl["array"] == "0-2%3"
     # one large run on 2 x 8 GPUs: one job of 2 nodes, 8 tasks (DDP ranks) per node
-    _, big = launch.resolve_launcher("submitit", None, {"nodes": 2, "gpus_per_node": 8, "partition": "gpu"})
-    flags = _sbatch_lines(launch.batch_file_text(launch.slurm_executor(tmp_path / "s", big, preview=True), 1))
+    _, big = options.resolve_launcher("submitit", None, {"nodes": 2, "gpus_per_node": 8, "partition": "gpu"})
+    flags = _sbatch_lines(cluster.batch_file_text(cluster.slurm_executor(tmp_path / "s", big, preview=True), 1))
     assert (flags["nodes"], flags["gpus-per-node"], flags["ntasks-per-node"]) == ("2", "8", "8")
     assert "array" not in flags
 
 
 def test_dry_run_prints_the_waves_and_the_sbatch_file(tmp_path, capsys):
-    argv = ["run", *TINY, "--methods", "gapt,periodic", "--seeds", "0-1", "--out", str(tmp_path / "o"),
-            "--launcher", "submitit", "--partition", "gpu", "--gpus-per-node", "1", "--array-parallelism", "2",
-            "--dry-run"]
+    argv = [
+        "run",
+        *TINY,
+        "--methods",
+        "gapt,periodic",
+        "--seeds",
+        "0-1",
+        "--out",
+        str(tmp_path / "o"),
+        "--launcher",
+        "submitit",
+        "--partition",
+        "gpu",
+        "--gpus-per-node",
+        "1",
+        "--array-parallelism",
+        "2",
+        "--dry-run",
+    ]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "4 of 4 runs would be submitted" in out and "wave 2: 2 matched control(s) after wave 1" in out
@@ -137,23 +185,40 @@ def test_dry_run_prints_the_waves_and_the_sbatch_file(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-
-
 def test_a_slurm_submission_prints_job_ids_logs_and_how_to_follow_them(fake_slurm, tmp_path, capsys):
     """Against a stand-in sbatch (and srun, so that submitit picks Slurm): two arrays, the controls' one depending
     on the first; the command returns at once, saying where the jobs and their logs are."""
     out = tmp_path / "r"
     plan = [*TINY, "--methods", "gapt,periodic", "--seeds", "0-1"]
-    assert cli.main(["run", *plan, "--out", str(out), "--launcher", "submitit", "--partition", "gpu",
-                     "--array-parallelism", "1", *QUIET]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                *plan,
+                "--out",
+                str(out),
+                "--launcher",
+                "submitit",
+                "--partition",
+                "gpu",
+                "--array-parallelism",
+                "1",
+                *QUIET,
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "submitted 2 runs as Slurm job array 4101" in text
-    assert ("submitted 2 matched controls as Slurm job array 4102, after array 4101 ends "
-            "(--dependency=afterany:4101)") in text
+    assert (
+        "submitted 2 matched controls as Slurm job array 4102, after array 4101 ends (--dependency=afterany:4101)"
+    ) in text
     assert "squeue -j 4101,4102" in text and f"tail -f {out.absolute()}/submitit/4101_0_0_log.out" in text
     assert f"gapt-bench status {out} --tasks synthetic_capacity --methods gapt,periodic --seeds 0-1" in text
-    first, second = _sbatch_lines((tmp_path / "sbatch_4101.sh").read_text()), \
-        _sbatch_lines((tmp_path / "sbatch_4102.sh").read_text())
+    first, second = (
+        _sbatch_lines((tmp_path / "sbatch_4101.sh").read_text()),
+        _sbatch_lines((tmp_path / "sbatch_4102.sh").read_text()),
+    )
     assert first["array"] == "0-1%1" and first["partition"] == "gpu" and "dependency" not in first
     assert second["dependency"] == "afterany:4101"
     assert [j["job_id"] for j in _jobs(out)] == ["4101_0", "4101_1", "4102_0", "4102_1"]
@@ -185,8 +250,10 @@ def test_resubmitting_before_the_jobs_start_queues_nothing_twice(fake_slurm, tmp
     assert "submitted 1 runs as Slurm job array 4103" in text
     assert "submitted 1 matched controls as Slurm job array 4104, after arrays 4103, 4101 end" in text
     # (submitit sends a one-job array as a plain job: its id has no _index)
-    assert [(j["job_id"], j["key"][1], j["key"][3]) for j in _jobs(out)][4:] == [("4103", "gapt", 1),
-                                                                                ("4104", "periodic", 1)]
+    assert [(j["job_id"], j["key"][1], j["key"][3]) for j in _jobs(out)][4:] == [
+        ("4103", "gapt", 1),
+        ("4104", "periodic", 1),
+    ]
     assert _sbatch_lines((tmp_path / "sbatch_4104.sh").read_text())["dependency"] == "afterany:4103:4101"
     # everything submitted is in the queue now: nothing to submit
     (tmp_path / "queue").write_text("4101_0 PENDING\n4102_0 PENDING\n4103 RUNNING\n4104 PENDING\n")
@@ -211,38 +278,59 @@ def test_waiting_for_slurm_jobs_looks_every_poll_s(monkeypatch):
             self.polls -= 1
             return self.polls < 0
 
-    jobs = [launch.SubmittedJob(None, f"77_{i}", Path("o"), Path("e"), 1) for i in range(2)]  # type: ignore[arg-type]
-    sub = launch.Submission("submitit", "slurm", Path("f"), Path("o"), jobs=jobs,
-                            handles={"77_0": FakeJob(0), "77_1": FakeJob(2)})
+    jobs = [cluster.SubmittedJob(None, f"77_{i}", Path("o"), Path("e"), 1) for i in range(2)]  # type: ignore[arg-type]
+    sub = cluster.Submission(
+        "submitit", "slurm", Path("f"), Path("o"), jobs=jobs, handles={"77_0": FakeJob(0), "77_1": FakeJob(2)}
+    )
     sleeps: list[float] = []
-    monkeypatch.setattr(launch.time, "sleep", sleeps.append)
-    monkeypatch.setattr(launch, "job_outcome", lambda job, s: s.job_id)
+    monkeypatch.setattr(cluster.time, "sleep", sleeps.append)
+    monkeypatch.setattr(cluster, "job_outcome", lambda job, s: s.job_id)
     seen: list = []
-    launch._wait_all(sub, lambda cfg, outcome: seen.append(outcome), poll_s=2.5)
+    cluster._wait_all(sub, lambda cfg, outcome: seen.append(outcome), poll_s=2.5)
     assert sleeps == [2.5, 2.5] and seen == sub.outcomes == ["77_0", "77_1"] and sub.waited
 
 
 def test_the_job_environment_gives_the_ddp_rendezvous(monkeypatch):
-    """Rank 9 of a 2-node x 8-task Slurm job: the torch.distributed variables DDP reads (gapt_bench.distributed)."""
+    """Rank 9 of a 2-node x 8-task Slurm job: the torch.distributed variables DDP reads (gapt_bench.training.distributed)."""
     for var in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
         monkeypatch.delenv(var, raising=False)
-    env = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "777", "SLURM_NTASKS": "16", "SLURM_JOB_NUM_NODES": "2",
-           "SLURM_NODEID": "1", "SLURM_PROCID": "9", "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "gpu[003-004]"}
+    env = {
+        "SUBMITIT_EXECUTOR": "slurm",
+        "SLURM_JOB_ID": "777",
+        "SLURM_NTASKS": "16",
+        "SLURM_JOB_NUM_NODES": "2",
+        "SLURM_NODEID": "1",
+        "SLURM_PROCID": "9",
+        "SLURM_LOCALID": "1",
+        "SLURM_JOB_NODELIST": "gpu[003-004]",
+    }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    got = launch.torch_dist_env()
-    assert {k: got[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR")} == \
-        {"RANK": "9", "WORLD_SIZE": "16", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "8", "MASTER_ADDR": "gpu003"}
-    assert 20000 <= int(got["MASTER_PORT"]) <= 60000 and launch.torch_dist_env()["MASTER_PORT"] == got["MASTER_PORT"]
+    got = launch_job.torch_dist_env()
+    assert {k: got[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR")} == {
+        "RANK": "9",
+        "WORLD_SIZE": "16",
+        "LOCAL_RANK": "1",
+        "LOCAL_WORLD_SIZE": "8",
+        "MASTER_ADDR": "gpu003",
+    }
+    assert (
+        20000 <= int(got["MASTER_PORT"]) <= 60000 and launch_job.torch_dist_env()["MASTER_PORT"] == got["MASTER_PORT"]
+    )
     for k, v in got.items():
         monkeypatch.setenv(k, v)
     info = distributed.env_info()
     assert (info.rank, info.world_size, info.local_rank, info.local_world_size) == (9, 16, 1, 8)
     # a one-node job meets on the loopback address
-    for k, v in {"SLURM_NTASKS": "2", "SLURM_JOB_NUM_NODES": "1", "SLURM_NODEID": "0", "SLURM_PROCID": "1",
-                 "SLURM_JOB_NODELIST": "gpu003"}.items():
+    for k, v in {
+        "SLURM_NTASKS": "2",
+        "SLURM_JOB_NUM_NODES": "1",
+        "SLURM_NODEID": "0",
+        "SLURM_PROCID": "1",
+        "SLURM_JOB_NODELIST": "gpu003",
+    }.items():
         monkeypatch.setenv(k, v)
-    one = launch.torch_dist_env()
+    one = launch_job.torch_dist_env()
     assert (one["MASTER_ADDR"], one["WORLD_SIZE"], one["LOCAL_WORLD_SIZE"]) == ("127.0.0.1", "2", "2")
 
 
@@ -254,7 +342,7 @@ import fcntl, os, random, sys, time
 out, start, n, nfs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "nfs"
 sys.path.insert(0, sys.argv[5])
 from factories import make_record
-from gapt_bench import store
+from gapt_bench.results import store
 if nfs:  # NFS without working locks: flock does nothing, and appends are not atomic across clients
     fcntl.flock = lambda fd, op: None
     real_open, real_write = os.open, os.write
@@ -280,8 +368,15 @@ for i in range(start, start + n):
 
 def _writers(out: Path, mode: str, procs: int = 8, each: int = 50) -> None:
     tests = str(Path(__file__).parent)
-    ps = [subprocess.Popen([sys.executable, "-c", WRITER, str(out), str(k * 1000), str(each), mode, tests],
-                           env=_env(), stderr=subprocess.PIPE, text=True) for k in range(procs)]
+    ps = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(out), str(k * 1000), str(each), mode, tests],
+            env=_env(),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(procs)
+    ]
     for p in ps:
         assert p.wait(timeout=120) == 0, p.stderr.read()
 
@@ -304,7 +399,7 @@ def test_many_writers_finishing_together_lose_no_record(tmp_path, mode):
     if mode == "local":
         assert len(lines) == 400 and not contents.damaged_lines
     else:
-        from gapt_bench.store import compact
+        from gapt_bench.results.store import compact
 
         assert sum(1 for line in lines if _parses(line)) < 400  # the simulation does lose lines of runs.jsonl
         n, backup = compact(tmp_path)
@@ -323,12 +418,16 @@ def _parses(line: str) -> bool:
 
 
 def _rec(i: int, **kw) -> dict:
-    return {**make_record(task="t", method="m", seed=i, metrics={"a": float(i)}), "run_id": f"r{i}",
-            "config_hash": "h", **kw}
+    return {
+        **make_record(task="t", method="m", seed=i, metrics={"a": float(i)}),
+        "run_id": f"r{i}",
+        "config_hash": "h",
+        **kw,
+    }
 
 
 def test_record_files_are_read_when_runs_jsonl_lacks_them(tmp_path, monkeypatch):
-    from gapt_bench import store
+    from gapt_bench.results import store
 
     append_record(tmp_path, _rec(1))
     # a writer that died between its rename and its append: the record exists as a file only
@@ -360,15 +459,15 @@ def test_record_files_are_read_when_runs_jsonl_lacks_them(tmp_path, monkeypatch)
 
 
 def test_a_requeued_job_takes_over_its_own_claim(tmp_path, monkeypatch):
-    from gapt_bench import store
+    from gapt_bench.data import claims as run_claims
 
     key = ("t", "m", "h", 0)
-    path = store.claim_path(tmp_path, key)
+    path = run_claims.claim_path(tmp_path, key)
     path.parent.mkdir(parents=True)
     # an earlier incarnation of job 55_3 on another node, still fresh (heartbeat a moment ago)
     path.write_text(json.dumps({"host": "node-17", "pid": 4242, "job": "55_3", "key": list(key)}))
     assert try_claim(tmp_path, key, heartbeat=False)[0] is None  # another process's claim: live
-    monkeypatch.setenv(store.JOB_ENV, "55_3")
+    monkeypatch.setenv(run_claims.JOB_ENV, "55_3")
     claim, owner = try_claim(tmp_path, key, heartbeat=False)
     assert claim is not None and owner is None
     assert json.loads(path.read_text())["job"] == "55_3"
@@ -384,10 +483,27 @@ def test_status_lists_every_state_and_the_resubmit_command(tmp_path, capsys):
     assert cli.main(["run", *TINY, "--methods", "baseline", "--seeds", "0", "--out", str(out), *QUIET]) == 0
     done = read_records(out)[0]
     append_record(out, {**done, "seed": 1, "run_id": "done-1"})
-    append_record(out, {**done, "seed": 2, "run_id": "failed-2", "status": "failed", "metrics": {},
-                        "error": {"message": "RuntimeError: evaluation exploded"}})
-    append_record(out, {**done, "seed": 3, "run_id": "diverged-3", "status": "diverged",
-                        "error": {"message": "diverged at step 3: gradient norm 1e9"}})
+    append_record(
+        out,
+        {
+            **done,
+            "seed": 2,
+            "run_id": "failed-2",
+            "status": "failed",
+            "metrics": {},
+            "error": {"message": "RuntimeError: evaluation exploded"},
+        },
+    )
+    append_record(
+        out,
+        {
+            **done,
+            "seed": 3,
+            "run_id": "diverged-3",
+            "status": "diverged",
+            "error": {"message": "diverged at step 3: gradient norm 1e9"},
+        },
+    )
     key = (done["task"], done["method"], done["config_hash"])
     claim, _ = try_claim(out, (*key, 4), heartbeat=False)  # seed 4 is being trained right now (by this process)
     run_dir = out / "runs" / "interrupted-5"
@@ -396,22 +512,31 @@ def test_status_lists_every_state_and_the_resubmit_command(tmp_path, capsys):
     (run_dir / "checkpoint.pt").write_bytes(b"x")
     capsys.readouterr()
     try:
-        assert cli.main(["status", str(out), *TINY, "--methods", "baseline", "--seeds", "0-6",
-                         "--set", "train.log_every=10"]) == 1
+        assert (
+            cli.main(
+                ["status", str(out), *TINY, "--methods", "baseline", "--seeds", "0-6", "--set", "train.log_every=10"]
+            )
+            == 1
+        )
     finally:
         claim.release()
     text = capsys.readouterr().out
     assert "7 runs in the plan" in text and "done 2   running 1   queued 0   failed 1   diverged 1   missing 2" in text
-    rows = {line.split()[3]: line for line in text.splitlines() if line.split()[:1] in
-            (["done"], ["running"], ["failed"], ["diverged"], ["missing"]) and len(line.split()) > 4}
+    rows = {
+        line.split()[3]: line
+        for line in text.splitlines()
+        if line.split()[:1] in (["done"], ["running"], ["failed"], ["diverged"], ["missing"]) and len(line.split()) > 4
+    }
     assert rows["0"].startswith("done") and rows["1"].startswith("done")
     assert rows["2"].startswith("failed") and "evaluation exploded" in rows["2"]
     assert rows["3"].startswith("diverged") and "gradient norm" in rows["3"]
     assert rows["4"].startswith("running") and f"pid {os.getpid()}" in rows["4"]
     assert rows["5"].startswith("missing") and "checkpoint kept" in rows["5"]
     assert rows["6"].startswith("missing") and "not started" in rows["6"]
-    assert (f"gapt-bench run --tasks synthetic_capacity --methods baseline --seeds 0-6 --preset tiny "
-            f"--set train.log_every=10 --out {out} --resume") in text
+    assert (
+        f"gapt-bench run --tasks synthetic_capacity --methods baseline --seeds 0-6 --preset tiny "
+        f"--set train.log_every=10 --out {out} --resume"
+    ) in text
     assert "1 diverged run(s) are final" in text
     # complete: exit 0
     assert cli.main(["status", str(out), *TINY, "--methods", "baseline", "--seeds", "0-1"]) == 0
@@ -424,8 +549,21 @@ def test_status_lists_every_state_and_the_resubmit_command(tmp_path, capsys):
 
 def test_a_submitit_local_sweep_lands_every_record_and_a_resubmission_runs_nothing(tmp_path, capsys):
     out = tmp_path / "sweep"
-    argv = ["run", *TINY, "--methods", "baseline,gapt", "--seeds", "0", "--out", str(out), "--launcher",
-            "submitit-local", "--array-parallelism", "2", *QUIET]
+    argv = [
+        "run",
+        *TINY,
+        "--methods",
+        "baseline,gapt",
+        "--seeds",
+        "0",
+        "--out",
+        str(out),
+        "--launcher",
+        "submitit-local",
+        "--array-parallelism",
+        "2",
+        *QUIET,
+    ]
     assert cli.main(argv) == 0
     stdout = capsys.readouterr().out
     recs = read_records(out)
@@ -461,8 +599,21 @@ def test_the_issue_sweep_through_submitit_local_matches_a_plain_run(tmp_path):
 @pytest.mark.slow
 def test_matched_controls_start_after_the_run_they_copy(tmp_path):
     out = tmp_path / "m"
-    proc = gapt_bench("run", *TINY, "--methods", "gapt,periodic", "--seeds", "0", "--out", str(out),
-                      "--launcher", "submitit-local", "--array-parallelism", "2", *QUIET)
+    proc = gapt_bench(
+        "run",
+        *TINY,
+        "--methods",
+        "gapt,periodic",
+        "--seeds",
+        "0",
+        "--out",
+        str(out),
+        "--launcher",
+        "submitit-local",
+        "--array-parallelism",
+        "2",
+        *QUIET,
+    )
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stdout + stderr
     by = {r["method"]: r for r in read_records(out)}
@@ -482,22 +633,31 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
 def test_a_preempted_job_checkpoints_is_requeued_and_ends_with_the_uninterrupted_metrics(tmp_path):
     """The preemption signal (USR2, what Slurm sends) to a running job: the run checkpoints at its next step,
     submitit requeues the job, and the requeued job resumes to the same metrics as an uninterrupted run."""
-    from gapt_bench.runner import make_plan
+    from gapt_bench.launch.plan import make_plan
 
     overrides = ["train.tokens=819200"]
     ref = tmp_path / "ref"
-    assert cli.main(["run", *TINY, "--methods", "baseline", "--seeds", "0", *LONG, "--out", str(ref), "--workers",
-                     "1", *QUIET]) == 0
+    assert (
+        cli.main(
+            ["run", *TINY, "--methods", "baseline", "--seeds", "0", *LONG, "--out", str(ref), "--workers", "1", *QUIET]
+        )
+        == 0
+    )
     out = tmp_path / "jobs"
     (cfg,) = make_plan(["synthetic_capacity"], ["baseline"], [0], "tiny", overrides)
-    opts = launch.LauncherOptions(poll_s=0.2)
+    opts = options.LauncherOptions(poll_s=0.2)
     ex = submitit.LocalExecutor(folder=out / "submitit")
     ex.update_parameters(timeout_min=30)
-    job = ex.submit(launch.RunJob(), launch.job_spec(cfg, out, overrides=overrides, includes=[], checkpoint_every=0,
-                                                     opts=opts))
-    _wait_for(lambda: any(len(p.read_text().splitlines()) >= 3 for p in out.glob("runs/*/curve.jsonl")), 120,
-              "the run to train a few steps")
-    assert launch.preempt(job)
+    job = ex.submit(
+        launch_job.RunJob(),
+        launch_job.job_spec(cfg, out, overrides=overrides, includes=[], checkpoint_every=0, opts=opts),
+    )
+    _wait_for(
+        lambda: any(len(p.read_text().splitlines()) >= 3 for p in out.glob("runs/*/curve.jsonl")),
+        120,
+        "the run to train a few steps",
+    )
+    assert launch_job.preempt(job)
     result = job.result()
     assert result["record"]["status"] == "ok"
     (run_dir,) = (out / "runs").iterdir()
@@ -531,16 +691,18 @@ def test_a_killed_job_resumes_when_the_sweep_is_submitted_again(tmp_path):
     assert cli.main(["run", *plan, "--out", str(ref), "--workers", "1", *QUIET]) == 0
     argv = ["run", *plan, "--out", str(out), "--launcher", "submitit-local", "--checkpoint-every", "50", *QUIET]
     proc = gapt_bench(*argv)
-    _wait_for(lambda: bool(list(out.glob("runs/*/checkpoint.pt"))) or proc.poll() is not None, 120,
-              "a first checkpoint")
+    _wait_for(
+        lambda: bool(list(out.glob("runs/*/checkpoint.pt"))) or proc.poll() is not None, 120, "a first checkpoint"
+    )
     assert proc.poll() is None, "the run ended before it could be killed"
     (pid,) = _task_processes(out)
     os.kill(pid, signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1 and "ended without a result" in stdout + stderr, stdout + stderr
     assert not (out / "runs.jsonl").exists()
-    capture = subprocess.run([sys.executable, "-m", "gapt_bench", "status", str(out), *plan], env=_env(),
-                             capture_output=True, text=True)
+    capture = subprocess.run(
+        [sys.executable, "-m", "gapt_bench", "status", str(out), *plan], env=_env(), capture_output=True, text=True
+    )
     assert capture.returncode == 1 and "checkpoint kept" in capture.stdout and "--resume" in capture.stdout
     again = gapt_bench(*argv)
     stdout, stderr = again.communicate(timeout=300)
@@ -551,15 +713,16 @@ def test_a_killed_job_resumes_when_the_sweep_is_submitted_again(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (distributed.torch.distributed.is_available()
-                         and distributed.torch.distributed.is_gloo_available()), reason="needs gloo")
+@pytest.mark.skipif(
+    not (distributed.torch.distributed.is_available() and distributed.torch.distributed.is_gloo_available()),
+    reason="needs gloo",
+)
 def test_one_run_as_a_two_task_ddp_job_on_gloo(tmp_path):
     """`--tasks-per-node 2`: one job, two processes, the rendezvous from the job's environment; the run trains with
     DDP on gloo and ends with the single-process metrics."""
     plan = [*TINY, "--methods", "gapt", "--seeds", "0"]
     out, ref = tmp_path / "ddp", tmp_path / "one"
-    proc = gapt_bench("run", *plan, "--out", str(out), "--launcher", "submitit-local", "--tasks-per-node", "2",
-                      *QUIET)
+    proc = gapt_bench("run", *plan, "--out", str(out), "--launcher", "submitit-local", "--tasks-per-node", "2", *QUIET)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stdout + stderr
     assert cli.main(["run", *plan, "--out", str(ref), "--workers", "1", *QUIET]) == 0

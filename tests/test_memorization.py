@@ -1,4 +1,5 @@
-"""gapt_bench.memorization: the text-memorization estimators (capacity-paper.md sections 1, 3, 3.5)."""
+"""gapt_bench.measures.memorization: the text-memorization estimators (capacity-paper.md sections 1, 3, 3.5)."""
+
 from __future__ import annotations
 
 import math
@@ -9,8 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from gapt_bench import memorization as M
-from gapt_bench.models import build_model
+from gapt_bench.measures import membership
+from gapt_bench.measures import memorization as M
+from gapt_bench.results.analysis import laws
+from gapt_bench.training.model import build_model
 
 TINY = dict(n_layer=1, n_embd=16, n_head=2, vocab_size=32, n_positions=16)
 
@@ -37,7 +40,7 @@ def test_sequence_nll_bits_matches_hand_loop_over_positions():
     with torch.no_grad():
         for i in range(5):
             for t in range(1, 9):  # token 0 is never predicted (strict convention)
-                logits = model(input_ids=x[i:i + 1, :t], use_cache=False).logits[0, -1]  # prefix only
+                logits = model(input_ids=x[i : i + 1, :t], use_cache=False).logits[0, -1]  # prefix only
                 want[i] -= float(torch.log_softmax(logits.double(), -1)[x[i, t]]) / math.log(2)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
     # order of magnitude: an untrained model codes ~log2(32) = 5 bits per predicted token
@@ -106,10 +109,14 @@ def one_hot(idx: torch.Tensor, vocab: int) -> torch.Tensor:
 def test_greedy_extraction_with_a_lookup_model(method):
     vocab = 12
     model = LookupLM([(t + 1) % vocab for t in range(vocab)], vocab)  # continues 0 1 2 3 ...
-    x = torch.tensor([[0, 1, 2, 3, 4, 5, 6, 7],    # the known continuation: extracted
-                      [0, 1, 2, 3, 9, 5, 6, 7],    # diverges after the prefix
-                      [0, 1, 2, 3, 4, 5, 6, 0],    # only the last token differs: still not an exact match
-                      [5, 6, 0, 1, 2, 3, 4, 5]])   # wrong *inside* the prefix, right after it: extracted
+    x = torch.tensor(
+        [
+            [0, 1, 2, 3, 4, 5, 6, 7],  # the known continuation: extracted
+            [0, 1, 2, 3, 9, 5, 6, 7],  # diverges after the prefix
+            [0, 1, 2, 3, 4, 5, 6, 0],  # only the last token differs: still not an exact match
+            [5, 6, 0, 1, 2, 3, 4, 5],
+        ]
+    )  # wrong *inside* the prefix, right after it: extracted
     got = M.greedy_extraction(model, x, prefix_len=3, batch_size=3, method=method)
     np.testing.assert_array_equal(got, [True, False, False, True])
     assert M.extraction_rate(model, x, 3, method=method) == 0.5
@@ -140,27 +147,27 @@ def test_teacher_forced_extraction_equals_literal_greedy_decoding():
 # -- membership inference ------------------------------------------------------------------------------------------
 def test_membership_f1_hand_computation_and_balancing():
     # members [1, 2.5, 3] (a 4th, 0.5, is dropped to balance), non-members [2.5, 4, 5]; threshold 2.5 (inclusive)
-    res = M.membership_f1([1.0, 2.5, 3.0, 0.5], [2.5, 4.0, 5.0], 2.5)
+    res = membership.membership_f1([1.0, 2.5, 3.0, 0.5], [2.5, 4.0, 5.0], 2.5)
     assert res["n"] == 3 and (res["tp"], res["fp"], res["fn"]) == (2, 1, 1)
     assert res["precision"] == pytest.approx(2 / 3) and res["recall"] == pytest.approx(2 / 3)
     assert res["f1"] == pytest.approx(2 / 3)
-    assert M.membership_f1([1.0], [2.0], 0.0)["f1"] == 0.0  # nothing predicted a member
-    assert M.membership_f1([1.0, 2.0], [3.0, 4.0], 10.0)["f1"] == pytest.approx(2 / 3)  # all "member": 2/3
+    assert membership.membership_f1([1.0], [2.0], 0.0)["f1"] == 0.0  # nothing predicted a member
+    assert membership.membership_f1([1.0, 2.0], [3.0, 4.0], 10.0)["f1"] == pytest.approx(2 / 3)  # all "member": 2/3
 
 
 def test_choose_threshold_rules():
-    assert M.choose_threshold([1.0, 2.0], [3.0, 4.0]) == 2.5
-    assert M.choose_threshold([1.0, 2.0], [3.0, 4.0], rule="median") == 2.5
+    assert membership.choose_threshold([1.0, 2.0], [3.0, 4.0]) == 2.5
+    assert membership.choose_threshold([1.0, 2.0], [3.0, 4.0], rule="median") == 2.5
     # all members below 3.5 except one outlier: max balanced accuracy cuts at 3.5
     members, nonmembers = [1.0, 2.0, 3.0, 9.0], [4.0, 5.0, 6.0, 7.0]
-    assert M.choose_threshold(members, nonmembers, null_fallback_p=None) == 3.5
+    assert membership.choose_threshold(members, nonmembers, null_fallback_p=None) == 3.5
     with pytest.raises(ValueError):
-        M.choose_threshold(members, nonmembers, rule="accuracy")
+        membership.choose_threshold(members, nonmembers, rule="accuracy")
 
 
 def test_perfectly_separated_losses_give_f1_one():
     rng = np.random.default_rng(0)
-    res = M.membership_inference(rng.uniform(0, 1, 400), rng.uniform(2, 3, 500), seed=1)
+    res = membership.membership_inference(rng.uniform(0, 1, 400), rng.uniform(2, 3, 500), seed=1)
     assert res["f1"] == 1.0 and res["auc"] == 1.0
     assert 1.0 < res["threshold"] < 2.0
     assert res["n_calib"] == res["n_eval"] == 200 and "calibrate" in res["method"]
@@ -168,44 +175,46 @@ def test_perfectly_separated_losses_give_f1_one():
 
 def test_identical_distributions_give_chance_f1():
     rng = np.random.default_rng(0)
-    res = M.membership_inference(rng.normal(3.0, 0.5, 4000), rng.normal(3.0, 0.5, 4000), seed=0)
+    res = membership.membership_inference(rng.normal(3.0, 0.5, 4000), rng.normal(3.0, 0.5, 4000), seed=0)
     assert abs(res["f1"] - 0.5) < 0.05
     assert abs(res["auc"] - 0.5) < 0.03
     # the F1-maximising rule does not read 0.5 at chance: everything "member" scores 2/3
-    f1_rule = M.membership_inference(rng.normal(3.0, 0.5, 4000), rng.normal(3.0, 0.5, 4000), rule="f1")
+    f1_rule = membership.membership_inference(rng.normal(3.0, 0.5, 4000), rng.normal(3.0, 0.5, 4000), rule="f1")
     assert f1_rule["f1"] > 0.6
 
 
 def test_threshold_never_sees_the_evaluation_members():
     n = 400
-    split = M.calibration_split(n, n, 0.5, seed=3)
+    split = membership.calibration_split(n, n, 0.5, seed=3)
     rng = np.random.default_rng(0)
     members = np.empty(n)
     nonmembers = rng.normal(3.0, 0.1, n)
     members[split["member_calib"]] = rng.normal(1.0, 0.1, split["member_calib"].size)
     members[split["member_eval"]] = rng.normal(2.6, 0.1, split["member_eval"].size)
-    res = M.membership_inference(members, nonmembers, seed=3)
+    res = membership.membership_inference(members, nonmembers, seed=3)
     # calibration sees members near 1 and non-members near 3: a cut near 2, which misses the evaluation members
     assert 1.2 < res["threshold"] < 2.4 and res["f1"] < 0.1
     # peeking at the evaluation members would have cut near 2.8 and scored almost 1
-    peek = M.choose_threshold(members[split["member_eval"]], nonmembers[split["nonmember_eval"]])
-    assert M.membership_f1(members[split["member_eval"]], nonmembers[split["nonmember_eval"]], peek)["f1"] > 0.9
+    peek = membership.choose_threshold(members[split["member_eval"]], nonmembers[split["nonmember_eval"]])
+    assert (
+        membership.membership_f1(members[split["member_eval"]], nonmembers[split["nonmember_eval"]], peek)["f1"] > 0.9
+    )
     # the evaluation members can change arbitrarily without moving the threshold
     members[split["member_eval"]] = rng.normal(-5.0, 1.0, split["member_eval"].size)
-    again = M.membership_inference(members, nonmembers, seed=3)
+    again = membership.membership_inference(members, nonmembers, seed=3)
     assert again["threshold"] == res["threshold"] and again["f1"] == 1.0
 
 
 def test_calibration_split_is_disjoint_balanced_and_seeded():
-    a = M.calibration_split(10, 7, 0.5, seed=0)
+    a = membership.calibration_split(10, 7, 0.5, seed=0)
     assert all(v.size in (3, 4) for v in a.values())
     assert a["member_calib"].size == a["nonmember_calib"].size and a["member_eval"].size == a["nonmember_eval"].size
     assert not set(a["member_calib"]) & set(a["member_eval"])
     assert not set(a["nonmember_calib"]) & set(a["nonmember_eval"])
-    b = M.calibration_split(10, 7, 0.5, seed=0)
+    b = membership.calibration_split(10, 7, 0.5, seed=0)
     assert all(np.array_equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError):
-        M.calibration_split(1, 5)
+        membership.calibration_split(1, 5)
 
 
 # -- the membership-inference law ----------------------------------------------------------------------------------
@@ -217,28 +226,28 @@ SMALL_D = np.array([13_566_442, 6_104_935, 1_498_634])
 
 
 def test_corrected_law_reproduces_the_validation_table():
-    np.testing.assert_allclose(M.mi_law_paper_corrected(XL_D / XL_P, c1=1.336), TARGETS, atol=0.002)
-    np.testing.assert_allclose(M.mi_law_paper_corrected(SMALL_D / SMALL_P, c1=1.336), TARGETS, atol=0.002)
-    np.testing.assert_allclose(M.mi_law_inverse(TARGETS, c1=1.336), XL_D / XL_P, rtol=0.01)
+    np.testing.assert_allclose(laws.mi_law_paper_corrected(XL_D / XL_P, c1=1.336), TARGETS, atol=0.002)
+    np.testing.assert_allclose(laws.mi_law_paper_corrected(SMALL_D / SMALL_P, c1=1.336), TARGETS, atol=0.002)
+    np.testing.assert_allclose(laws.mi_law_inverse(TARGETS, c1=1.336), XL_D / XL_P, rtol=0.01)
     # the printed law at the same sizes is nowhere near the targets
-    assert np.max(np.abs(M.mi_law_printed(XL_D / XL_P) - TARGETS)) > 0.2
+    assert np.max(np.abs(laws.mi_law_printed(XL_D / XL_P) - TARGETS)) > 0.2
 
 
 def test_corrected_law_limits_and_printed_law_is_inverted():
-    big, small = M.mi_law_paper_corrected([1.0, 100.0]), M.mi_law_paper_corrected([1e-6, 0.0])
+    big, small = laws.mi_law_paper_corrected([1.0, 100.0]), laws.mi_law_paper_corrected([1e-6, 0.0])
     np.testing.assert_allclose(big, 0.5, atol=1e-6)
     assert np.all(small > 0.99)
-    assert np.all(np.diff(M.mi_law_paper_corrected(np.geomspace(1e-3, 1, 20))) < 0)  # falls with |D|/P
-    printed = M.mi_law_printed([1e2, 1e4, 1e6])
+    assert np.all(np.diff(laws.mi_law_paper_corrected(np.geomspace(1e-3, 1, 20))) < 0)  # falls with |D|/P
+    printed = laws.mi_law_printed([1e2, 1e4, 1e6])
     np.testing.assert_allclose(printed, 1.006, atol=0.002)  # ~1.01 for large |D|, above 1
     assert np.all(printed > 1.0)
-    assert np.all(np.diff(M.mi_law_printed(np.geomspace(1e-3, 1e3, 20))) >= 0)  # rises with |D|
+    assert np.all(np.diff(laws.mi_law_printed(np.geomspace(1e-3, 1e3, 20))) >= 0)  # rises with |D|
 
 
 def test_fit_mi_law_recovers_parameters():
     r = np.geomspace(0.003, 0.5, 14)
     noise = np.random.default_rng(0).normal(0, 0.003, r.size)
-    fit = M.fit_mi_law(r, M.mi_law_paper_corrected(r) + noise)
+    fit = laws.fit_mi_law(r, laws.mi_law_paper_corrected(r) + noise)
     assert fit["ok"] and fit["n"] == 14 and fit["rms"] < 0.005
     truth = {"c1": 1.34, "a": -0.034 * 977.0, "b": -0.034 * -33.14}
     for name, value in truth.items():  # within 3 standard errors, and the errors are small
@@ -251,12 +260,12 @@ def test_fit_mi_law_recovers_parameters():
 
     u = np.log10(r)
     y = 0.5 * (1 + 1.1 / (1 + np.exp(-(-4.0 * u - 6.0)))) + noise
-    flog = M.fit_mi_law(r, y, x_scale="log10")
+    flog = laws.fit_mi_law(r, y, x_scale="log10")
     assert flog["ok"]
     assert flog["params"]["c1"] == pytest.approx(1.1, abs=0.03)
     assert flog["params"]["a"] == pytest.approx(-4.0, rel=0.1)
     assert flog["params"]["b"] == pytest.approx(-6.0, rel=0.1)
-    assert flog["midpoint_d_over_p"] == pytest.approx(10 ** -1.5, rel=0.1)
+    assert flog["midpoint_d_over_p"] == pytest.approx(10**-1.5, rel=0.1)
 
 
 def test_fit_mi_law_on_a_flat_f1_does_not_overflow():
@@ -264,7 +273,7 @@ def test_fit_mi_law_on_a_flat_f1_does_not_overflow():
     # 10**midpoint overflowed a float and crashed `gapt-bench paper`
     r = np.repeat([0.0045, 0.0091, 0.0182, 0.0728, 0.00455, 0.0091, 0.0182, 0.0728], 3)
     f1 = np.tile([1.0, 0.995, 0.99], 8)  # no trend in N/P: three seeds a little apart, two models
-    flog = M.fit_mi_law(r, f1, x_scale="log10")
+    flog = laws.fit_mi_law(r, f1, x_scale="log10")
     mid = flog.get("midpoint_d_over_p")
     assert mid is None or math.isfinite(mid)
     assert not flog["ok"] or flog["rms"] < 0.01
@@ -272,9 +281,9 @@ def test_fit_mi_law_on_a_flat_f1_does_not_overflow():
 
 def test_fit_mi_law_needs_more_points_than_parameters():
     r = XL_D / XL_P
-    short = M.fit_mi_law(r, TARGETS)
+    short = laws.fit_mi_law(r, TARGETS)
     assert not short["ok"] and short["params"] is None and "need at least 4" in short["why"]
-    fixed = M.fit_mi_law(r, TARGETS, c1=1.336)  # 2 free parameters, 3 points
+    fixed = laws.fit_mi_law(r, TARGETS, c1=1.336)  # 2 free parameters, 3 points
     assert fixed["ok"] and fixed["params"]["c1"] == 1.336
     assert fixed["paper_equivalent"]["c3"] == pytest.approx(-33.14, rel=0.02)
 
@@ -291,13 +300,13 @@ def test_exact_dedup_removes_exact_duplicates_only_in_first_occurrence_order():
 def test_double_descent_peak():
     ratios = [0.25, 0.25, 0.5, 1.0, 1.003, 2.0, 4.0]  # 1.0 and 1.003: two seeds of one size
     losses = [5.0, 5.2, 6.0, 7.0, 9.0, 6.5, 5.5]
-    res = M.double_descent_peak(ratios, losses)
+    res = laws.double_descent_peak(ratios, losses)
     assert res["peak_ratio"] == pytest.approx(1.0015) and res["peak_loss"] == pytest.approx(8.0)
     assert res["located"] and res["within_factor"] is True and len(res["per_ratio"]) == 5
-    far = M.double_descent_peak([0.5, 4.0, 8.0, 16.0], [1.0, 3.0, 2.0, 1.0])
+    far = laws.double_descent_peak([0.5, 4.0, 8.0, 16.0], [1.0, 3.0, 2.0, 1.0])
     assert far["located"] and far["within_factor"] is False and far["peak_ratio"] == 4.0
-    assert M.double_descent_peak([0.5, 4.0, 8.0, 16.0], [1.0, 3.0, 2.0, 1.0], factor=4)["within_factor"] is True
-    edge = M.double_descent_peak([0.5, 1.0, 2.0], [3.0, 2.0, 1.0])
+    assert laws.double_descent_peak([0.5, 4.0, 8.0, 16.0], [1.0, 3.0, 2.0, 1.0], factor=4)["within_factor"] is True
+    edge = laws.double_descent_peak([0.5, 1.0, 2.0], [3.0, 2.0, 1.0])
     assert not edge["located"] and edge["within_factor"] is None and "not bracketed" in edge["statement"]
-    per = M.double_descent_peaks([0.5, 1.0, 2.0, 0.5, 1.0, 2.0], [1, 3, 2, 1, 2, 3], ["a"] * 3 + ["b"] * 3)
+    per = laws.double_descent_peaks([0.5, 1.0, 2.0, 0.5, 1.0, 2.0], [1, 3, 2, 1, 2, 3], ["a"] * 3 + ["b"] * 3)
     assert per["a"]["peak_ratio"] == 1.0 and not per["b"]["located"]

@@ -1,5 +1,6 @@
 """Plug-ins: a method or a task in one file that every command finds, in parallel workers too; entry points of
 installed packages; bad plug-ins refused in one line; the README's recipes exactly as written."""
+
 from __future__ import annotations
 
 import os
@@ -12,23 +13,23 @@ from pathlib import Path
 import pytest
 
 from gapt_bench import cli
-from gapt_bench.registry import Registry, RegistryError
-from gapt_bench.store import read_records
+from gapt_bench.config.registry import Registry, RegistryError
+from gapt_bench.results.store import read_records
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def gapt_bench(*args: str, cwd: Path, extra_env: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CI": "1", **(extra_env or {})}
-    return subprocess.run([sys.executable, "-m", "gapt_bench", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "gapt_bench", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def readme_recipes() -> tuple[dict[str, str], list[str]]:
     """The files (`<!-- recipe: NAME -->` + the next ```python block) and the commands (`<!-- recipe-run -->`)."""
     text = README.read_text()
-    files = {m.group(1): m.group(2) for m in
-             re.finditer(r"<!-- recipe: (\S+) -->\s*```python\n(.*?)```", text, re.S)}
+    files = {m.group(1): m.group(2) for m in re.finditer(r"<!-- recipe: (\S+) -->\s*```python\n(.*?)```", text, re.S)}
     run = re.search(r"<!-- recipe-run -->\s*```bash\n(.*?)```", text, re.S).group(1)
     commands = [c.strip() for c in run.replace("\\\n", " ").splitlines() if c.strip()]
     return files, commands
@@ -46,7 +47,11 @@ def test_readme_recipes_work_exactly_as_written_with_two_workers(tmp_path):
         assert done.returncode == 0, done.stderr
     recs = read_records(tmp_path / "results")
     assert sorted((r["task"], r["method"], r["seed"]) for r in recs) == [
-        ("copy", "baseline", 0), ("copy", "baseline", 1), ("copy", "last_layer_mbe", 0), ("copy", "last_layer_mbe", 1)]
+        ("copy", "baseline", 0),
+        ("copy", "baseline", 1),
+        ("copy", "last_layer_mbe", 0),
+        ("copy", "last_layer_mbe", 1),
+    ]
     assert all(r["status"] == "ok" and 0 <= r["metrics"]["copy_acc"] <= 1 for r in recs)
     assert all(r["primary_metrics"] == ["copy_acc"] for r in recs)
     assert "copy_acc" in done.stdout and "last_layer_mbe" in done.stdout  # the report
@@ -58,14 +63,17 @@ def test_ls_names_where_each_entry_comes_from(tmp_path, capsys):
     assert cli.main(["ls", "--include", str(tmp_path / "copy_task.py")]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    origin = {lines[i].split()[0]: lines[i + 1].strip() for i in range(len(lines) - 1)
-              if lines[i].startswith("  ") and lines[i + 1].strip().startswith("from ")}
+    origin = {
+        lines[i].split()[0]: lines[i + 1].strip()
+        for i in range(len(lines) - 1)
+        if lines[i].startswith("  ") and lines[i + 1].strip().startswith("from ")
+    }
     assert origin["copy"] == f"from include {tmp_path / 'copy_task.py'}"
     assert origin["fineweb_lm"] == "from built-in" and origin["gapt"] == "from built-in"
     assert "[controls: periodic, mbe]" in out
 
 
-ENTRY_POINT_METHOD = '''
+ENTRY_POINT_METHOD = """
 from gapt_bench.methods.base import Method, StepInfo
 
 
@@ -74,7 +82,7 @@ class HalfCE(Method):
 
     def loss(self, ce, hidden, step):
         return 0.5 * ce, StepInfo(ce=float(ce))
-'''
+"""
 
 
 def _install_fake_package(root: Path, entry_points: str) -> None:
@@ -93,8 +101,24 @@ def test_a_method_from_an_installed_package_entry_point(tmp_path):
     env = {"PYTHONPATH": str(tmp_path)}
     listed = gapt_bench("ls", "methods", cwd=tmp_path, extra_env=env)
     assert "half_ce" in listed.stdout and "from entry point halfce-plugin: halfce_plugin:HalfCE" in listed.stdout
-    done = gapt_bench("run", "--tasks", "synthetic_capacity", "--preset", "tiny", "--methods", "baseline,half_ce",
-                      "--seeds", "0", "--workers", "2", "--no-report", "--out", "r", cwd=tmp_path, extra_env=env)
+    done = gapt_bench(
+        "run",
+        "--tasks",
+        "synthetic_capacity",
+        "--preset",
+        "tiny",
+        "--methods",
+        "baseline,half_ce",
+        "--seeds",
+        "0",
+        "--workers",
+        "2",
+        "--no-report",
+        "--out",
+        "r",
+        cwd=tmp_path,
+        extra_env=env,
+    )
     assert done.returncode == 0, done.stderr
     assert sorted(r["method"] for r in read_records(tmp_path / "r")) == ["baseline", "half_ce"]
 
@@ -102,8 +126,19 @@ def test_a_method_from_an_installed_package_entry_point(tmp_path):
 def test_a_broken_entry_point_is_named_in_one_line(tmp_path):
     _install_fake_package(tmp_path, "[gapt_bench.methods]\nbroken = halfce_plugin:NoSuchClass\n")
     env = {"PYTHONPATH": str(tmp_path)}
-    done = gapt_bench("run", "--tasks", "synthetic_capacity", "--preset", "tiny", "--seeds", "0", "--out", "r",
-                      cwd=tmp_path, extra_env=env)
+    done = gapt_bench(
+        "run",
+        "--tasks",
+        "synthetic_capacity",
+        "--preset",
+        "tiny",
+        "--seeds",
+        "0",
+        "--out",
+        "r",
+        cwd=tmp_path,
+        extra_env=env,
+    )
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "plug-in 'broken'" in done.stderr and "halfce-plugin" in done.stderr
     assert not (tmp_path / "r").exists()
@@ -113,12 +148,20 @@ def test_a_broken_entry_point_is_named_in_one_line(tmp_path):
 
 BAD_PLUGINS = {
     "syntax": ("def loss(:\n", "failed: SyntaxError"),
-    "not_a_method": ("from gapt_bench.registry import register_method\n\n@register_method('thing')\nclass Thing:\n"
-                     "    pass\n", "must be a subclass of gapt_bench.methods.base.Method"),
-    "bad_name": ("from gapt_bench.methods.base import Method\nfrom gapt_bench.registry import register_method\n\n"
-                 "@register_method('Bad Name')\nclass M(Method):\n    pass\n", "name 'Bad Name' is invalid"),
-    "taken_name": ("from gapt_bench.methods.base import Method\nfrom gapt_bench.registry import register_method\n\n"
-                   "@register_method('gapt')\nclass M(Method):\n    pass\n", "'gapt' is already registered (built-in)"),
+    "not_a_method": (
+        "from gapt_bench.methods import register_method\n\n@register_method('thing')\nclass Thing:\n    pass\n",
+        "must be a subclass of gapt_bench.methods.base.Method",
+    ),
+    "bad_name": (
+        "from gapt_bench.methods.base import Method\nfrom gapt_bench.methods import register_method\n\n"
+        "@register_method('Bad Name')\nclass M(Method):\n    pass\n",
+        "name 'Bad Name' is invalid",
+    ),
+    "taken_name": (
+        "from gapt_bench.methods.base import Method\nfrom gapt_bench.methods import register_method\n\n"
+        "@register_method('gapt')\nclass M(Method):\n    pass\n",
+        "'gapt' is already registered (built-in)",
+    ),
     "raises": ("raise RuntimeError('no GPU here')\n", "failed: RuntimeError: no GPU here"),
 }
 
@@ -129,8 +172,12 @@ def test_bad_plugins_are_refused_in_one_line(kind, tmp_path, capsys):
     path = tmp_path / f"{kind}.py"
     path.write_text(code)
     out = tmp_path / "out"
-    assert cli.main(["run", "--include", str(path), "--tasks", "synthetic_capacity", "--preset", "tiny",
-                     "--out", str(out)]) == 2
+    assert (
+        cli.main(
+            ["run", "--include", str(path), "--tasks", "synthetic_capacity", "--preset", "tiny", "--out", str(out)]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and str(path) in err, err
     assert not out.exists()
@@ -156,7 +203,7 @@ def test_an_include_folder_loads_every_file(tmp_path, capsys):
 def test_registration_checks():
     from gapt_bench.methods.base import Method
 
-    reg = Registry("method", lambda: Method)
+    reg = Registry("method", base=Method)
     with pytest.raises(RegistryError, match="must be a subclass"):
         reg.register("x", int)
     with pytest.raises(RegistryError, match="is invalid"):

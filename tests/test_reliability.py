@@ -1,4 +1,5 @@
 """Nothing lost, nothing corrupted: SIGKILL + resume, concurrent writers, corrupted lines, divergence, bad input."""
+
 import hashlib
 import json
 import os
@@ -9,19 +10,36 @@ import time
 import warnings
 
 import pytest
-
-from gapt_bench import cli
-from gapt_bench.store import append_record, read_records
 from factories import make_record
 
-SMALL = ["--tasks", "synthetic_capacity", "--preset", "tiny", "--methods", "baseline", "--workers", "1", "--no-report",
-         "--set", "train.log_every=10"]
+from gapt_bench import cli
+from gapt_bench.results.store import append_record, read_records
+
+SMALL = [
+    "--tasks",
+    "synthetic_capacity",
+    "--preset",
+    "tiny",
+    "--methods",
+    "baseline",
+    "--workers",
+    "1",
+    "--no-report",
+    "--set",
+    "train.log_every=10",
+]
 
 
 def gapt_bench(*args, **kw):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CI": "1"}
-    return subprocess.Popen([sys.executable, "-m", "gapt_bench", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "gapt_bench", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 @pytest.mark.slow
@@ -41,7 +59,9 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     proc.wait()
     assert not (out / "runs.jsonl").exists()
 
-    resumed = gapt_bench("run", *SMALL, "--seeds", "0", *budget, "--out", str(out), "--resume", "--checkpoint-every", "50")
+    resumed = gapt_bench(
+        "run", *SMALL, "--seeds", "0", *budget, "--out", str(out), "--resume", "--checkpoint-every", "50"
+    )
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
     (want,), got = read_records(tmp_path / "ref"), read_records(out)
     assert len(got) == 1
@@ -96,8 +116,7 @@ def test_concurrent_appends_land_whole(tmp_path):
 
 
 def test_two_cli_runs_into_one_folder(tmp_path):
-    procs = [gapt_bench("run", *SMALL, "--seeds", str(s), "--out", str(tmp_path))
-             for s in (0, 1)]
+    procs = [gapt_bench("run", *SMALL, "--seeds", str(s), "--out", str(tmp_path)) for s in (0, 1)]
     for p in procs:
         assert p.wait(timeout=300) == 0, p.stderr.read()
     assert sorted(r["seed"] for r in read_records(tmp_path)) == [0, 1]
@@ -118,16 +137,29 @@ def test_corrupted_line_is_skipped_with_warning_and_file_untouched(tmp_path):
 
 
 def test_divergence_is_recorded_the_sweep_goes_on_and_the_command_fails(tmp_path, capsys):
-    code = cli.main(["run", *SMALL, "--seeds", "0,1", "--set",
-                     "train.diverge_grad_norm=1e-12", "--out", str(tmp_path)])
+    code = cli.main(["run", *SMALL, "--seeds", "0,1", "--set", "train.diverge_grad_norm=1e-12", "--out", str(tmp_path)])
     assert code == 1  # a CI job running the suite must go red
     assert "2 run(s) did not finish ok" in capsys.readouterr().err
     recs = read_records(tmp_path)
     assert [r["status"] for r in recs] == ["diverged", "diverged"]
     assert recs[0]["error"]["step"] == 0 and "gradient norm" in recs[0]["error"]["message"]
     # diverging is deterministic: --resume does not train those runs again
-    assert cli.main(["run", *SMALL, "--seeds", "0,1", "--set", "train.diverge_grad_norm=1e-12", "--out",
-                     str(tmp_path), "--resume"]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                *SMALL,
+                "--seeds",
+                "0,1",
+                "--set",
+                "train.diverge_grad_norm=1e-12",
+                "--out",
+                str(tmp_path),
+                "--resume",
+            ]
+        )
+        == 0
+    )
     assert "already recorded" in capsys.readouterr().out
     assert len(list((tmp_path / "runs.jsonl").read_text().splitlines())) == 2
 
@@ -176,7 +208,7 @@ BAD_INPUTS = [
     ["run", "--bogus-flag"],
     ["frobnicate"],
     ["report", "/nonexistent/results"],
-    ["gate", "--baseline", "/nonexistent.jsonl", "--candidate", "/nonexistent"],
+    ["regression", "--baseline", "/nonexistent.jsonl", "--candidate", "/nonexistent"],
     # values that must not reach training
     ["run", "--set", "train.lr=.nan"],
     ["run", "--set", "train.lr=.inf"],
@@ -215,8 +247,16 @@ def _bad_source(tmp_path, kind):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path = tmp_path / {"empty": "e.parquet", "textless": "t.parquet", "malformed": "m.jsonl",
-                       "not-parquet": "n.parquet", "no-rows": "r.parquet"}[kind]
+    path = (
+        tmp_path
+        / {
+            "empty": "e.parquet",
+            "textless": "t.parquet",
+            "malformed": "m.jsonl",
+            "not-parquet": "n.parquet",
+            "no-rows": "r.parquet",
+        }[kind]
+    )
     if kind == "empty":
         path.write_bytes(b"")
     elif kind == "textless":
@@ -236,8 +276,21 @@ BAD_SOURCES = ["empty", "textless", "malformed", "not-parquet", "no-rows"]
 @pytest.mark.parametrize("kind", BAD_SOURCES)
 def test_a_bad_data_source_is_refused_before_training(kind, tmp_path, capsys):
     out = tmp_path / "out"
-    argv = ["run", "--tasks", "fineweb_lm", "--preset", "tiny", "--methods", "baseline", "--seeds", "0",
-            "--set", f"data.source={_bad_source(tmp_path, kind)}", "--out", str(out)]
+    argv = [
+        "run",
+        "--tasks",
+        "fineweb_lm",
+        "--preset",
+        "tiny",
+        "--methods",
+        "baseline",
+        "--seeds",
+        "0",
+        "--set",
+        f"data.source={_bad_source(tmp_path, kind)}",
+        "--out",
+        str(out),
+    ]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("gapt-bench: error: ") and err.count("\n") == 1, err
@@ -255,7 +308,7 @@ def test_cuda_device_without_cuda_is_refused(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv", [["--tolerance", "-1"], ["--alpha", "5"], ["--alpha", "0"], ["--min-n", "0"]])
 def test_gate_arguments_are_checked(argv, capsys):
-    assert cli.main(["gate", "--baseline", "x", "--candidate", "y", *argv]) == 2
+    assert cli.main(["regression", "--baseline", "x", "--candidate", "y", *argv]) == 2
     assert capsys.readouterr().err.count("\n") == 1
 
 
@@ -266,14 +319,14 @@ def test_report_reference_must_exist(tmp_path, capsys):
 
 
 def test_huge_seed_ranges_are_refused_before_any_list_is_built(monkeypatch):
-    from gapt_bench import runner
     from gapt_bench.config import ConfigError
+    from gapt_bench.launch import plan
 
     built = []
     real_range = range
-    monkeypatch.setattr(runner, "range", lambda *a: built.append(a) or real_range(*a), raising=False)
+    monkeypatch.setattr(plan, "range", lambda *a: built.append(a) or real_range(*a), raising=False)
     with pytest.raises(ConfigError, match="at most 10,000"):
-        runner.parse_seeds("0-1000000000")
+        plan.parse_seeds("0-1000000000")
     assert built == []  # refused from the span arithmetic alone
 
 
@@ -342,13 +395,14 @@ def test_two_resume_sweeps_of_one_plan_train_each_run_once(tmp_path):
 
 
 def test_a_stale_claim_of_a_dead_process_is_taken_over(tmp_path):
-    from gapt_bench.store import claim_path, try_claim
+    from gapt_bench.data.claims import claim_path, try_claim
 
     key = ("t", "m", "h", 0)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     path = claim_path(tmp_path, key)
     path.parent.mkdir(parents=True)
     import socket
+
     path.write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "pid_start": "1"}))
     claim, owner = try_claim(tmp_path, key, heartbeat=False)
     assert claim is not None and owner is None
@@ -372,33 +426,55 @@ def test_a_closed_stdout_pipe_does_not_stop_the_sweep(tmp_path):
 
 @pytest.mark.slow
 def test_workers_die_with_their_parent_and_append_nothing(tmp_path):
-    proc = gapt_bench("run", *SMALL, "--seeds", "0-3", "--workers", "2", "--set", "train.tokens=2048000",
-                      "--out", str(tmp_path), "--checkpoint-every", "50")
+    proc = gapt_bench(
+        "run",
+        *SMALL,
+        "--seeds",
+        "0-3",
+        "--workers",
+        "2",
+        "--set",
+        "train.tokens=2048000",
+        "--out",
+        str(tmp_path),
+        "--checkpoint-every",
+        "50",
+    )
     deadline = time.time() + 120
     while time.time() < deadline and len(list(tmp_path.glob("runs/*/curve.jsonl"))) < 2:
         time.sleep(0.05)
     children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    workers = [int(c) for c in children
-               if "spawn_main" in open(f"/proc/{c}/cmdline").read().replace("\0", " ")]
+    workers = [int(c) for c in children if "spawn_main" in open(f"/proc/{c}/cmdline").read().replace("\0", " ")]
     assert len(workers) == 2
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     deadline = time.time() + 30
-    while time.time() < deadline and any(os.path.exists(f"/proc/{w}") and
-                                         open(f"/proc/{w}/stat").read().split()[2] != "Z" for w in workers):
+    while time.time() < deadline and any(
+        os.path.exists(f"/proc/{w}") and open(f"/proc/{w}/stat").read().split()[2] != "Z" for w in workers
+    ):
         time.sleep(0.1)
     alive = [w for w in workers if os.path.exists(f"/proc/{w}") and open(f"/proc/{w}/stat").read().split()[2] != "Z"]
     assert not alive, f"workers {alive} outlived their parent"
     assert not (tmp_path / "runs.jsonl").exists()
     # what they left resumes
-    resumed = gapt_bench("run", *SMALL, "--seeds", "0-3", "--workers", "2", "--set", "train.tokens=2048000",
-                         "--out", str(tmp_path), "--resume")
+    resumed = gapt_bench(
+        "run",
+        *SMALL,
+        "--seeds",
+        "0-3",
+        "--workers",
+        "2",
+        "--set",
+        "train.tokens=2048000",
+        "--out",
+        str(tmp_path),
+        "--resume",
+    )
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
     assert sorted(r["seed"] for r in read_records(tmp_path)) == [0, 1, 2, 3]
 
 
 def test_a_corrupt_checkpoint_says_how_to_restart_the_run(tmp_path, capsys):
-    from gapt_bench.config import RunConfig  # noqa: F401 (the plan's key is what the folder records)
 
     budget = ["--set", "train.tokens=819200"]
     proc = gapt_bench("run", *SMALL, "--seeds", "0", *budget, "--out", str(tmp_path), "--checkpoint-every", "20")
@@ -422,10 +498,10 @@ def test_gate_with_nothing_compared_is_not_a_pass(tmp_path, capsys):
     b.write_text(json.dumps({**_record(1), "task": "other"}) + "\n")
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    assert cli.main(["gate", "--baseline", str(a), "--candidate", str(b)]) == 2
+    assert cli.main(["regression", "--baseline", str(a), "--candidate", str(b)]) == 2
     assert "nothing to compare" in capsys.readouterr().err
-    assert cli.main(["gate", "--baseline", str(a), "--candidate", str(empty)]) == 2
-    assert cli.main(["gate", "--baseline", str(empty), "--candidate", str(a), "--strict"]) == 2
+    assert cli.main(["regression", "--baseline", str(a), "--candidate", str(empty)]) == 2
+    assert cli.main(["regression", "--baseline", str(empty), "--candidate", str(a), "--strict"]) == 2
     assert cli.main(["compare", str(a), str(b)]) == 2
 
 
@@ -434,8 +510,17 @@ def test_gate_with_nothing_compared_is_not_a_pass(tmp_path, capsys):
 
 
 DAMAGED = [
-    {"schema_version": "1"}, {"metrics": "x"}, {"task": None}, {"task": 3}, {"method": None}, {"config_hash": None},
-    {"status": "weird"}, {"seed": -1}, {"seed": 1.5}, {"config": "x"}, {"metrics": {"a": "high"}},
+    {"schema_version": "1"},
+    {"metrics": "x"},
+    {"task": None},
+    {"task": 3},
+    {"method": None},
+    {"config_hash": None},
+    {"status": "weird"},
+    {"seed": -1},
+    {"seed": 1.5},
+    {"config": "x"},
+    {"metrics": {"a": "high"}},
 ]
 
 
@@ -448,8 +533,12 @@ def test_hand_edited_lines_are_skipped_and_every_reader_works(tmp_path, capsys):
             f.write(json.dumps(rec) + "\n")
         f.write(json.dumps({k: v for k, v in good.items() if k != "method"}) + "\n")
     capsys.readouterr()
-    for verb in (["report", str(tmp_path)], ["leaderboard", str(tmp_path)], ["paper", str(tmp_path)],
-                 ["report", str(tmp_path), "--format", "json"]):
+    for verb in (
+        ["report", str(tmp_path)],
+        ["leaderboard", str(tmp_path)],
+        ["paper", str(tmp_path)],
+        ["report", str(tmp_path), "--format", "json"],
+    ):
         with pytest.warns(UserWarning, match="skipped an unreadable record"):
             assert cli.main(verb) == 0, verb
     assert len(read_records(tmp_path, warn=False)) == 4
@@ -472,8 +561,10 @@ def test_plots_into_an_unwritable_place_exit_2(tmp_path, capsys):
     assert cli.main(["run", *SMALL, "--seeds", "0", "--out", str(tmp_path / "r")]) == 0
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    for argv in (["plot", str(tmp_path / "r"), "--out", str(blocker / "plots")],
-                 ["report", str(tmp_path / "r"), "--plots", str(blocker / "plots")]):
+    for argv in (
+        ["plot", str(tmp_path / "r"), "--out", str(blocker / "plots")],
+        ["report", str(tmp_path / "r"), "--plots", str(blocker / "plots")],
+    ):
         capsys.readouterr()
         assert cli.main(argv) == 2
         err = capsys.readouterr().err
@@ -485,7 +576,7 @@ def test_plots_into_an_unwritable_place_exit_2(tmp_path, capsys):
 
 
 def test_a_short_append_leaves_the_file_as_it_was(tmp_path, monkeypatch):
-    from gapt_bench import store
+    from gapt_bench.results import store
 
     append_record(tmp_path, _record(1))
     before = (tmp_path / "runs.jsonl").read_bytes()
@@ -504,8 +595,13 @@ def tiny_disk(tmp_path):
     """A 300 KB tmpfs (root only; skipped where mounting is not allowed)."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mnt)],
-                                           capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mnt)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     yield mnt
     subprocess.run(["umount", str(mnt)], check=False)

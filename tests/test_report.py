@@ -1,4 +1,5 @@
-"""gapt_bench.analysis and gapt_bench.plots on constructed records."""
+"""gapt_bench.results.analysis and gapt_bench.results.plots on constructed records."""
+
 from __future__ import annotations
 
 import copy
@@ -8,11 +9,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from gapt_bench import plots, stats
-from gapt_bench.analysis import (ReportError, build_report, claim_verdict, compare, fmt_mean_ci, gate,
-                                 is_layer_metric, leaderboard, paper_table, render)
 from factories import make_record
+
+from gapt_bench.results import plots, stats
+from gapt_bench.results.analysis import (
+    ReportError,
+    build_report,
+    claim_verdict,
+    compare,
+    fmt_mean_ci,
+    is_layer_metric,
+    leaderboard,
+    paper_table,
+    regression,
+    render,
+)
+
 
 def lm_records(seeds=range(5), gapt_shift: float = -0.15, noise: float = 0.01) -> list[dict]:
     """baseline / gapt / periodic on fineweb_lm with per-seed shared noise (a paired design)."""
@@ -21,9 +33,12 @@ def lm_records(seeds=range(5), gapt_shift: float = -0.15, noise: float = 0.01) -
     for s in seeds:
         e = rng.normal(0, noise)
         for method, shift, mbe in (("baseline", 0.0, 4.0), ("gapt", gapt_shift, 2.0), ("periodic", -0.01, 3.9)):
-            m = {"val_ce": 3.3 + shift + e + rng.normal(0, noise / 3), "val_mbe": mbe + rng.normal(0, 0.05),
-                 "val_mbe_centered": 4.5 + rng.normal(0, 0.05),
-                 **{f"val_mbe_layer_{i}": mbe + 0.1 * i + rng.normal(0, 0.05) for i in range(3)}}
+            m = {
+                "val_ce": 3.3 + shift + e + rng.normal(0, noise / 3),
+                "val_mbe": mbe + rng.normal(0, 0.05),
+                "val_mbe_centered": 4.5 + rng.normal(0, 0.05),
+                **{f"val_mbe_layer_{i}": mbe + 0.1 * i + rng.normal(0, 0.05) for i in range(3)},
+            }
             out.append(make_record(method=method, seed=s, metrics=m))
     return out
 
@@ -34,22 +49,41 @@ def forgetting_records() -> list[dict]:
     for layout in ("grouped", "shuffled"):
         for s in range(4):
             for method, sep in (("baseline", 1.0), ("gapt", 1.9 if layout == "grouped" else 1.05)):
-                out.append(make_record("forgetting_separation", method, s, {"separation": sep + rng.normal(0, 0.05)},
-                                       data={"batch_layout": layout}))
+                out.append(
+                    make_record(
+                        "forgetting_separation",
+                        method,
+                        s,
+                        {"separation": sep + rng.normal(0, 0.05)},
+                        data={"batch_layout": layout},
+                    )
+                )
     return out
 
 
 def capacity_records() -> list[dict]:
     out = []
-    for (n_layer, n_embd, p) in ((1, 32, 10_000), (2, 32, 20_000)):
+    for n_layer, n_embd, p in ((1, 32, 10_000), (2, 32, 20_000)):
         for s in range(3):
             for data_bits in (1e4, 5e4, 2e5):
                 mem = min(data_bits * 0.95, 3.8 * p) * (1 + 0.01 * s)
-                out.append(make_record("synthetic_capacity", "baseline", s,
-                                       {"mem_bits": mem, "data_bits": data_bits, "bits_per_param": mem / p,
-                                        "heldout_ok": 1.0, "heldout_bits_per_token": 6.0},
-                                       data={"n_sequences": int(data_bits // 100)}, model={"n_layer": n_layer, "n_embd": n_embd},
-                                       n_params=p))
+                out.append(
+                    make_record(
+                        "synthetic_capacity",
+                        "baseline",
+                        s,
+                        {
+                            "mem_bits": mem,
+                            "data_bits": data_bits,
+                            "bits_per_param": mem / p,
+                            "heldout_ok": 1.0,
+                            "heldout_bits_per_token": 6.0,
+                        },
+                        data={"n_sequences": int(data_bits // 100)},
+                        model={"n_layer": n_layer, "n_embd": n_embd},
+                        n_params=p,
+                    )
+                )
     return out
 
 
@@ -60,10 +94,42 @@ def test_groups_and_comparisons_complete():
     recs = [r for r in lm_records() if not (r["method"] == "gapt" and r["seed"] == 4)]
     recs.append(make_record(method="gapt", seed=4, status="diverged"))
     rep = build_report(recs)
-    g_keys = {"task", "method", "metric", "n", "mean", "std", "ci_low", "ci_high", "values", "task_version",
-              "config_hash", "preset", "n_diverged", "n_failed", "direction"}
-    c_keys = {"task", "metric", "method", "reference", "n", "delta", "rel_delta", "ci_low", "ci_high", "test", "p",
-              "p_holm", "effect_size", "verdict", "direction", "mwu_p", "mwu_p_min"}
+    g_keys = {
+        "task",
+        "method",
+        "metric",
+        "n",
+        "mean",
+        "std",
+        "ci_low",
+        "ci_high",
+        "values",
+        "task_version",
+        "config_hash",
+        "preset",
+        "n_diverged",
+        "n_failed",
+        "direction",
+    }
+    c_keys = {
+        "task",
+        "metric",
+        "method",
+        "reference",
+        "n",
+        "delta",
+        "rel_delta",
+        "ci_low",
+        "ci_high",
+        "test",
+        "p",
+        "p_holm",
+        "effect_size",
+        "verdict",
+        "direction",
+        "mwu_p",
+        "mwu_p_min",
+    }
     assert all(g_keys <= set(g) for g in rep["groups"])
     assert all(c_keys <= set(c) for c in rep["comparisons"])
     ce = next(c for c in rep["comparisons"] if c["method"] == "gapt" and c["metric"] == "val_ce")
@@ -88,8 +154,11 @@ def test_a_tasks_report_verdicts_do_not_depend_on_other_tasks_in_the_folder():
     both = build_report(lm_records(gapt_shift=-0.16) + forgetting_records())
 
     def lm(rep):
-        return {(c["method"], c["metric"]): (c["p_holm_report"], c["holm_family_size"], c["verdict"])
-                for c in rep["comparisons"] if c["task"] == "fineweb_lm"}
+        return {
+            (c["method"], c["metric"]): (c["p_holm_report"], c["holm_family_size"], c["verdict"])
+            for c in rep["comparisons"]
+            if c["task"] == "fineweb_lm"
+        }
 
     assert any(c["task"] != "fineweb_lm" and c["p"] is not None for c in both["comparisons"])
     assert lm(alone) == lm(both) and any(v[0] is not None for v in lm(both).values())
@@ -98,8 +167,9 @@ def test_a_tasks_report_verdicts_do_not_depend_on_other_tasks_in_the_folder():
     assert set(fam["per_task"]) == {"fineweb_lm", "forgetting_separation"}
     md = render(both, "md")
     assert f"Holm over this task's {fam['per_task']['fineweb_lm']} headline comparisons" in md
-    assert f"forgetting_separation: {fam['per_task']['forgetting_separation']}" in render(paper_table(
-        lm_records(gapt_shift=-0.16) + forgetting_records()), "md")
+    assert f"forgetting_separation: {fam['per_task']['forgetting_separation']}" in render(
+        paper_table(lm_records(gapt_shift=-0.16) + forgetting_records()), "md"
+    )
 
 
 def test_controls_sit_beside_effects():
@@ -116,8 +186,19 @@ def test_controls_sit_beside_effects():
 def test_markdown_and_rich_render_everything():
     rep = build_report(lm_records() + forgetting_records() + capacity_records())
     md = render(rep, "md")
-    for token in ("### fineweb_lm", "### forgetting_separation", "### synthetic_capacity", "val_mbe_centered",
-                  "periodic", "batch_layout=shuffled", "p (Holm)", "↓", "↑", "(n=5)", "per-layer metrics hidden"):
+    for token in (
+        "### fineweb_lm",
+        "### forgetting_separation",
+        "### synthetic_capacity",
+        "val_mbe_centered",
+        "periodic",
+        "batch_layout=shuffled",
+        "p (Holm)",
+        "↓",
+        "↑",
+        "(n=5)",
+        "per-layer metrics hidden",
+    ):
         assert token in md, token
     assert "val_mbe_layer_1" in render(rep, "md", include_layers=True)
     from rich.console import Console
@@ -161,9 +242,9 @@ def test_paper_table_rows_and_verdicts():
 
 def test_claim_verdict_rule():
     assert claim_verdict(-0.5, -0.45, -0.6, -0.3, 0.01)[0] == "replicates"
-    assert claim_verdict(-0.5, -0.1, -0.15, -0.05, 0.01)[0] == "does not"    # real but smaller
-    assert claim_verdict(-0.5, 0.1, 0.05, 0.15, 0.01)[0] == "does not"       # opposite
-    assert claim_verdict(-0.5, -0.2, -0.7, 0.3, 0.4)[0] == "inconclusive"    # wide
+    assert claim_verdict(-0.5, -0.1, -0.15, -0.05, 0.01)[0] == "does not"  # real but smaller
+    assert claim_verdict(-0.5, 0.1, 0.05, 0.15, 0.01)[0] == "does not"  # opposite
+    assert claim_verdict(-0.5, -0.2, -0.7, 0.3, 0.4)[0] == "inconclusive"  # wide
     assert claim_verdict(0.97, 0.9, 0.8, 1.0, 0.001)[0] == "replicates"
     assert claim_verdict(-0.5, None, None, None, None)[0] == "inconclusive"
 
@@ -181,7 +262,7 @@ def test_leaderboard_win_rate():
 
 
 def gate_rows(*args, **kwargs) -> tuple[list[dict], int]:
-    res = gate(*args, **kwargs)
+    res = regression(*args, **kwargs)
     return res["rows"], res["exit_code"]
 
 
@@ -208,7 +289,7 @@ def test_gate_regression_exit_1():
     assert code == 1
     reg = [r for r in rows if r["verdict"] == "REGRESSION"]
     assert {r["metric"] for r in reg} == {"val_ce"} and all(r["p_worse_holm"] < 0.05 for r in reg)
-    md = render(gate(base, cand, tolerance=0.05), "md")
+    md = render(regression(base, cand, tolerance=0.05), "md")
     assert "REGRESSION" in md and "exit 1" in md
 
 
@@ -265,8 +346,14 @@ def _curve_rows(n: int = 60, phases: bool = True, align: bool = False) -> list[d
     rows = []
     for i in range(n):
         step = i * 10
-        row = {"step": step, "tokens": step * 2048, "ce": 4.0 * math.exp(-i / 20) + 3.0, "lr": 1e-3,
-               "phase": ((2 if (i // 15) % 2 else 1) if phases else None), "mbe": 3 - i / n}
+        row = {
+            "step": step,
+            "tokens": step * 2048,
+            "ce": 4.0 * math.exp(-i / 20) + 3.0,
+            "lr": 1e-3,
+            "phase": ((2 if (i // 15) % 2 else 1) if phases else None),
+            "mbe": 3 - i / n,
+        }
         row.update({f"mbe_layer_{j}": 3 - i / n + 0.2 * j for j in range(4)})
         if align:
             row["align_cos"] = math.sin(i / 7) * 0.5
@@ -283,8 +370,11 @@ def test_plot_writers(tmp_path: Path):
     spans = plots.phase_spans(_curve_rows(40))
     assert spans[0] == (150, 300)
     assert _is_png(plots.plot_training_curve(_curve_rows(), tmp_path / "c.png", "t"))
-    assert _is_png(plots.plot_training_curve([{"step": i, "ce": 3.0 - i / 10, "phase": None} for i in range(5)],
-                                             tmp_path / "c2.png"))
+    assert _is_png(
+        plots.plot_training_curve(
+            [{"step": i, "ce": 3.0 - i / 10, "phase": None} for i in range(5)], tmp_path / "c2.png"
+        )
+    )
     assert _is_png(plots.plot_layer_mbe(lm_records(), tmp_path / "l.png"))
     assert _is_png(plots.plot_capacity(capacity_records(), tmp_path / "cap.png"))
     assert _is_png(plots.plot_alignment({"gapt": _curve_rows(align=True)}, tmp_path / "a.png"))
@@ -316,7 +406,7 @@ def test_plot_all_from_results_folder(tmp_path: Path):
 
 def md_rows(md: str, title: str) -> list[dict]:
     """The rows of the markdown table under the first heading containing `title`, as {header: cell}."""
-    lines = md[md.index(title):].splitlines()
+    lines = md[md.index(title) :].splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| "))
     table = []
     for line in lines[start:]:
@@ -334,9 +424,12 @@ def collapse_records(seeds=range(5)) -> list[dict]:
     for s in seeds:
         e = rng.normal(0, 0.01)
         for method, ce, mbe in (("baseline", 3.3, 4.0), ("collapse", 3.5, 0.5)):
-            m = {"val_ce": ce + e + rng.normal(0, 0.005), "val_mbe": mbe + rng.normal(0, 0.05),
-                 "val_mbe_centered": mbe + 0.5 + rng.normal(0, 0.05),
-                 **{f"val_mbe_layer_{i}": mbe + rng.normal(0, 0.05) for i in range(3)}}
+            m = {
+                "val_ce": ce + e + rng.normal(0, 0.005),
+                "val_mbe": mbe + rng.normal(0, 0.05),
+                "val_mbe_centered": mbe + 0.5 + rng.normal(0, 0.05),
+                **{f"val_mbe_layer_{i}": mbe + rng.normal(0, 0.05) for i in range(3)},
+            }
             out.append(make_record(method=method, seed=s, metrics=m))
     return out
 
@@ -388,8 +481,9 @@ def test_mde_and_seeds_needed_beside_each_comparison():
     assert ce["sd_delta"] == pytest.approx(sd)
     assert ce["mde"] == pytest.approx(stats.mde(sd, 5, alpha=0.05, power=0.8, paired=True))
     assert ce["seeds_needed"] == stats.seeds_needed(float(d.mean()), sd, alpha=0.05, power=0.8, paired=True)
-    row = next(r for r in md_rows(render(rep, "md"), "### fineweb_lm") if r["metric"] == "val_ce"
-               and r["method"] == "gapt")
+    row = next(
+        r for r in md_rows(render(rep, "md"), "### fineweb_lm") if r["metric"] == "val_ce" and r["method"] == "gapt"
+    )
     assert row["MDE (rel)"] == f"{ce['mde']:.3g} ({ce['mde_rel'] * 100:.1f}%)"
     assert row["seeds needed"] == str(ce["seeds_needed"])
     assert json.loads(render(rep, "json"))["comparisons"][0]["mde"] is not None
@@ -436,10 +530,12 @@ def test_relative_ci_never_below_minus_100_percent():
 def test_claim_verdict_with_an_asymmetric_interval():
     # quick-suite MBE: significant paired test, log-ratio CI [-99%, +69%] holds no effect
     assert claim_verdict(-0.5, -0.879, -0.991, 0.686, 0.012) == (
-        "inconclusive", "test significant, but the relative CI holds no effect (the ratio is poorly pinned)")
+        "inconclusive",
+        "test significant, but the relative CI holds no effect (the ratio is poorly pinned)",
+    )
     assert claim_verdict(-0.5, -0.45, -0.52, -0.30, 0.01)[0] == "replicates"  # asymmetric, reaches the claim
-    assert claim_verdict(0.97, 0.6, 0.2, 1.1, 0.01)[0] == "replicates"        # stretched upper end reaches +97%
-    assert claim_verdict(-0.5, -0.3, -0.45, -0.1, 0.01)[0] == "does not"     # stops short of the claim
+    assert claim_verdict(0.97, 0.6, 0.2, 1.1, 0.01)[0] == "replicates"  # stretched upper end reaches +97%
+    assert claim_verdict(-0.5, -0.3, -0.45, -0.1, 0.01)[0] == "does not"  # stops short of the claim
 
 
 def test_both_holm_families_shown_under_the_same_names_on_both_pages():
@@ -452,8 +548,9 @@ def test_both_holm_families_shown_under_the_same_names_on_both_pages():
     assert c["p_holm_claims"] != c["p_holm_report"]  # two families of different sizes, both named
     assert c["holm_family_size"] == rep["families"]["report"]["per_task"]["fineweb_lm"] != c["claims_family_size"]
     assert rep["families"]["claims"]["size"] == paper["families"]["claims"]["size"] == 7
-    row_r = next(r for r in md_rows(render(rep, "md"), "### fineweb_lm") if r["metric"] == "val_mbe"
-                 and r["method"] == "gapt")
+    row_r = next(
+        r for r in md_rows(render(rep, "md"), "### fineweb_lm") if r["metric"] == "val_mbe" and r["method"] == "gapt"
+    )
     row_p = next(r for r in md_rows(render(paper, "md"), "Seed papers") if r["claimed"] == "-50.0%")
     for name in ("p (Holm) report", "p (Holm) claims"):
         assert row_r[name] == row_p[name] != "—", name
@@ -471,10 +568,15 @@ def duty_records(periodic_duty: float) -> list[dict]:
             if method == "gapt":
                 summary = {"duty_compress": 0.5 + 0.01 * s, "mean_phase_memorize": 40.0, "mean_phase_compress": 41.0}
             elif method == "periodic":
-                summary = {"duty_compress": periodic_duty, "mean_phase_memorize": 60.0, "mean_phase_compress": 20.0,
-                           "matched_to": f"fineweb_lm-gapt-{s}"}
-            rec = make_record(method=method, seed=s, metrics={"val_ce": 3.3 + shift + e + rng.normal(0, 0.003)},
-                              summary=summary)
+                summary = {
+                    "duty_compress": periodic_duty,
+                    "mean_phase_memorize": 60.0,
+                    "mean_phase_compress": 20.0,
+                    "matched_to": f"fineweb_lm-gapt-{s}",
+                }
+            rec = make_record(
+                method=method, seed=s, metrics={"val_ce": 3.3 + shift + e + rng.normal(0, 0.003)}, summary=summary
+            )
             if method == "gapt":
                 rec["run_id"] = f"fineweb_lm-gapt-{s}"
             out.append(rec)
@@ -505,9 +607,11 @@ def test_gate_names_different_machines():
         r["env"] = {"machine_class": "cpu:Intel(R) Xeon(R) [avx2,avx512f,fma]"}
     for r in cand:
         r["env"] = {"machine_class": "cuda:NVIDIA H200"}
-    line = ("baseline machine: cpu:Intel(R) Xeon(R) [avx2,avx512f,fma]; candidate machine: cuda:NVIDIA H200: "
-            "results are compared statistically, not bit for bit")
-    res = gate(base, cand)
+    line = (
+        "baseline machine: cpu:Intel(R) Xeon(R) [avx2,avx512f,fma]; candidate machine: cuda:NVIDIA H200: "
+        "results are compared statistically, not bit for bit"
+    )
+    res = regression(base, cand)
     assert res["notes"] == [line] and res["exit_code"] == 0
     assert line in render(res, "md") and line in json.loads(render(res, "json"))["notes"]
     from rich.console import Console
@@ -515,12 +619,12 @@ def test_gate_names_different_machines():
     console = Console(record=True, width=400)
     render(res, "rich", console=console)
     assert line in console.export_text()
-    unknown = gate(lm_records(), cand)
+    unknown = regression(lm_records(), cand)
     assert unknown["machines"]["baseline"] == ["unknown"] and "baseline machine: unknown;" in unknown["notes"][0]
-    assert gate(base, base)["notes"] == []
+    assert regression(base, base)["notes"] == []
 
 
-def test_cli_compare_is_two_sided_and_gate_is_the_gate(tmp_path, capsys):
+def test_cli_compare_is_two_sided_and_regression_is_one_sided(tmp_path, capsys):
     from gapt_bench import cli
 
     base = lm_records()
@@ -531,22 +635,26 @@ def test_cli_compare_is_two_sided_and_gate_is_the_gate(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["kind"] == "compare"
     assert {r["verdict"] for r in out["rows"] if r["metric"] == "val_ce"} == {"worse"}
-    assert cli.main(["gate", "--baseline", str(a), "--candidate", str(b), "--format", "json"]) == 1
-    assert json.loads(capsys.readouterr().out)["kind"] == "gate"
+    assert cli.main(["regression", "--baseline", str(a), "--candidate", str(b), "--format", "json"]) == 1
+    assert json.loads(capsys.readouterr().out)["kind"] == "regression"
 
 
 def test_paper_rows_name_preset_deviations_and_gate_variant():
     recs = lm_records()
     for r in recs:
         if r["method"] == "gapt":
-            r["summary"]["preset_about"] = {"variant": "author-code gate (absolute thresholds)",
-                                            "deviations": ["batch 32 instead of 512", "1% of the paper's tokens"]}
+            r["summary"]["preset_about"] = {
+                "variant": "author-code gate (absolute thresholds)",
+                "deviations": ["batch 32 instead of 512", "1% of the paper's tokens"],
+            }
         elif r["method"] == "baseline":
             r["summary"]["preset_about"] = {"variant": "plain CE", "deviations": ["1% of the paper's tokens"]}
     rows = paper_table(recs)["rows"]
     claim = next(r for r in rows if r["metric"] == "val_ce" and r["role"] == "claim")
-    assert claim["note"].endswith("gate variant: author-code gate (absolute thresholds); deviations: batch 32 "
-                                  "instead of 512; 1% of the paper's tokens")
+    assert claim["note"].endswith(
+        "gate variant: author-code gate (absolute thresholds); deviations: batch 32 "
+        "instead of 512; 1% of the paper's tokens"
+    )
     assert claim["note"].count("1% of the paper's tokens") == 1 and "plain CE" not in claim["note"]
     md = render(paper_table(recs), "md")
     assert "deviations: batch 32 instead of 512" in md
@@ -565,8 +673,15 @@ def test_controls_come_from_the_records():
         if r["method"] == "gapt":
             r["controls"] = ["periodic", "mbe", "other"]
         if r["method"] == "periodic":
-            recs.append({**copy.deepcopy(r), "method": "other", "run_id": r["run_id"] + "-o",
-                         "config_hash": r["config_hash"] + "o", "controls": []})
+            recs.append(
+                {
+                    **copy.deepcopy(r),
+                    "method": "other",
+                    "run_id": r["run_id"] + "-o",
+                    "config_hash": r["config_hash"] + "o",
+                    "controls": [],
+                }
+            )
     roles = [r["role"] for r in paper_table(recs)["rows"] if r["metric"] == "val_ce"]
     assert roles == ["claim", "control: periodic", "control: other"]
 

@@ -1,6 +1,7 @@
 """The static site (`gapt-bench site`): structure, links that stay inside the folder, no network addresses, the same
 numbers as `report/leaderboard/paper --format json`, escaping, provenance; and a real headless Chromium that
 opens it (`-m browser`)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -14,9 +15,10 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-
 from factories import make_record
-from gapt_bench import analysis, cli
+
+from gapt_bench import cli
+from gapt_bench.results import analysis
 
 GIT_SHA = "0123456789abcdef0123456789abcdef01234567"
 MACHINE = "cpu:Test CPU <v2> & co [avx2]"  # escaping on every page
@@ -30,30 +32,79 @@ def _curve(seed: int, method: str) -> list[dict]:
         step = 25 * (i + 1)
         phase = 2 if method == "gapt" and 10 <= i < 20 else 1
         mbe = [1.2 - 0.01 * i - 0.1 * layer + 0.01 * seed for layer in range(2)]
-        rows.append({"step": step, "tokens": step * 2048, "ce": 3.0 / (1 + 0.05 * i) + 0.01 * seed, "loss": 3.0,
-                     "lr": 1e-3, "grad_norm": 0.5, "phase": phase, "mbe_layer_0": mbe[0], "mbe_layer_1": mbe[1],
-                     "mbe": sum(mbe) / 2})
+        rows.append(
+            {
+                "step": step,
+                "tokens": step * 2048,
+                "ce": 3.0 / (1 + 0.05 * i) + 0.01 * seed,
+                "loss": 3.0,
+                "lr": 1e-3,
+                "grad_norm": 0.5,
+                "phase": phase,
+                "mbe_layer_0": mbe[0],
+                "mbe_layer_1": mbe[1],
+                "mbe": sum(mbe) / 2,
+            }
+        )
     return rows
 
 
 def make_results(folder: Path) -> Path:
     """A results folder as `gapt-bench run` leaves it: runs.jsonl plus runs/<run_id>/curve.jsonl."""
-    env = {"git_sha": GIT_SHA, "git_dirty": False, "gapt_bench": "0.1.0", "machine_class": MACHINE,
-           "device": "cpu", "python": "3.11.7", "cpu_flags": ["avx2"]}
+    env = {
+        "git_sha": GIT_SHA,
+        "git_dirty": False,
+        "gapt_bench": "0.1.0",
+        "machine_class": MACHINE,
+        "device": "cpu",
+        "python": "3.11.7",
+        "cpu_flags": ["avx2"],
+    }
     records = []
     for seed in range(3):
         for method, shift in (("baseline", 0.0), ("gapt", -0.08), ("mbe", 0.05), (ODD_METHOD, 0.3)):
             s = 0.01 * seed + 0.004 * ((seed * 7 + len(method) * 3) % 5)  # seed noise, differing per method
-            records.append(make_record("fineweb_lm", method, seed, env=env, metrics={
-                "val_ce": 2.0 + shift + s, "val_mbe": 1.2 + 2 * shift - s, "val_mbe_centered": 1.1 + shift + s,
-                "val_mbe_layer_0": 1.3 + shift, "val_mbe_layer_1": 1.0 + shift + s}))
+            records.append(
+                make_record(
+                    "fineweb_lm",
+                    method,
+                    seed,
+                    env=env,
+                    metrics={
+                        "val_ce": 2.0 + shift + s,
+                        "val_mbe": 1.2 + 2 * shift - s,
+                        "val_mbe_centered": 1.1 + shift + s,
+                        "val_mbe_layer_0": 1.3 + shift,
+                        "val_mbe_layer_1": 1.0 + shift + s,
+                    },
+                )
+            )
         for method, shift in (("baseline", 0.0), ("gapt", -0.5)):
             s = 0.03 * seed * (1 + seed) + 0.01 * ((seed * 5 + len(method)) % 3)
-            records.append(make_record("arithmetic_ood", method, seed, env=env, metrics={
-                "ood_answer_ce": 10.0 + shift + s, "ood_digit_acc": 0.05 - shift / 10 + s / 10,
-                "ood_mbe_layer_0": 0.8 + shift / 5, "ood_mbe_layer_1": 0.5 + s}))
-    records.append(make_record("fineweb_lm", "gapt", 3, env=env, status="failed",
-                               error={"type": "RuntimeError", "message": "boom <in> step 3"}))
+            records.append(
+                make_record(
+                    "arithmetic_ood",
+                    method,
+                    seed,
+                    env=env,
+                    metrics={
+                        "ood_answer_ce": 10.0 + shift + s,
+                        "ood_digit_acc": 0.05 - shift / 10 + s / 10,
+                        "ood_mbe_layer_0": 0.8 + shift / 5,
+                        "ood_mbe_layer_1": 0.5 + s,
+                    },
+                )
+            )
+    records.append(
+        make_record(
+            "fineweb_lm",
+            "gapt",
+            3,
+            env=env,
+            status="failed",
+            error={"type": "RuntimeError", "message": "boom <in> step 3"},
+        )
+    )
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "runs.jsonl", "w") as f:
         for r in records:
@@ -148,7 +199,7 @@ def _rows(table: list[list[str]]) -> list[dict[str, str]]:
 
 
 def test_site_has_leaderboard_paper_and_one_page_per_task(site):
-    results, out = site
+    _results, out = site
     pages = _pages(out)
     assert {"index.html", "paper.html", *(f"task-{t}.html" for t in TASKS)} <= set(pages)
     board = _rows(pages["index.html"].tables["leaderboard"])
@@ -261,7 +312,7 @@ def test_provenance_on_every_page(site):
     results, out = site
     for path in out.glob("*.html"):
         text = path.read_text(encoding="utf-8")
-        foot = text[text.index('<footer class="provenance">'):]
+        foot = text[text.index('<footer class="provenance">') :]
         assert GIT_SHA[:12] in foot and "0.1.0" in foot and "UTC" in foot, path.name
         assert f"gapt-bench site {results} -o {out}" in foot, path.name
         assert "Site built" in foot and "git commit" in foot
@@ -274,7 +325,7 @@ def test_figures_and_curves_are_embedded(site):
     assert len(imgs) >= 3  # one curve per configuration, per-layer MBE
     assert "per-layer MBE" in page and "training curve" in page
     runs = next(out.glob("runs-fineweb_lm-v1-*.html")).read_text(encoding="utf-8")
-    svg = runs[runs.index("<svg"):runs.index("</svg>")]
+    svg = runs[runs.index("<svg") : runs.index("</svg>")]
     assert "optimizer step" in svg and "train CE (nats)" in svg and "<polyline" in svg
     gapt = [p for p in out.glob("runs-fineweb_lm-*.html") if "<h1>fineweb_lm / gapt</h1>" in p.read_text()]
     assert gapt and "phase 2 (compression)" in gapt[0].read_text(encoding="utf-8")
@@ -310,7 +361,7 @@ def test_rebuild_removes_its_stale_pages_only(tmp_path):
 
 
 def test_a_build_failing_midway_leaves_the_previous_site_whole(tmp_path, monkeypatch, capsys):
-    from gapt_bench.site import pages
+    from gapt_bench.results.site import pages
 
     results = make_results(tmp_path / "results")
     out = tmp_path / "site"
@@ -325,6 +376,7 @@ def test_a_build_failing_midway_leaves_the_previous_site_whole(tmp_path, monkeyp
         if len(calls) == 2:
             raise OSError(28, "No space left on device")
         return "<p>new</p>"
+
     monkeypatch.setattr(pages, "runs_body", runs_body)
     capsys.readouterr()
     assert cli.main(["site", str(results), "-o", str(out), "--no-figures"]) == 1
@@ -335,26 +387,30 @@ def test_a_build_failing_midway_leaves_the_previous_site_whole(tmp_path, monkeyp
 
 
 def test_configurations_follow_the_chosen_reference(site):
-    from gapt_bench.site.content import gather
+    from gapt_bench.results.site.content import gather
 
     records = [json.loads(x) for x in (site[0] / "runs.jsonl").read_text().splitlines()]
-    assert [g.method for g in gather(records).groups["fineweb_lm"]][0] == "baseline"
+    assert next(g.method for g in gather(records).groups["fineweb_lm"]) == "baseline"
     methods = [g.method for g in gather(records, reference="mbe").groups["fineweb_lm"]]
     assert methods[0] == "mbe" and methods.index("baseline") > 0  # as the report orders them under --reference
 
 
 def test_a_note_belongs_to_the_task_it_names_whole():
-    from gapt_bench.site.content import mentions
+    from gapt_bench.results.site.content import mentions
 
-    for note in ("fineweb_lm/gapt: 1 diverged, 0 failed (not counted)", "fineweb_lm: declares no primary metrics",
-                 "fineweb_lm (gapt): records carry no primary_metrics", "see fineweb_lm/gapt"):
+    for note in (
+        "fineweb_lm/gapt: 1 diverged, 0 failed (not counted)",
+        "fineweb_lm: declares no primary metrics",
+        "fineweb_lm (gapt): records carry no primary_metrics",
+        "see fineweb_lm/gapt",
+    ):
         assert mentions(note, "fineweb_lm") and not mentions(note, "fineweb"), note
     assert mentions("fineweb: no runs", "fineweb") and not mentions("fineweb.v2: no runs", "fineweb")
     assert not mentions("x_fineweb/gapt: no runs", "fineweb") and not mentions("about fineweb in general", "fineweb")
 
 
 def test_sort_script_is_inline_and_reads_numbers():
-    from gapt_bench.site.html import JS
+    from gapt_bench.results.site.html import JS
 
     assert "parseFloat" in JS and "data-sort" in JS and "http" not in JS
 
@@ -364,15 +420,29 @@ def test_sort_script_is_inline_and_reads_numbers():
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--enable-logging=stderr", "--v=0"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--enable-logging=stderr",
+    "--v=0",
+]
 CONSOLE_ERRORS = re.compile(r"Uncaught|ERROR:CONSOLE|:ERROR:.*(?:CONSOLE|console)")
 
 
 def _chromium(url: str, profile: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra, url],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra, url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _console_errors(stderr: str) -> list[str]:
@@ -385,8 +455,9 @@ def test_chromium_renders_the_site(site, tmp_path):
     _, out = site
     shot = tmp_path / "index.png"
     url = (out / "index.html").resolve().as_uri()
-    res = _chromium(url, tmp_path / "profile-shot", f"--screenshot={shot}", "--window-size=1400,1000",
-                    "--hide-scrollbars")
+    res = _chromium(
+        url, tmp_path / "profile-shot", f"--screenshot={shot}", "--window-size=1400,1000", "--hide-scrollbars"
+    )
     assert shot.is_file() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", res.stderr[-2000:]
     assert shot.stat().st_size > 20_000, "screenshot looks blank"
     assert not _console_errors(res.stderr), _console_errors(res.stderr)

@@ -2,6 +2,7 @@
 record per run and the metrics of an uninterrupted sweep. The soaked sweeps and the uninterrupted one each have
 their own cache (GAPT_BENCH_CACHE under tmp_path): a cached artefact built wrongly under kills (a text_memorization
 reference, a token file) cannot be shared with the reference sweep, and nothing is written to ~/.cache."""
+
 from __future__ import annotations
 
 import os
@@ -14,13 +15,19 @@ from pathlib import Path
 
 import pytest
 
-from gapt_bench.store import read_records
+from gapt_bench.results.store import read_records
 
 
 def _start(args: list[str], cache: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CI": "1", "GAPT_BENCH_CACHE": str(cache)}
-    return subprocess.Popen([sys.executable, "-m", "gapt_bench", "run", *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "gapt_bench", "run", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _kill(proc: subprocess.Popen, sig: int) -> None:
@@ -52,12 +59,27 @@ def check_against_reference(plan: list[str], out: Path, ref: Path, ref_cache: Pa
     lines = (out / "runs.jsonl").read_text().splitlines()
     got, want = read_records(out), read_records(ref)
     assert len(lines) == len(got) == len(want)  # one line per run: nothing trained twice
-    key = lambda r: (r["task"], r["method"], r["config_hash"], r["seed"])  # noqa: E731
+
+    def key(r):
+        return (r["task"], r["method"], r["config_hash"], r["seed"])
+
     assert {key(r): r["metrics"] for r in got} == {key(r): r["metrics"] for r in want}
 
 
-TINY = ["--tasks", "synthetic_capacity,fineweb_lm", "--preset", "tiny", "--methods", "baseline,gapt",
-        "--seeds", "0-1", "--workers", "1", "--set", "train.tokens=131072"]
+TINY = [
+    "--tasks",
+    "synthetic_capacity,fineweb_lm",
+    "--preset",
+    "tiny",
+    "--methods",
+    "baseline,gapt",
+    "--seeds",
+    "0-1",
+    "--workers",
+    "1",
+    "--set",
+    "train.tokens=131072",
+]
 
 
 @pytest.mark.slow

@@ -1,13 +1,15 @@
-"""gapt_bench.stats against scipy, R's p.adjust and simulation."""
+"""gapt_bench.results.stats against scipy, R's p.adjust and simulation."""
+
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
 from scipy import stats as st
 
-from gapt_bench import stats
+from gapt_bench.results import stats
 
 
 def test_describe_t_interval_and_std():
@@ -29,7 +31,7 @@ def test_describe_bootstrap_from_ten_and_reproducible():
 
 
 def test_describe_degenerate():
-    assert stats.describe([]) ["mean"] is None
+    assert stats.describe([])["mean"] is None
     one = stats.describe([1.5])
     assert one["n"] == 1 and one["std"] is None and one["ci_low"] is None
     # NaN/None are not replicates
@@ -94,12 +96,15 @@ def test_mann_whitney_p_min_and_note():
     assert r5["mwu_p_min"] == pytest.approx(2 / 252) and r5["mwu_note"] is None
 
 
-@pytest.mark.parametrize("a,b,paired", [
-    ([1.0], [2.0], False),                      # n < 2
-    ([1.0, 1.0, 1.0], [2.0, 2.0, 2.0], False),  # zero variance in both arms
-    ([1.1, 2.2, 3.3], [1.0, 2.1, 3.2], True),   # constant difference (up to float rounding)
-    ([1.0], [2.0], True),
-])
+@pytest.mark.parametrize(
+    "a,b,paired",
+    [
+        ([1.0], [2.0], False),  # n < 2
+        ([1.0, 1.0, 1.0], [2.0, 2.0, 2.0], False),  # zero variance in both arms
+        ([1.1, 2.2, 3.3], [1.0, 2.1, 3.2], True),  # constant difference (up to float rounding)
+        ([1.0], [2.0], True),
+    ],
+)
 def test_degenerate_is_inconclusive_never_p0(a, b, paired):
     r = stats.compare(a, b, paired=paired, higher_is_better=False)
     assert r["p"] is None and r["verdict_hint"] == "inconclusive" and r["degenerate"]
@@ -125,11 +130,22 @@ def test_verdict():
 
 # --- power: minimum detectable effect, seeds needed -------------------------------------------------------------
 
-@pytest.mark.parametrize("n,alpha,power", [
-    (2, 0.05, 0.8), (3, 0.05, 0.8), (3, 0.1, 0.5), (5, 0.05, 0.8), (5, 0.01, 0.9), (10, 0.05, 0.8), (10, 0.1, 0.5),
-])
+
+@pytest.mark.parametrize(
+    "n,alpha,power",
+    [
+        (2, 0.05, 0.8),
+        (3, 0.05, 0.8),
+        (3, 0.1, 0.5),
+        (5, 0.05, 0.8),
+        (5, 0.01, 0.9),
+        (10, 0.05, 0.8),
+        (10, 0.1, 0.5),
+    ],
+)
 def test_mde_matches_statsmodels(n, alpha, power):
     from statsmodels.stats.power import TTestIndPower, TTestPower
+
     sd = 0.37  # mde is absolute: divided by sd it is statsmodels' effect size in sd units
     ref = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power)
     assert stats.mde(sd, n, alpha, power, paired=True) / sd == pytest.approx(ref, abs=1e-4)
@@ -141,6 +157,7 @@ def test_mde_matches_statsmodels(n, alpha, power):
 
 def test_mde_unequal_arms_matches_statsmodels():
     from statsmodels.stats.power import TTestIndPower
+
     ref = TTestIndPower().solve_power(effect_size=None, nobs1=3, ratio=5 / 3, alpha=0.05, power=0.8)
     assert stats.mde(1.0, 3, paired=False, n_b=5) == pytest.approx(ref, abs=1e-4)
 
@@ -156,17 +173,31 @@ def test_mde_degenerate():
 
 def test_mde_shrinks_with_seeds_and_exceeds_normal_approximation():
     m = [stats.mde(1.0, n) for n in (2, 3, 5, 10, 30)]
-    assert all(x > y for x, y in zip(m, m[1:]))
+    assert all(x > y for x, y in itertools.pairwise(m))
     z = (st.norm.ppf(0.975) + st.norm.ppf(0.8)) / math.sqrt(3)
     assert stats.mde(1.0, 3) > 1.5 * z  # the normal approximation is far too optimistic at 3 seeds
 
 
-@pytest.mark.parametrize("effect,paired", [
-    (0.02, True), (0.05, True), (0.05, False), (0.2, True), (0.2, False), (0.5, True), (0.5, False),
-    (1.0, True), (1.0, False), (3.0, True), (5.0, True), (5.0, False),
-])
+@pytest.mark.parametrize(
+    "effect,paired",
+    [
+        (0.02, True),
+        (0.05, True),
+        (0.05, False),
+        (0.2, True),
+        (0.2, False),
+        (0.5, True),
+        (0.5, False),
+        (1.0, True),
+        (1.0, False),
+        (3.0, True),
+        (5.0, True),
+        (5.0, False),
+    ],
+)
 def test_seeds_needed_matches_statsmodels(effect, paired):
     from statsmodels.stats.power import TTestIndPower, TTestPower
+
     sd = 2.0
     if paired:
         ref = TTestPower().solve_power(effect_size=effect, nobs=None, alpha=0.05, power=0.8)
@@ -205,6 +236,7 @@ def test_seeds_needed_none_cases():
 @pytest.mark.parametrize("d", [0.0, 0.3, 1.0, 2.5, 4.0])  # statsmodels is NaN at larger d for small df
 def test_power_of_matches_statsmodels(n, n_b, alpha, d):
     from statsmodels.stats.power import TTestIndPower, TTestPower
+
     sd = 0.5
     ref = TTestPower().power(d, n, alpha)
     assert stats.power_of(d * sd, sd, n, alpha, paired=True) == pytest.approx(ref, abs=1e-12)
@@ -215,7 +247,7 @@ def test_power_of_matches_statsmodels(n, n_b, alpha, d):
 def test_power_of_large_effect_at_df1_is_finite():
     # scipy's nct.cdf(-crit, 1, nc) is NaN for some nc around 8-40; the power must still be a number
     p = [stats.power_of(d, 1.0, 2) for d in np.linspace(5, 30, 26)]
-    assert all(math.isfinite(x) for x in p) and all(x <= y for x, y in zip(p, p[1:]))
+    assert all(math.isfinite(x) for x in p) and all(x <= y for x, y in itertools.pairwise(p))
     assert stats.power_of(1.0, 1.0, 1) is None and stats.power_of(None, 1.0, 5) is None
 
 
@@ -243,26 +275,50 @@ def test_compare_reports_mde_and_seeds_needed():
 
 def test_compare_keeps_existing_keys_in_order():
     r = stats.compare([1.0, 2.0, 3.0], [2.0, 3.0, 5.0], paired=True, higher_is_better=True)
-    old = ["n", "n_a", "n_b", "mean_a", "mean_b", "delta", "rel_delta", "ci_low", "ci_high", "rel_ci_low",
-           "rel_ci_high", "test", "t", "df", "p", "p_greater", "p_less", "effect_size", "effect_size_kind", "mwu_p",
-           "mwu_p_min", "mwu_note", "degenerate", "verdict_hint"]
-    assert list(r)[:len(old)] == old
+    old = [
+        "n",
+        "n_a",
+        "n_b",
+        "mean_a",
+        "mean_b",
+        "delta",
+        "rel_delta",
+        "ci_low",
+        "ci_high",
+        "rel_ci_low",
+        "rel_ci_high",
+        "test",
+        "t",
+        "df",
+        "p",
+        "p_greater",
+        "p_less",
+        "effect_size",
+        "effect_size_kind",
+        "mwu_p",
+        "mwu_p_min",
+        "mwu_note",
+        "degenerate",
+        "verdict_hint",
+    ]
+    assert list(r)[: len(old)] == old
     assert set(r) - set(old) == {"rel_ci_method", "mde", "mde_rel", "seeds_needed", "power_note", "sd_delta"}
 
 
 # --- relative CI: log ratio of means for positive metrics --------------------------------------------------------
 
+
 def _log_ratio_ci(a, b, paired, confidence=0.95):
     """Independent numpy transcription of the delta-method interval for mean(a)/mean(b) - 1."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     ma, mb = a.mean(), b.mean()
-    ca, cb = np.var(a, ddof=1) / (len(a) * ma ** 2), np.var(b, ddof=1) / (len(b) * mb ** 2)
+    ca, cb = np.var(a, ddof=1) / (len(a) * ma**2), np.var(b, ddof=1) / (len(b) * mb**2)
     if paired:
         cov = np.sum((a - ma) * (b - mb)) / (len(a) - 1)
         var, df = ca + cb - 2 * cov / (len(a) * ma * mb), len(a) - 1
     else:
         var = ca + cb
-        df = var ** 2 / (ca ** 2 / (len(a) - 1) + cb ** 2 / (len(b) - 1))
+        df = var**2 / (ca**2 / (len(a) - 1) + cb**2 / (len(b) - 1))
     q = st.t.ppf(0.5 + confidence / 2, df)
     return np.exp(np.log(ma / mb) - q * np.sqrt(var)) - 1, np.exp(np.log(ma / mb) + q * np.sqrt(var)) - 1
 
@@ -299,12 +355,15 @@ def test_rel_ci_non_positive_value_falls_back_to_linear():
     assert r0["rel_ci_low"] == pytest.approx(r0["ci_low"] / np.mean([1.0, 1.1, 1.3]))
 
 
-@pytest.mark.parametrize("a,b,paired", [
-    ([0.02, 0.35, 0.06], [1.0, 1.2, 1.35], True),
-    ([3.10, 3.15, 3.12, 3.20, 3.11], [3.30, 3.26, 3.35, 3.28], False),
-    ([0.5, 0.9, 0.7, 1.4, 0.6, 0.8], [1.0, 1.3, 0.9, 1.6, 1.1, 1.2], True),
-    ([0.5, 0.9, 0.7], [1.0, 1.3, 0.9, 1.6, 1.1, 1.2], False),
-])
+@pytest.mark.parametrize(
+    "a,b,paired",
+    [
+        ([0.02, 0.35, 0.06], [1.0, 1.2, 1.35], True),
+        ([3.10, 3.15, 3.12, 3.20, 3.11], [3.30, 3.26, 3.35, 3.28], False),
+        ([0.5, 0.9, 0.7, 1.4, 0.6, 0.8], [1.0, 1.3, 0.9, 1.6, 1.1, 1.2], True),
+        ([0.5, 0.9, 0.7], [1.0, 1.3, 0.9, 1.6, 1.1, 1.2], False),
+    ],
+)
 def test_rel_ci_log_ratio_matches_brute_force(a, b, paired):
     r = stats.compare(a, b, paired=paired, higher_is_better=True)
     assert (r["rel_ci_low"], r["rel_ci_high"]) == pytest.approx(_log_ratio_ci(a, b, paired), rel=1e-10)

@@ -16,9 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import fineweb_table
 
-from gapt_bench import text as td
-
-
+from gapt_bench import data as td
 
 pytestmark = pytest.mark.usefixtures("offline_env")
 
@@ -95,8 +93,9 @@ def test_parquet_without_text_column_raises(tmp_path):
         list(td.load_texts(str(path)))
 
 
-@pytest.mark.parametrize("source, name", [("HuggingFaceFW/fineweb", "sample-10BT"),
-                                          ("HuggingFaceFW/fineweb:sample-10BT", None)])
+@pytest.mark.parametrize(
+    "source, name", [("HuggingFaceFW/fineweb", "sample-10BT"), ("HuggingFaceFW/fineweb:sample-10BT", None)]
+)
 def test_hub_source_offline_fails_fast(source, name, no_hub_streaming):
     with pytest.raises(td.DataError) as err:
         list(td.load_texts(source, name=name))
@@ -111,7 +110,7 @@ def test_hub_source_offline_fails_fast(source, name, no_hub_streaming):
 def test_hub_source_unreachable_without_offline_flags(monkeypatch, no_network, no_hub_streaming):
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.delenv("HF_DATASETS_OFFLINE")
-    with pytest.raises(td.DataError, match="unreachable.*--set data.source="):
+    with pytest.raises(td.DataError, match=r"unreachable.*--set data.source="):
         list(td.load_texts("HuggingFaceFW/fineweb", name="sample-10BT"))
 
 
@@ -132,8 +131,12 @@ def test_validation_documents_are_disjoint_from_training(fineweb_parquet):
     assert all(docs[i].split == "val" for i in data.val.doc_index.tolist())
     assert all(docs[i].split == "train" for i in data.train.doc_index.tolist())
     # The val tokens are exactly the val documents, each followed by EOT; bytes/token is bytes over tokens.
-    expected = np.concatenate([np.append(np.frombuffer(docs[i].text.encode(), np.uint8).astype(np.int64), 256)
-                               for i in data.val.doc_index.tolist()])
+    expected = np.concatenate(
+        [
+            np.append(np.frombuffer(docs[i].text.encode(), np.uint8).astype(np.int64), 256)
+            for i in data.val.doc_index.tolist()
+        ]
+    )
     assert np.array_equal(np.asarray(data.val.tokens, dtype=np.int64), expected)
     assert data.val.bytes_per_token == pytest.approx(data.val.n_bytes / data.val.n_tokens)
     # The validation set does not depend on the training budget.
@@ -161,8 +164,9 @@ def test_token_cache_is_reused(fineweb_parquet, tmp_path, monkeypatch):
         raise AssertionError("the token cache was rebuilt")
 
     monkeypatch.setattr(td.TokenCache, "_build", no_rebuild)
-    second = td.TokenCache(tmp_path / "cache").get(str(fineweb_parquet), "bytes", val_tokens=10_000,
-                                                   train_tokens=50_000)
+    second = td.TokenCache(tmp_path / "cache").get(
+        str(fineweb_parquet), "bytes", val_tokens=10_000, train_tokens=50_000
+    )
     assert second.cache_hit and second.train.cache_hit and second.val.cache_hit
     assert isinstance(second.train.tokens, np.memmap)
     assert np.array_equal(first.train.tokens, second.train.tokens)
@@ -189,7 +193,7 @@ def test_default_cache_dir_from_env(tmp_path):
 def test_bytes_tokenizer():
     tok = td.get_tokenizer("bytes")
     assert (tok.vocab_size, tok.eot_id, tok.name) == (257, 256, "bytes")
-    assert tok.encode("hé") == [104, 195, 169] and tok.decode(tok.encode("hé") + [256]) == "hé"
+    assert tok.encode("hé") == [104, 195, 169] and tok.decode([*tok.encode("hé"), 256]) == "hé"
 
 
 def test_small_bpe_is_deterministic_cached_and_trained_on_train_docs(fineweb_parquet, tmp_path, texts):
@@ -260,23 +264,30 @@ def _canonical(obj) -> str:
 
 @pytest.mark.parametrize("task", ["fineweb_lm", "text_memorization"])
 def test_text_tasks_take_source_name_and_tokenizer_from_one_place(task):
-    """data.source/name/tokenizer are declared once (gapt_bench.text.options); the planned quick config still
+    """data.source/name/tokenizer are declared once (gapt_bench.data.options); the planned quick config still
     records the same data keys and values as the committed baseline."""
     import dataclasses
 
-    from gapt_bench.registry import TASKS
-    from gapt_bench.runner import make_plan
-    from gapt_bench.store import read_records
-    from gapt_bench.text import options
+    from gapt_bench.data import options
+    from gapt_bench.launch.plan import make_plan
+    from gapt_bench.results.store import read_records
+    from gapt_bench.tasks import TASKS
 
     fields = {f.name: f for f in dataclasses.fields(TASKS.get(task).Options)}
-    for name, make in (("source", options.source_option), ("name", options.name_option),
-                       ("tokenizer", options.tokenizer_option)):
+    for name, make in (
+        ("source", options.source_option),
+        ("name", options.name_option),
+        ("tokenizer", options.tokenizer_option),
+    ):
         want = make()
         assert fields[name].default == want.default and fields[name].metadata["help"] is want.metadata["help"]
-    planned = [json.loads(json.dumps(dataclasses.asdict(c.data))) for c in make_plan([task], ["baseline"], [0],
-                                                                                       "quick", [])]
+    planned = [
+        json.loads(json.dumps(dataclasses.asdict(c.data))) for c in make_plan([task], ["baseline"], [0], "quick", [])
+    ]
     baseline = Path(__file__).resolve().parent.parent / "baselines" / "cpu-quick.jsonl"
-    recorded = [r["config"]["data"] for r in read_records(baseline)
-                if r["task"] == task and r["method"] == "baseline" and r["seed"] == 0]
+    recorded = [
+        r["config"]["data"]
+        for r in read_records(baseline)
+        if r["task"] == task and r["method"] == "baseline" and r["seed"] == 0
+    ]
     assert recorded and sorted(planned, key=_canonical) == sorted(recorded, key=_canonical)

@@ -2,8 +2,10 @@
 exact dedup, member/non-member disjointness), the reference cache and its claim, sizing N, bad input (exit 2 before
 anything trains), the paper preset's parameter counts, a tiny end-to-end run, the analysis, its paper rows and plots.
 CPU, no network, about a minute."""
+
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import threading
@@ -16,25 +18,26 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from factories import make_record
 from torch import nn
 
-from factories import make_record
-from gapt_bench import memorization as M
-from gapt_bench.analysis import analyse_memorization, paper_table, render
 from gapt_bench.cli import main
 from gapt_bench.config import ConfigError
-from gapt_bench.models import build_model, paper_param_count
-from gapt_bench.registry import TASKS
-from gapt_bench.runner import make_plan
-from gapt_bench.runtime import Interrupted, RunContext
-from gapt_bench.text import doc_split
+from gapt_bench.data import doc_split
+from gapt_bench.launch.plan import make_plan
+from gapt_bench.measures import memorization as M
+from gapt_bench.results.analysis import analyse_memorization, laws, paper_table, render
+from gapt_bench.tasks import TASKS
+from gapt_bench.training.model import build_model, paper_param_count
+from gapt_bench.training.runtime import Interrupted, RunContext
 
 pytestmark = pytest.mark.usefixtures("offline_env")
 TASK = "text_memorization"
 
 
-def task_module():
-    return __import__("gapt_bench.tasks.text_memorization.task", fromlist=["task"])
+def task_module(part: str = "task"):
+    """A part of the task (task, sequences, references, options), imported by name."""
+    return importlib.import_module(f"gapt_bench.tasks.text_memorization.{part}")
 
 
 def plan(*overrides: str, preset: str = "tiny", method: str = "baseline", seed: int = 0):
@@ -60,8 +63,11 @@ class SequenceLookupLM(nn.Module):
 
     def forward(self, input_ids, use_cache=False):
         b, s = input_ids.shape
-        logits = (self.base(input_ids=input_ids).logits.float().clone() if self.base is not None
-                  else torch.zeros(b, s, self.vocab))
+        logits = (
+            self.base(input_ids=input_ids).logits.float().clone()
+            if self.base is not None
+            else torch.zeros(b, s, self.vocab)
+        )
         for i, row in enumerate(input_ids):
             if tuple(row.tolist()) in self.known:
                 logits[i, :-1] = 0.0
@@ -141,7 +147,7 @@ def test_clipping_is_per_sequence_on_model_code_lengths():
 
 
 def test_cut_sequences_never_crosses_a_document():
-    T = task_module()
+    T = task_module("sequences")
     eot = 99
     tokens = np.array([1, 2, 3, 4, 5, eot, 6, 7, eot, 8, 9, 10, 11, eot, 12, 13, 14])
     chunks = T.cut_sequences(tokens, eot, 2, "chunks")
@@ -175,9 +181,15 @@ def _docs_with_shared_chunk(n_train: int = 60, n_val: int = 12) -> list[str]:
 
 def test_dedup_and_nonmember_disjointness_on_a_source_with_overlaps(tmp_path):
     src = _write_docs(tmp_path / "docs.parquet", _docs_with_shared_chunk())
-    (cfg,) = plan(f"data.source={src}", "data.val_tokens=100000", "data.nonmember_sequences=16",
-                  "data.pool_sequences=null", "data.n_sequences=16", "data.mi_sequences=16")
-    T = task_module()
+    (cfg,) = plan(
+        f"data.source={src}",
+        "data.val_tokens=100000",
+        "data.nonmember_sequences=16",
+        "data.pool_sequences=null",
+        "data.n_sequences=16",
+        "data.mi_sequences=16",
+    )
+    T = task_module("sequences")
     data = T.prepare_sequences(cfg)
     st = data.stats
     # exact duplicates removed: the shared opening chunk of 59 of the 60 training docs, and every chunk of the
@@ -193,7 +205,7 @@ def test_dedup_and_nonmember_disjointness_on_a_source_with_overlaps(tmp_path):
 @pytest.mark.parametrize("preset", ["tiny", "quick"])
 def test_members_and_nonmembers_never_overlap_on_the_task_data(preset):
     cfgs = make_plan([TASK], ["baseline"], [0], preset)
-    T = task_module()
+    T = task_module("sequences")
     data = T.prepare_sequences(cfgs[0])
     assert data.stats["nonmember_pool_overlap"] == 0 and data.nonmembers.shape[0] == cfgs[0].data.nonmember_sequences
     assert not M.rows_in(data.nonmembers, data.pool).any()
@@ -221,21 +233,22 @@ def test_rows_in_matches_brute_force():
 
 
 def test_n_is_sized_from_the_ratio_and_the_realised_ratio_is_recorded():
-    (cfg,) = plan("data.capacity_ratio=0.5", "data.n_sequences=256", "data.sizing_bits_per_token=3.0",
-                  "data.pool_sequences=null")
+    (cfg,) = plan(
+        "data.capacity_ratio=0.5", "data.n_sequences=256", "data.sizing_bits_per_token=3.0", "data.pool_sequences=null"
+    )
     p = paper_param_count(1, 16, 257, 32)
     assert cfg.data.n_sequences == round(0.5 * 3.64 * p / (3.0 * 31))
-    with pytest.raises(ConfigError, match="conflicts with data.capacity_ratio"):
+    with pytest.raises(ConfigError, match=r"conflicts with data.capacity_ratio"):
         plan("data.capacity_ratio=0.5", "data.n_sequences=100")
 
 
 def test_reference_key_is_shared_across_methods_and_sizes_but_not_seeds():
-    T = task_module()
+    T = task_module("references")
     cpu = torch.device("cpu")
 
     def key(*o, seed=0, method="baseline"):
         (cfg,) = plan(*o, seed=seed, method=method)
-        return T.reference_key(cfg, "ref", T.prepare_sequences(cfg).key, cpu)
+        return T.reference_key(cfg, "ref", task_module("sequences").prepare_sequences(cfg).key, cpu)
 
     k = key()
     assert key(method="gapt") == k and key("data.n_sequences=64") == k and key("data.data_seed=5") == k
@@ -244,9 +257,9 @@ def test_reference_key_is_shared_across_methods_and_sizes_but_not_seeds():
 
 
 def test_reference_is_trained_once_and_claimed_while_training(tmp_path):
-    from gapt_bench.store import try_claim
+    from gapt_bench.data.claims import try_claim
 
-    T = task_module()
+    T = task_module("references")
     (cfg,) = plan()
     task = TASKS.get(TASK)(cfg)
     task.setup()  # data only
@@ -264,8 +277,11 @@ def test_reference_is_trained_once_and_claimed_while_training(tmp_path):
     # a waiting run picks up the reference the claimant writes
     claim, _ = try_claim(root, ("reference", key))
     got = {}
-    waiter = threading.Thread(target=lambda: got.setdefault("ref", T.ensure_reference(
-        task, "ref", RunContext(run_dir=tmp_path, log=lambda m: None))))
+    waiter = threading.Thread(
+        target=lambda: got.setdefault(
+            "ref", T.ensure_reference(task, "ref", RunContext(run_dir=tmp_path, log=lambda m: None))
+        )
+    )
     waiter.start()
     trained = T._train_reference(task, "ref", key, root, RunContext(run_dir=tmp_path, log=lambda m: None))
     claim.release()
@@ -278,7 +294,7 @@ def test_reference_is_trained_once_and_claimed_while_training(tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncate_pt", "drop_npz"])
 def test_an_incomplete_cached_reference_is_removed_and_retrained(tmp_path, monkeypatch, damage):
-    T = task_module()
+    T = task_module("references")
     task = make_task()
     ctx = RunContext(run_dir=tmp_path, log=lambda m: None)
     first = T.ensure_reference(task, "ref", ctx)
@@ -304,24 +320,25 @@ def test_an_incomplete_cached_reference_is_removed_and_retrained(tmp_path, monke
     assert T._load_reference(task.cfg, root, first.key, "ref", torch.device("cpu")) is not None
 
 
-@pytest.mark.parametrize("n_embd,expected", [(32, 1_711_968), (64, 3_620_544), (128, 8_027_520),
-                                             (256, 19_200_768)])
+@pytest.mark.parametrize("n_embd,expected", [(32, 1_711_968), (64, 3_620_544), (128, 8_027_520), (256, 19_200_768)])
 def test_paper_preset_resolves_to_the_papers_text_models(n_embd, expected, monkeypatch):
-    T = task_module()
+    T = task_module("sequences")
     monkeypatch.setattr(T, "hub_unreachable_reason", lambda: None)  # a reachable hub: planning defers the count
     cfgs = make_plan([TASK], ["baseline"], [0], "paper")
     mine = [c for c in cfgs if c.model.n_embd == n_embd]
-    assert mine and all(c.model.n_layer == 8 and c.train.seq_len == 64 and c.model.vocab_size == 50257
-                        and c.data.tokenizer == "gpt2" for c in mine)
+    assert mine and all(
+        c.model.n_layer == 8 and c.train.seq_len == 64 and c.model.vocab_size == 50257 and c.data.tokenizer == "gpt2"
+        for c in mine
+    )
     m = mine[0].model
     assert paper_param_count(m.n_layer, m.n_embd, m.vocab_size, m.n_positions) == expected
     assert len({c.data.n_sequences for c in mine}) == len(mine)  # a grid of sizes per model
 
 
 def test_paper_preset_names_its_variant_and_the_layers_it_regularises(monkeypatch):
-    from gapt_bench.registry import METHODS
+    from gapt_bench.methods import METHODS
 
-    T = task_module()
+    T = task_module("sequences")
     monkeypatch.setattr(T, "hub_unreachable_reason", lambda: None)
     cfg = make_plan([TASK], ["gapt"], [0], "paper")[0]
     pool = METHODS.get("gapt")(cfg, cfg.model.n_layer, matched=None).reg_layers_all()
@@ -336,8 +353,24 @@ def test_paper_preset_names_its_variant_and_the_layers_it_regularises(monkeypatc
 def _refused(capsys, out: Path, *argv: str) -> str:
     with warnings.catch_warnings(record=True) as caught:  # a warning would print a second line on stderr
         warnings.simplefilter("always")
-        code = main(["run", "--tasks", TASK, "--preset", "tiny", "--seeds", "0", "--methods", "baseline",
-                     "--out", str(out), "--no-progress", "--no-report", *argv])
+        code = main(
+            [
+                "run",
+                "--tasks",
+                TASK,
+                "--preset",
+                "tiny",
+                "--seeds",
+                "0",
+                "--methods",
+                "baseline",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--no-report",
+                *argv,
+            ]
+        )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and not caught, (err, [str(w.message) for w in caught])
     assert not out.exists()  # nothing ran, nothing was written
@@ -356,8 +389,9 @@ def test_a_source_with_too_few_distinct_sequences_exits_2(tmp_path, capsys):
     texts = ["the same text, copied forty times over. " * 3] * 40 + [f"document number {i} " * 6 for i in range(30)]
     src = _write_docs(tmp_path / "small.parquet", texts)
     small = ["--set", f"data.source={src}", "--set", "data.nonmember_sequences=4", "--set", "data.mi_sequences=4"]
-    err = _refused(capsys, tmp_path / "out", *small, "--set", "data.pool_sequences=null",
-                   "--set", "data.n_sequences=200")
+    err = _refused(
+        capsys, tmp_path / "out", *small, "--set", "data.pool_sequences=null", "--set", "data.n_sequences=200"
+    )
     assert "distinct training sequences" in err and "fewer than N = 200" in err
     err = _refused(capsys, tmp_path / "out", *small, "--set", "data.pool_sequences=5000")
     assert "distinct training sequences" in err and "data.pool_sequences=5,000" in err
@@ -369,20 +403,48 @@ def test_a_source_with_too_few_distinct_sequences_exits_2(tmp_path, capsys):
 
 def test_tiny_run_records_every_measure_and_reuses_the_reference(tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["run", "--tasks", TASK, "--preset", "tiny", "--methods", "baseline,gapt", "--seeds", "0",
-                 "--out", str(out), "--workers", "1", "--no-progress", "--no-report"])
+    code = main(
+        [
+            "run",
+            "--tasks",
+            TASK,
+            "--preset",
+            "tiny",
+            "--methods",
+            "baseline,gapt",
+            "--seeds",
+            "0",
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+            "--no-progress",
+            "--no-report",
+        ]
+    )
     assert code == 0, capsys.readouterr()
     recs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
     assert [r["status"] for r in recs] == ["ok", "ok"]
     base = next(r for r in recs if r["method"] == "baseline")
     m, s = base["metrics"], base["summary"]
-    for k in ("test_ce", "train_ce", "mem_u_bits", "mem_u_nonmember_bits_per_seq", "mi_f1", "mi_auc",
-              "extract_train_p4", "extract_test_p16", "test_mbe", "test_mbe_centered"):
+    for k in (
+        "test_ce",
+        "train_ce",
+        "mem_u_bits",
+        "mem_u_nonmember_bits_per_seq",
+        "mi_f1",
+        "mi_auc",
+        "extract_train_p4",
+        "extract_test_p16",
+        "test_mbe",
+        "test_mbe_centered",
+    ):
         assert k in m and math.isfinite(m[k]), k
     assert base["primary_metrics"] == ["test_ce"] and 0.0 <= m["mi_f1"] <= 1.0
     z = s["sizing"]
     assert z["n_sequences"] == 32 and z["capacity_ratio"] == pytest.approx(
-        z["data_info_bits"] / (3.64 * base["n_params"]))
+        z["data_info_bits"] / (3.64 * base["n_params"])
+    )
     assert s["data"]["nonmember_pool_overlap"] == 0 and "calibrate" in s["membership_inference"]["method"]
     refs = [r["summary"]["references"]["ref"] for r in recs]
     assert [r["cache_hit"] for r in refs] == [False, True] and refs[0]["key"] == refs[1]["key"]
@@ -391,10 +453,36 @@ def test_tiny_run_records_every_measure_and_reuses_the_reference(tmp_path, capsy
 
 def test_an_oracle_reference_is_a_second_cached_model(tmp_path, capsys):
     out = tmp_path / "out"
-    oracle = ["--set", "data.oracle_n_layer=1", "--set", "data.oracle_n_embd=32", "--set", "data.oracle_n_head=4",
-              "--set", "data.oracle_tokens=32768"]
-    code = main(["run", "--tasks", TASK, "--preset", "tiny", "--methods", "baseline", "--seeds", "0",
-                 "--out", str(out), "--workers", "1", "--no-progress", "--no-report", *oracle])
+    oracle = [
+        "--set",
+        "data.oracle_n_layer=1",
+        "--set",
+        "data.oracle_n_embd=32",
+        "--set",
+        "data.oracle_n_head=4",
+        "--set",
+        "data.oracle_tokens=32768",
+    ]
+    code = main(
+        [
+            "run",
+            "--tasks",
+            TASK,
+            "--preset",
+            "tiny",
+            "--methods",
+            "baseline",
+            "--seeds",
+            "0",
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+            "--no-progress",
+            "--no-report",
+            *oracle,
+        ]
+    )
     assert code == 0, capsys.readouterr()
     (rec,) = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
     refs = rec["summary"]["references"]
@@ -411,8 +499,7 @@ def test_an_oracle_reference_is_a_second_cached_model(tmp_path, capsys):
 # the analysis, the paper rows, the plots
 
 
-def _mem_records(f1s=(1.0, 0.8, 0.55, 0.5), test=(3.0, 3.5, 5.0, 2.5),
-                 mem_u=(0.2, 0.6, 0.4, 0.05)) -> list[dict]:
+def _mem_records(f1s=(1.0, 0.8, 0.55, 0.5), test=(3.0, 3.5, 5.0, 2.5), mem_u=(0.2, 0.6, 0.4, 0.05)) -> list[dict]:
     """Hand-made runs: two models x 4 sizes x 3 seeds, baseline and gapt; mem_U rises then falls (`mem_u` in bits
     per parameter), test CE peaks at ratio 1, extraction falls to the test rate, MI F1 falls from 1 to 0.5."""
     recs = []
@@ -424,24 +511,52 @@ def _mem_records(f1s=(1.0, 0.8, 0.55, 0.5), test=(3.0, 3.5, 5.0, 2.5),
                 for method, shift in (("baseline", 0.0), ("gapt", 0.01)):
                     jitter = 0.01 * seed
                     ex = (1.0, 0.3, 0.02, 0.001)[j]
-                    metrics = {"test_ce": test[j] + jitter + shift, "train_ce": 1.0 + j * 0.4,
-                               "mem_u_bits": mem_u[j] * p + 10 * seed,
-                               "mem_u_nonmember_bits_per_seq": 0.1, "mi_f1": f1s[j] - 0.005 * seed,
-                               "mi_auc": f1s[j], "test_mbe": 1.0, "test_mbe_centered": 0.5}
+                    metrics = {
+                        "test_ce": test[j] + jitter + shift,
+                        "train_ce": 1.0 + j * 0.4,
+                        "mem_u_bits": mem_u[j] * p + 10 * seed,
+                        "mem_u_nonmember_bits_per_seq": 0.1,
+                        "mi_f1": f1s[j] - 0.005 * seed,
+                        "mi_auc": f1s[j],
+                        "test_mbe": 1.0,
+                        "test_mbe_centered": 0.5,
+                    }
                     for px in (8, 16, 32):
                         metrics[f"extract_train_p{px}"] = ex
                         metrics[f"extract_test_p{px}"] = 0.001
-                    sizing = {"n_sequences": n, "n_params": p, "capacity_ratio": ratio * (1 + 0.01 * seed),
-                              "capacity_ratio_requested": ratio, "d_over_p": n / p, "alpha": 3.64,
-                              "data_info_bits": ratio * 3.64 * p, "capacity_bits": 3.64 * p, "epochs": 10.0}
-                    recs.append(make_record(
-                        task=TASK, method=method, seed=seed, metrics=metrics, n_params=p,
-                        model={"n_layer": 1, "n_embd": d, "n_head": 2},
-                        data={"n_sequences": n, "capacity_ratio": ratio},
-                        summary={"sizing": sizing, "data": {"source": "offline:x", "tokenizer": "bytes",
-                                                            "nonmember_pool_overlap": 0, "pool": 1000,
-                                                            "nonmembers": 100},
-                                 "references": {"ref": {"test_ce": 2.4}}}))
+                    sizing = {
+                        "n_sequences": n,
+                        "n_params": p,
+                        "capacity_ratio": ratio * (1 + 0.01 * seed),
+                        "capacity_ratio_requested": ratio,
+                        "d_over_p": n / p,
+                        "alpha": 3.64,
+                        "data_info_bits": ratio * 3.64 * p,
+                        "capacity_bits": 3.64 * p,
+                        "epochs": 10.0,
+                    }
+                    recs.append(
+                        make_record(
+                            task=TASK,
+                            method=method,
+                            seed=seed,
+                            metrics=metrics,
+                            n_params=p,
+                            model={"n_layer": 1, "n_embd": d, "n_head": 2},
+                            data={"n_sequences": n, "capacity_ratio": ratio},
+                            summary={
+                                "sizing": sizing,
+                                "data": {
+                                    "source": "offline:x",
+                                    "tokenizer": "bytes",
+                                    "nonmember_pool_overlap": 0,
+                                    "pool": 1000,
+                                    "nonmembers": 100,
+                                },
+                                "references": {"ref": {"test_ce": 2.4}},
+                            },
+                        )
+                    )
     return recs
 
 
@@ -464,7 +579,7 @@ def test_analysis_finds_the_shapes_it_should():
 
 
 def test_paper_rows_for_text_memorization():
-    law = M.mi_law_paper_corrected
+    law = laws.mi_law_paper_corrected
     recs = _mem_records()
     # F1 exactly on the paper's law: the law row replicates; the hand-made F1s do not
     for r in recs:
@@ -504,8 +619,8 @@ def test_paper_rows_for_text_memorization():
 
 @pytest.mark.parametrize("layout", ["runs.jsonl", "record files only"])
 def test_plot_all_draws_the_memorization_figures(tmp_path, layout):
-    from gapt_bench.plots import plot_all
-    from gapt_bench.store import RECORDS_DIR, record_file_name
+    from gapt_bench.results.plots import plot_all
+    from gapt_bench.results.store import RECORDS_DIR, record_file_name
 
     res = tmp_path / "res"
     res.mkdir()
@@ -523,8 +638,8 @@ def test_plot_all_draws_the_memorization_figures(tmp_path, layout):
 
 
 def test_the_plotted_curve_is_the_lowest_seed_counted_as_a_number():
-    from gapt_bench.analysis import group_records
-    from gapt_bench.plots import _representative
+    from gapt_bench.results.analysis import group_records
+    from gapt_bench.results.plots import _representative
 
     (group,) = group_records([make_record(seed=10), make_record(seed=2), make_record(seed=11)])
     assert _representative(group)["seed"] == 2

@@ -1,5 +1,6 @@
 """Curves to TensorBoard, W&B and trackio (`gapt-bench export`, `run --track`): optional, import-guarded, and
 refused before training when the package is missing."""
+
 from __future__ import annotations
 
 import importlib.machinery
@@ -10,9 +11,10 @@ import types
 from pathlib import Path
 
 import pytest
-
-from gapt_bench import cli, tracking
 from test_site import make_results
+
+from gapt_bench import cli
+from gapt_bench.results import tracking
 
 
 def _fake_logger(name: str, with_group: bool = True) -> tuple[types.ModuleType, list]:
@@ -21,11 +23,14 @@ def _fake_logger(name: str, with_group: bool = True) -> tuple[types.ModuleType, 
     mod = types.ModuleType(name)
     mod.__spec__ = importlib.machinery.ModuleSpec(name, None)
     if with_group:
+
         def init(project, name=None, group=None, config=None):
             calls.append(("init", {"project": project, "name": name, "group": group, "config": config}))
     else:
+
         def init(project, name=None, config=None):
             calls.append(("init", {"project": project, "name": name, "config": config}))
+
     mod.init = init
     mod.log = lambda values, step=None: calls.append(("log", step, dict(values)))
     mod.finish = lambda: calls.append(("finish",))
@@ -75,7 +80,7 @@ def test_wandb_gets_one_run_per_record(results, monkeypatch, capsys):
     assert first["project"] == "my-project" and first["name"] == records[0]["run_id"]
     assert first["group"] == f"{records[0]['task']}/{records[0]['method']}"
     assert first["config"]["seed"] == records[0]["seed"] and first["config"]["model"] == records[0]["config"]["model"]
-    logs = [c for c in calls[:calls.index(("finish",))] if c[0] == "log"]
+    logs = [c for c in calls[: calls.index(("finish",))] if c[0] == "log"]
     assert [c[1] for c in logs[:3]] == [25, 50, 75] and "train/ce" in logs[0][2]
     assert logs[-1][2]["final/val_ce"] == records[0]["metrics"]["val_ce"]
     assert "wandb: " in capsys.readouterr().out
@@ -97,6 +102,7 @@ def test_a_backend_failing_midway_says_how_far_it_got_and_exits_1(results, monke
         if sum(c[0] == "init" for c in calls) == 2:
             raise RuntimeError("wandb.errors.CommError: network is unreachable\n(retry later)")
         real_init(**kwargs)
+
     wandb.init = init
     monkeypatch.setitem(sys.modules, "wandb", wandb)
     assert cli.main(["export", str(results), "--wandb", "proj"]) == 1
@@ -118,11 +124,26 @@ def test_an_unwritable_tensorboard_folder_is_refused_before_exporting(results, t
 
 def test_missing_packages_are_refused_before_anything_runs(results, tmp_path, monkeypatch, capsys):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name in ("wandb", "tensorboard") else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in ("wandb", "tensorboard") else real(name, *a)
+    )
     monkeypatch.delitem(sys.modules, "wandb", raising=False)
-    assert cli.main(["run", "--tasks", "synthetic_capacity", "--preset", "tiny", "--out", str(tmp_path / "r"),
-                     "--track", "wandb:proj"]) == 2
+    assert (
+        cli.main(
+            [
+                "run",
+                "--tasks",
+                "synthetic_capacity",
+                "--preset",
+                "tiny",
+                "--out",
+                str(tmp_path / "r"),
+                "--track",
+                "wandb:proj",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "wandb is not installed" in err and "pip install wandb" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
@@ -134,10 +155,29 @@ def test_missing_packages_are_refused_before_anything_runs(results, tmp_path, mo
 
 
 def test_run_track_tensorboard_writes_the_sweeps_curves(tmp_path, tiny_capacity_args):
-    import tensorboard  # noqa: F401  (the [test] extra installs it: missing is a broken install, not a skip)
+
     out, tb = tmp_path / "results", tmp_path / "tb"
-    assert cli.main(["run", *tiny_capacity_args, "--methods", "baseline", "--seeds", "0", "--workers", "1",
-                     "--out", str(out), "--no-progress", "--no-report", "--track", f"tensorboard:{tb}"]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                *tiny_capacity_args,
+                "--methods",
+                "baseline",
+                "--seeds",
+                "0",
+                "--workers",
+                "1",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--no-report",
+                "--track",
+                f"tensorboard:{tb}",
+            ]
+        )
+        == 0
+    )
     runs = [json.loads(x)["run_id"] for x in (out / "runs.jsonl").read_text().splitlines()]
     assert runs and sorted(p.name for p in tb.iterdir()) == sorted(runs)
     assert all(list((tb / r).glob("events.out.tfevents.*")) for r in runs)
@@ -145,5 +185,7 @@ def test_run_track_tensorboard_writes_the_sweeps_curves(tmp_path, tiny_capacity_
 
 def test_scalar_tags():
     assert tracking.tag("ce") == "train/ce" and tracking.tag("mbe_layer_3") == "mbe_layer/3"
-    assert tracking.scalars({"step": 5, "ce": 1.0, "phase": 2, "bad": float("nan"), "flag": True, "s": "x"}) == \
-        {"train/ce": 1.0, "train/phase": 2.0}
+    assert tracking.scalars({"step": 5, "ce": 1.0, "phase": 2, "bad": float("nan"), "flag": True, "s": "x"}) == {
+        "train/ce": 1.0,
+        "train/phase": 2.0,
+    }

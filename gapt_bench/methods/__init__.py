@@ -1,4 +1,6 @@
-"""Training methods: how a batch's loss is composed from CE and hidden states. See base.Method."""
-from gapt_bench.methods.base import Method, StepInfo
+"""Training methods: how a batch's loss is composed from CE and hidden states (`base.Method`), the built-in
+methods (baseline, gapt, mbe, periodic: one module each) and the GAPT phase gate (`phase_gate`)."""
 
-__all__ = ["Method", "StepInfo"]
+from gapt_bench.methods.base import METHODS, Method, StepInfo, register_method
+
+__all__ = ["METHODS", "Method", "StepInfo", "register_method"]

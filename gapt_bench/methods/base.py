@@ -5,21 +5,24 @@ loss to back-propagate. After each optimizer step it observes the step's trainin
 data loader, the optimizer, the batch size or the budget: the trainer fixes those identically for every method,
 so all arms get the same tokens, data order and initialisation for a seed.
 
-A method is a registered subclass (`@register_method("name")`) that declares:
+A method is a subclass registered in `METHODS` (`@register_method("name")`) that declares:
 - `config_sections`: the method sections of the config it reads (reg, gapt, periodic); only those enter its config
   hash, so e.g. baselines that differ only in gapt.tau are one group;
 - `controls`: the methods that control it (the report puts them beside it, the paper table under its claims);
 - `matches`: for a matched control, the method whose realised run it copies (the runner finds that run and passes
   its record summary as `matched`).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from gapt_bench.entropy import matrix_entropy
+from gapt_bench.config.registry import Registry
+from gapt_bench.measures.entropy import matrix_entropy
 
 if TYPE_CHECKING:
     from gapt_bench.config import RunConfig
@@ -44,13 +47,13 @@ class Method:
     config_sections: ClassVar[tuple[str, ...]] = ()
     controls: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, cfg: "RunConfig", n_layer: int, matched: dict | None = None) -> None:
+    def __init__(self, cfg: RunConfig, n_layer: int, matched: dict | None = None) -> None:
         self.cfg = cfg
         self.n_layer = n_layer
         self.matched = matched
 
     @classmethod
-    def matches(cls, cfg: "RunConfig") -> str | None:
+    def matches(cls, cfg: RunConfig) -> str | None:
         """The method whose run (same task, setup and seed) this run must copy, or None."""
         return None
 
@@ -103,8 +106,9 @@ class Method:
         m = self.cfg.mbe
         return {i: matrix_entropy(hidden[i], m.alpha, m.patch_size, self.cfg.reg.centered) for i in layers}
 
-    def regularised_loss(self, ce: torch.Tensor, hidden: Sequence[torch.Tensor], step: int, weight: float,
-                         watch: Sequence[int] = ()) -> tuple[torch.Tensor, StepInfo]:
+    def regularised_loss(
+        self, ce: torch.Tensor, hidden: Sequence[torch.Tensor], step: int, weight: float, watch: Sequence[int] = ()
+    ) -> tuple[torch.Tensor, StepInfo]:
         """CE + weight * mean MBE over the regularised layers (weight 0: CE only, MBE of `watch` measured).
 
         reg.step_mode=alternate (May-2025): in a compression step the loss is CE alone on even optimizer steps and
@@ -127,3 +131,21 @@ class Method:
             with torch.no_grad():
                 info.mbe.update({i: float(v) for i, v in self.mbe_of([h.detach() for h in hidden], missing).items()})
         return loss, info
+
+
+def _import_builtin_methods() -> None:
+    """Each module of gapt_bench.methods registers its method when imported."""
+    import importlib
+    import pkgutil
+
+    import gapt_bench.methods as package
+
+    for mod in pkgutil.iter_modules(package.__path__):
+        if mod.name not in ("base", "phase_gate"):
+            importlib.import_module(f"gapt_bench.methods.{mod.name}")
+
+
+METHODS: Registry[type[Method]] = Registry(
+    "method", base=Method, builtins=_import_builtin_methods, entry_points="gapt_bench.methods"
+)
+register_method = METHODS.decorator

@@ -1,8 +1,8 @@
 """Cross-entropy only: the reference arm."""
+
 from __future__ import annotations
 
-from gapt_bench.methods.base import Method, StepInfo
-from gapt_bench.registry import register_method
+from gapt_bench.methods.base import Method, StepInfo, register_method
 
 
 @register_method("baseline")

@@ -1,16 +1,16 @@
 """GAPT: gated phase transitions between memorization (CE) and compression (CE + lambda * MBE).
 
-The gate itself is `gapt_bench.gate.GAPTController`; this class wires it to the trainer. The gate reads the
+The gate itself is `gapt_bench.methods.phase_gate.GAPTController`; this class wires it to the trainer. The gate reads the
 *training* CE and MBE of the last micro-batch of each optimizer step (patience_unit="step", the May-2025 code),
 or of every micro-batch as soon as it is done, so that a switch reaches the next micro-batch of the same step
 (patience_unit="micro_batch", the later code), on the layers `gapt.watch` names. It never reads validation or test
 data. The realised schedule (`duty_compress`, mean phase lengths) is counted in micro-batches.
 """
+
 from __future__ import annotations
 
-from gapt_bench.gate import GAPTController, phase_summary
-from gapt_bench.methods.base import Method
-from gapt_bench.registry import register_method
+from gapt_bench.methods.base import Method, register_method
+from gapt_bench.methods.phase_gate import GAPTController, phase_summary
 
 
 @register_method("gapt")

@@ -1,8 +1,8 @@
 """CE + lambda * MBE at every step: the IBLM Lagrangian, the fixed-weight control for GAPT."""
+
 from __future__ import annotations
 
-from gapt_bench.methods.base import Method
-from gapt_bench.registry import register_method
+from gapt_bench.methods.base import Method, register_method
 
 
 @register_method("mbe")

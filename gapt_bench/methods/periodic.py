@@ -9,11 +9,11 @@ usually long.) If periodic matches gapt, the gate's *decisions* do not matter, o
 (50% duty when they are equal). The record's summary has both arms' realised numbers (`duty_compress`, mean phase lengths;
 `matched_to`, `matched_duty_compress`).
 """
+
 from __future__ import annotations
 
-from gapt_bench.gate import COMPRESS, MEMORIZE, phase_summary
-from gapt_bench.methods.base import Method
-from gapt_bench.registry import register_method
+from gapt_bench.methods.base import Method, register_method
+from gapt_bench.methods.phase_gate import COMPRESS, MEMORIZE, phase_summary
 
 
 @register_method("periodic")
@@ -63,8 +63,12 @@ class Periodic(Method):
     def summary(self):
         out = {"schedule_p_m": self.p_m, "schedule_p_c": self.p_c, **phase_summary(self.phases)}
         if self.matched is not None:
-            out.update({"matched_to": self.matched["run_id"],
-                        "matched_duty_compress": self.matched["summary"].get("duty_compress")})
+            out.update(
+                {
+                    "matched_to": self.matched["run_id"],
+                    "matched_duty_compress": self.matched["summary"].get("duty_compress"),
+                }
+            )
         return out
 
     def state_dict(self):

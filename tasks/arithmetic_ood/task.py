@@ -43,20 +43,21 @@ the gate):
 - `ood_mbe_layer_<i>`, `ood_mbe` (their mean), `ood_mbe_centered` (the centred-Gram control), `id_mbe`: MBE of the
   evaluation examples concatenated into a stream and cut into `train.seq_len` windows, patches of `mbe.patch_size`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from gapt_bench.config import ConfigError, opt
-from gapt_bench.entropy import matrix_entropy_per_patch
-from gapt_bench.models import forward_with_hidden
-from gapt_bench.registry import register_task
-from gapt_bench.task import Evaluation, LMTask, mbe_metrics
+from gapt_bench.measures.entropy import matrix_entropy_per_patch
+from gapt_bench.measures.hidden_states import forward_with_hidden
+from gapt_bench.tasks.base import Evaluation, LMTask, mbe_metrics, register_task
 
 BOS, EOS, TIMES, EQUALS, SPACE, DIGIT0 = 0, 1, 2, 3, 4, 5
 VOCAB = ["<bos>", "<eos>", "x", "=", " "] + [str(d) for d in range(10)]
@@ -137,16 +138,17 @@ def is_reserved(a: np.ndarray, b: np.ndarray, data_seed: int, frac: float) -> np
 
 def _draw_operands(rng: np.random.Generator, n: int, dmin: int, dmax: int) -> np.ndarray:
     d = rng.integers(dmin, dmax + 1, size=n)
-    return rng.integers(10 ** (d - 1), 10 ** d)
+    return rng.integers(10 ** (d - 1), 10**d)
 
 
 def _redraw_same_digits(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
     d = n_digits(x)
-    return rng.integers(10 ** (d - 1), 10 ** d)
+    return rng.integers(10 ** (d - 1), 10**d)
 
 
-def sample_pairs(rng: np.random.Generator, n: int, digits: tuple[int, int], data_seed: int, frac: float,
-                 reserved: bool | None) -> tuple[np.ndarray, np.ndarray]:
+def sample_pairs(
+    rng: np.random.Generator, n: int, digits: tuple[int, int], data_seed: int, frac: float, reserved: bool | None
+) -> tuple[np.ndarray, np.ndarray]:
     """n operand pairs, digit counts uniform in `digits`, then numbers uniform in their count.
 
     reserved=None: no constraint (OOD). False: reserved pairs are rejected (train). True: only reserved pairs, with
@@ -162,8 +164,10 @@ def sample_pairs(rng: np.random.Generator, n: int, digits: tuple[int, int], data
             return a, b
         a[bad] = _redraw_same_digits(rng, a[bad])
         b[bad] = _redraw_same_digits(rng, b[bad])
-    raise ConfigError(f"could not draw {'reserved' if reserved else 'training'} pairs with digits {digits} "
-                      f"(data.id_holdout_frac={frac} leaves a digit-count cell empty); change data.data_seed or the fraction")
+    raise ConfigError(
+        f"could not draw {'reserved' if reserved else 'training'} pairs with digits {digits} "
+        f"(data.id_holdout_frac={frac} leaves a digit-count cell empty); change data.data_seed or the fraction"
+    )
 
 
 @dataclass
@@ -178,7 +182,7 @@ class Examples:
     def __len__(self) -> int:
         return len(self.a)
 
-    def take(self, idx: np.ndarray) -> "Examples":
+    def take(self, idx: np.ndarray) -> Examples:
         return Examples(self.a[idx], self.b[idx])
 
     def keys(self) -> np.ndarray:
@@ -215,7 +219,7 @@ def tokenize(ex: Examples) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _write_number(out: np.ndarray, pos: np.ndarray, x: np.ndarray, nd: np.ndarray) -> None:
     for j in range(int(nd.max(initial=0))):  # j-th digit from the least significant
         m = nd > j
-        out[pos[m] + nd[m] - 1 - j] = DIGIT0 + (x[m] // 10 ** j) % 10
+        out[pos[m] + nd[m] - 1 - j] = DIGIT0 + (x[m] // 10**j) % 10
 
 
 def answer_mask(roles: np.ndarray | torch.Tensor, include_eos: bool):
@@ -255,7 +259,7 @@ def is_exact(generated: Sequence[int], c: int) -> bool:
     """Exact match: ' ' + digits(c) followed by <eos>."""
     gen = [int(t) for t in generated]
     want = answer_tokens(c, eos=True)
-    return gen[:len(want)] == want
+    return gen[: len(want)] == want
 
 
 def digit_matches(generated: Sequence[int], c: int) -> tuple[int, int]:
@@ -295,10 +299,14 @@ class ArithmeticOptions:
     n_id: int = opt(2000, "ID validation examples (paper 10,000)", min=1)
     n_ood: int = opt(2000, "OOD test examples (paper 10,000)", min=1)
     id_holdout_frac: float = opt(0.1, "fraction of unordered operand pairs reserved for ID validation", min=0.0)
-    train_layout: str = opt("stream", "stream: concatenated examples cut into windows (paper); packed: whole "
-                            "examples per row from <bos>", choices=("stream", "packed"))
-    train_loss: str = opt("all", "training CE over all tokens (paper) or the answer tokens only",
-                          choices=("all", "answer"))
+    train_layout: str = opt(
+        "stream",
+        "stream: concatenated examples cut into windows (paper); packed: whole examples per row from <bos>",
+        choices=("stream", "packed"),
+    )
+    train_loss: str = opt(
+        "all", "training CE over all tokens (paper) or the answer tokens only", choices=("all", "answer")
+    )
     answer_eos: bool = opt(False, "answer CE includes the <eos> target (paper code: excluded; space included)")
     eval_batch: int = opt(256, "examples per evaluation forward pass", min=1)
     mbe_windows: int = opt(256, "max seq_len windows of the ID/OOD streams for the MBE metrics", min=1)
@@ -309,9 +317,18 @@ class ArithmeticOOD(LMTask):
     version = "1"
     description = "a*b with short operands in training; answer CE, exact match and digit accuracy on longer ones"
     Options = ArithmeticOptions
-    metrics = {"id_answer_ce": "min", "ood_answer_ce": "min", "id_exact_match": "max", "ood_exact_match": "max",
-               "id_digit_acc": "max", "ood_digit_acc": "max", "ood_mbe": "min", "ood_mbe_centered": "min",
-               "ood_mbe_layer_*": "min", "id_mbe": "min"}
+    metrics: ClassVar[dict[str, str]] = {
+        "id_answer_ce": "min",
+        "ood_answer_ce": "min",
+        "id_exact_match": "max",
+        "ood_exact_match": "max",
+        "id_digit_acc": "max",
+        "ood_digit_acc": "max",
+        "ood_mbe": "min",
+        "ood_mbe_centered": "min",
+        "ood_mbe_layer_*": "min",
+        "id_mbe": "min",
+    }
     primary = ("ood_answer_ce", "ood_digit_acc")
 
     @classmethod
@@ -323,20 +340,28 @@ class ArithmeticOOD(LMTask):
                 raise ConfigError(f"data.{name}={r} must be [min, max] with 1 <= min <= max <= 9")
         (tlo, thi), (olo, ohi) = d.train_digits, d.ood_digits
         if not (ohi < tlo or olo > thi):
-            raise ConfigError(f"data.ood_digits={d.ood_digits} overlaps data.train_digits={d.train_digits}; "
-                              "OOD operand lengths must lie outside the training range")
+            raise ConfigError(
+                f"data.ood_digits={d.ood_digits} overlaps data.train_digits={d.train_digits}; "
+                "OOD operand lengths must lie outside the training range"
+            )
         if not 0.0 < d.id_holdout_frac < 1.0:
             raise ConfigError(f"data.id_holdout_frac={d.id_holdout_frac} must be strictly between 0 and 1")
         if t.seq_len % cfg.mbe.patch_size:
-            raise ConfigError(f"train.seq_len={t.seq_len} is not a multiple of mbe.patch_size={cfg.mbe.patch_size}; "
-                              "MBE patches must tile the sequence")
+            raise ConfigError(
+                f"train.seq_len={t.seq_len} is not a multiple of mbe.patch_size={cfg.mbe.patch_size}; "
+                "MBE patches must tile the sequence"
+            )
         longest = max_example_len(max(thi, ohi))
         if t.seq_len < longest:
-            raise ConfigError(f"train.seq_len={t.seq_len} is shorter than the longest example ({longest} tokens for "
-                              f"{max(thi, ohi)}-digit operands); raise train.seq_len")
+            raise ConfigError(
+                f"train.seq_len={t.seq_len} is shorter than the longest example ({longest} tokens for "
+                f"{max(thi, ohi)}-digit operands); raise train.seq_len"
+            )
         m.vocab_size = m.vocab_size or VOCAB_SIZE
         if m.vocab_size != VOCAB_SIZE:
-            raise ConfigError(f"model.vocab_size={m.vocab_size} must be {VOCAB_SIZE} (the arithmetic vocabulary); leave it 0")
+            raise ConfigError(
+                f"model.vocab_size={m.vocab_size} must be {VOCAB_SIZE} (the arithmetic vocabulary); leave it 0"
+            )
         m.n_positions = m.n_positions or t.seq_len
         if m.n_positions < t.seq_len:
             raise ConfigError(f"model.n_positions={m.n_positions} < train.seq_len={t.seq_len}")
@@ -381,8 +406,8 @@ class ArithmeticOOD(LMTask):
             epoch, off = divmod(pos, self.epoch_tokens)
             t, r, _ = self._epoch(epoch)
             take = min(end - pos, self.epoch_tokens - off)
-            toks.append(t[off:off + take])
-            roles.append(r[off:off + take])
+            toks.append(t[off : off + take])
+            roles.append(r[off : off + take])
             pos += take
         return np.concatenate(toks), np.concatenate(roles)
 
@@ -397,10 +422,10 @@ class ArithmeticOOD(LMTask):
             rows = toks[idx].astype(np.int64)
             x, roles = torch.from_numpy(rows), torch.from_numpy(roles_s[idx].astype(np.int64))
         y = torch.full_like(x[:, :S], -100)
-        y[:] = x[:, 1:S + 1]
-        y[roles[:, 1:S + 1] < 0] = -100  # padding of packed rows
+        y[:] = x[:, 1 : S + 1]
+        y[roles[:, 1 : S + 1] < 0] = -100  # padding of packed rows
         if d.train_loss == "answer":  # <eos> always trained: without it greedy answers never stop
-            y[~answer_mask(roles[:, 1:S + 1], include_eos=True)] = -100
+            y[~answer_mask(roles[:, 1 : S + 1], include_eos=True)] = -100
         return x[:, :S].contiguous(), y
 
     def _packed_rows(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -444,7 +469,9 @@ class ArithmeticOOD(LMTask):
             while i < n:
                 j = int(np.searchsorted(starts, starts[i] + width, side="right")) - 1
                 if j <= i:
-                    raise ConfigError(f"an example of {int(starts[i + 1] - starts[i])} tokens does not fit a row of {width}")
+                    raise ConfigError(
+                        f"an example of {int(starts[i + 1] - starts[i])} tokens does not fit a row of {width}"
+                    )
                 bounds.append(min(j, n))
                 i = bounds[-1]
             self._row_index[epoch] = np.asarray(bounds)
@@ -458,8 +485,8 @@ class ArithmeticOOD(LMTask):
         total, count = 0.0, 0
         bs = self.cfg.data.eval_batch
         for i in range(0, rows.shape[0], bs):
-            x = rows[i:i + bs].to(device)
-            m = mask[i:i + bs].to(device)
+            x = rows[i : i + bs].to(device)
+            m = mask[i : i + bs].to(device)
             logits = model(input_ids=x[:, :-1], use_cache=False).logits.float()
             nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1), reduction="none")
             total += float(nll[m.reshape(-1)].sum())
@@ -475,13 +502,13 @@ class ArithmeticOOD(LMTask):
         for total in np.unique(la + lb):
             idx = np.nonzero(la + lb == total)[0]
             rows, _, _ = padded_examples(ex.take(idx))
-            prompts = rows[:, :int(total) + 6]  # <bos> a ' ' x ' ' b ' ' =
+            prompts = rows[:, : int(total) + 6]  # <bos> a ' ' x ' ' b ' ' =
             for i in range(0, len(idx), bs):
-                x = prompts[i:i + bs].to(device)
+                x = prompts[i : i + bs].to(device)
                 for _ in range(int(total) + 2):
                     logits = model(input_ids=x, use_cache=False).logits[:, -1]
                     x = torch.cat([x, logits.argmax(-1, keepdim=True)], dim=1)
-                for j, gen in zip(idx[i:i + bs], x[:, int(total) + 6:].tolist()):
+                for j, gen in zip(idx[i : i + bs], x[:, int(total) + 6 :].tolist()):
                     out[int(j)] = gen
         return out
 
@@ -493,12 +520,12 @@ class ArithmeticOOD(LMTask):
         n = min(len(toks) // S, self.cfg.data.mbe_windows)
         if n == 0:
             raise RuntimeError(f"the evaluation stream ({len(toks)} tokens) is shorter than one window of {S}")
-        windows = torch.from_numpy(toks[:n * S].astype(np.int64)).reshape(n, S)
+        windows = torch.from_numpy(toks[: n * S].astype(np.int64)).reshape(n, S)
         plain: list[list[torch.Tensor]] = []
         centred: list[list[torch.Tensor]] = []
         bs = self.cfg.data.eval_batch
         for i in range(0, n, bs):
-            _, hidden = forward_with_hidden(model, windows[i:i + bs].to(device))
+            _, hidden = forward_with_hidden(model, windows[i : i + bs].to(device))
             for layer, h in enumerate(hidden):
                 if len(plain) <= layer:
                     plain.append([])

@@ -1,6 +1,6 @@
 """Language modelling on FineWeb (GAPT paper section 3.a, gapt-paper.md): GPT-2 pretraining, validation CE and MBE.
 
-Data (through :mod:`gapt_bench.text`; the docstrings of its modules sources, tokenizers and cache have the
+Data (through :mod:`gapt_bench.data`; the docstrings of its modules sources, tokenizers and cache have the
 details):
 
 * ``data.source``: ``offline`` (the public-domain corpus that ships with the package; the quick preset), a local
@@ -11,7 +11,7 @@ details):
 * ``data.tokenizer``: ``bytes`` (V = 257, the CPU default), ``bpe<N>`` (a byte-level BPE trained on the source's
   training documents and cached) or ``gpt2`` (the real GPT-2 BPE, hash-checked; V = 50,257, padded to
   ``data.pad_vocab_multiple``, e.g. 50,304 on GPU). The record's summary names the tokenizer.
-* Documents are split by a keyed hash of their text (`gapt_bench.text.doc_split`): validation takes candidates
+* Documents are split by a keyed hash of their text (`gapt_bench.data.doc_split`): validation takes candidates
   until ``data.val_tokens`` (the paper: 10,485,760); training never sees a validation candidate. Both splits are
   token files in the cache (``data.cache_dir``, else ``$GAPT_BENCH_CACHE``, else ``~/.cache/gapt_bench``), so a second
   run does not re-tokenise. Under DDP the first rank of each node builds them while the others wait.
@@ -36,26 +36,47 @@ Throughput, in the record's ``summary`` (not in ``metrics``: it measures the mac
 
 * ``tokens_per_s``: training tokens (all ranks) per second, timed after the first few steps (warm-up, compile).
 * ``mfu``: model FLOPs utilisation against the GPU's dense bf16 peak (formula and peak table in
-  :mod:`gapt_bench.models`); null on CPU or an unknown GPU. The MBE regulariser's FLOPs are not counted.
+  :mod:`gapt_bench.training.model`); null on CPU or an unknown GPU. The MBE regulariser's FLOPs are not counted.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from gapt_bench.config import ConfigError, opt
-from gapt_bench.entropy import matrix_entropy_per_patch
-from gapt_bench.models import MFU_FORMULA, build_model, flops_per_token, forward_with_hidden, mfu, peak_flops
-from gapt_bench.registry import register_task
-from gapt_bench.runtime import autocast_context, resolve_precision
-from gapt_bench.task import Evaluation, LMTask, mbe_metrics, size_vocab_for_tokenizer
-from gapt_bench.text import (LOCAL_FIX, DataError, TokenCache, cached_without_streaming, check_local_source,
-                             hub_unreachable_reason, resolve_source)
-from gapt_bench.text.options import name_option, source_option, tokenizer_option
+from gapt_bench.data import (
+    LOCAL_FIX,
+    DataError,
+    TokenCache,
+    cached_without_streaming,
+    check_local_source,
+    hub_unreachable_reason,
+    resolve_source,
+)
+from gapt_bench.data.options import name_option, source_option, tokenizer_option
+from gapt_bench.measures.entropy import matrix_entropy_per_patch
+from gapt_bench.measures.hidden_states import forward_with_hidden
+from gapt_bench.tasks.base import (
+    Evaluation,
+    LMTask,
+    mbe_metrics,
+    register_task,
+    size_vocab_for_tokenizer,
+)
+from gapt_bench.training.model import (
+    MFU_FORMULA,
+    build_model,
+    flops_per_token,
+    mfu,
+    peak_flops,
+)
+from gapt_bench.training.runtime import autocast_context, resolve_precision
 
 
 @dataclass
@@ -64,13 +85,16 @@ class FineWebOptions:
     name: str | None = name_option()
     tokenizer: str = tokenizer_option()
     val_tokens: int = opt(131_072, "validation tokens (whole documents; the paper: 10,485,760)", min=1)
-    val_bytes: int | None = opt(None, "if set, the validation budget in UTF-8 bytes instead (same documents for "
-                                      "every tokenizer)", min=1)
+    val_bytes: int | None = opt(
+        None, "if set, the validation budget in UTF-8 bytes instead (same documents for every tokenizer)", min=1
+    )
     val_fraction: float = opt(0.1, "fraction of documents that are validation candidates (keyed hash)", min=0.0)
-    train_tokens: int | None = opt(None, "training tokens to tokenise and cycle over; null = the whole offline "
-                                         "corpus, else train.tokens (one pass)", min=1)
-    pad_vocab_multiple: int = opt(1, "pad model.vocab_size up to a multiple of this (64 on GPU: 50257 -> 50304)",
-                                  min=1)
+    train_tokens: int | None = opt(
+        None,
+        "training tokens to tokenise and cycle over; null = the whole offline corpus, else train.tokens (one pass)",
+        min=1,
+    )
+    pad_vocab_multiple: int = opt(1, "pad model.vocab_size up to a multiple of this (64 on GPU: 50257 -> 50304)", min=1)
     eval_batch_size: int = opt(32, "validation windows per forward pass", min=1)
     cache_dir: str | None = opt(None, "token cache root (null: $GAPT_BENCH_CACHE or ~/.cache/gapt_bench)")
 
@@ -80,8 +104,13 @@ class FineWebLM(LMTask):
     version = "1"
     description = "GPT-2 language modelling on FineWeb (or the bundled offline corpus): val CE, bits/byte, MBE"
     Options = FineWebOptions
-    metrics = {"val_ce": "min", "val_bpb": "min", "val_mbe": "min", "val_mbe_centered": "min",
-               "val_mbe_layer_*": "min"}
+    metrics: ClassVar[dict[str, str]] = {
+        "val_ce": "min",
+        "val_bpb": "min",
+        "val_mbe": "min",
+        "val_mbe_centered": "min",
+        "val_mbe_layer_*": "min",
+    }
     primary = ("val_ce",)
 
     # -- planning ----------------------------------------------------------------------------------------------
@@ -90,26 +119,36 @@ class FineWebLM(LMTask):
         d, t = cfg.data, cfg.train
         size_vocab_for_tokenizer(cfg)
         if d.val_bytes is None and d.val_tokens < t.seq_len + 1:
-            raise ConfigError(f"data.val_tokens={d.val_tokens} is less than one validation window "
-                              f"(train.seq_len + 1 = {t.seq_len + 1}); raise it")
+            raise ConfigError(
+                f"data.val_tokens={d.val_tokens} is less than one validation window "
+                f"(train.seq_len + 1 = {t.seq_len + 1}); raise it"
+            )
         if not 0.0 < d.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction={d.val_fraction} must be in (0, 1)")
         check_source(cfg)
 
     # -- data --------------------------------------------------------------------------------------------------
     def setup(self, ctx=None) -> None:
-        from gapt_bench import distributed
+        from gapt_bench.training import distributed
 
         self._pin = ctx is not None and ctx.device.type == "cuda"  # pinned host batches on CUDA
         d, t = self.cfg.data, self.cfg.train
         src = resolve_source(d.source, d.name)
         train_tokens = d.train_tokens if d.train_tokens is not None else (None if src.kind == "offline" else t.tokens)
         with distributed.local_main_first():  # DDP: build the token files once per node, then load them
-            data = TokenCache(d.cache_dir).get(src, d.tokenizer, val_tokens=d.val_tokens, val_bytes=d.val_bytes,
-                                               train_tokens=train_tokens, val_fraction=d.val_fraction)
+            data = TokenCache(d.cache_dir).get(
+                src,
+                d.tokenizer,
+                val_tokens=d.val_tokens,
+                val_bytes=d.val_bytes,
+                train_tokens=train_tokens,
+                val_fraction=d.val_fraction,
+            )
         if data.vocab_size > self.cfg.model.vocab_size:
-            raise ConfigError(f"tokenizer {data.tokenizer.name} has {data.vocab_size} ids but model.vocab_size="
-                              f"{self.cfg.model.vocab_size}")
+            raise ConfigError(
+                f"tokenizer {data.tokenizer.name} has {data.vocab_size} ids but model.vocab_size="
+                f"{self.cfg.model.vocab_size}"
+            )
         S = t.seq_len
         self.data = data
         self.train_tokens = data.train.tokens
@@ -142,7 +181,7 @@ class FineWebLM(LMTask):
         pos, ids = step * b, []
         while len(ids) < b:
             epoch, k = divmod(pos + len(ids), self.n_seq)
-            ids.extend(self._perm(epoch)[k:k + b - len(ids)].tolist())
+            ids.extend(self._perm(epoch)[k : k + b - len(ids)].tolist())
         rows = self._rows(self.train_tokens, np.asarray(ids, dtype=np.int64) * S)
         x, y = rows[:, :-1], rows[:, 1:]
         if self._pin:
@@ -154,7 +193,7 @@ class FineWebLM(LMTask):
     def evaluate(self, model, ctx, trained) -> Evaluation:
         """Validation CE, bits/byte and per-layer MBE; under DDP each rank takes windows rank::world_size and the
         sums are all-reduced, so the numbers equal a single process's."""
-        from gapt_bench import distributed
+        from gapt_bench.training import distributed
 
         S, d, mb = self.cfg.train.seq_len, self.cfg.data, self.cfg.mbe
         L = self.cfg.model.n_layer
@@ -168,21 +207,23 @@ class FineWebLM(LMTask):
         model.eval()
         try:
             for i in range(0, len(mine), d.eval_batch_size):
-                w = mine[i:i + d.eval_batch_size]
+                w = mine[i : i + d.eval_batch_size]
                 rows = self._rows(self.val_tokens, w * S).to(device)
                 x, y = rows[:, :-1], rows[:, 1:]
                 with autocast_context(device, self.cfg.train.precision):
                     logits, hidden = forward_with_hidden(model, x)
-                acc[0] += float(F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1),
-                                                reduction="sum"))
+                acc[0] += float(
+                    F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum")
+                )
                 acc[1] += y.numel()
                 keep = torch.from_numpy(w < mbe_windows).to(device)
                 if bool(keep.any()):
                     for li, h in enumerate(hidden):
                         h = h[keep]
                         acc[2 + li] += float(matrix_entropy_per_patch(h, mb.alpha, mb.patch_size).double().sum())
-                        acc[2 + L + li] += float(matrix_entropy_per_patch(h, mb.alpha, mb.patch_size,
-                                                                          centered=True).double().sum())
+                        acc[2 + L + li] += float(
+                            matrix_entropy_per_patch(h, mb.alpha, mb.patch_size, centered=True).double().sum()
+                        )
                     acc[2 + 2 * L] += int(keep.sum()) * (S // mb.patch_size)
                 del logits, hidden
         finally:
@@ -194,20 +235,28 @@ class FineWebLM(LMTask):
         centred = [float(acc[2 + L + li]) / n_patches for li in range(L)]
         out = {"val_ce": val_ce, "val_bpb": val_ce / math.log(2) / self.data.val.bytes_per_token}
         out.update(mbe_metrics("val_", plain, centred))
-        return Evaluation(out, {"val_windows": self.n_val_windows, "val_tokens_evaluated": int(acc[1]),
-                                "val_mbe_windows": mbe_windows})
+        return Evaluation(
+            out,
+            {"val_windows": self.n_val_windows, "val_tokens_evaluated": int(acc[1]), "val_mbe_windows": mbe_windows},
+        )
 
     # -- provenance and throughput ------------------------------------------------------------------------------
     def summary(self, trained, ctx) -> dict:
         m, t = self.cfg.model, self.cfg.train
         data = self.data
         out = {
-            "tokenizer": data.tokenizer.name, "tokenizer_vocab_size": data.vocab_size,
-            "model_vocab_size": m.vocab_size, "data_source": data.source,
-            "train_tokens_available": data.train.n_tokens, "train_sequences": self.n_seq,
-            "epochs": trained.tokens / (self.n_seq * t.seq_len), "val_tokens_split": data.val.n_tokens,
-            "val_docs": data.val.n_docs, "val_bytes_per_token": data.val.bytes_per_token,
-            "token_cache_hit": data.cache_hit, "world_size": ctx.world_size,
+            "tokenizer": data.tokenizer.name,
+            "tokenizer_vocab_size": data.vocab_size,
+            "model_vocab_size": m.vocab_size,
+            "data_source": data.source,
+            "train_tokens_available": data.train.n_tokens,
+            "train_sequences": self.n_seq,
+            "epochs": trained.tokens / (self.n_seq * t.seq_len),
+            "val_tokens_split": data.val.n_tokens,
+            "val_docs": data.val.n_docs,
+            "val_bytes_per_token": data.val.bytes_per_token,
+            "token_cache_hit": data.cache_hit,
+            "world_size": ctx.world_size,
             "precision": resolve_precision(t.precision, ctx.device),
         }
         return {**out, **self.throughput(trained, ctx)}
@@ -221,12 +270,19 @@ class FineWebLM(LMTask):
             tokens, seconds = trained.tokens, s.get("train_time_s") or 0.0
         tps = tokens / seconds if seconds else None
         with torch.device("meta"):
-            shell = build_model(n_layer=m.n_layer, n_embd=m.n_embd, n_head=m.n_head, vocab_size=m.vocab_size,
-                                n_positions=m.n_positions)
+            shell = build_model(
+                n_layer=m.n_layer, n_embd=m.n_embd, n_head=m.n_head, vocab_size=m.vocab_size, n_positions=m.n_positions
+            )
         fpt = flops_per_token(shell, t.seq_len)
         peak, gpu = peak_flops(ctx.device)
-        return {"tokens_per_s": tps, "mfu": mfu(fpt, tps, peak, ctx.world_size), "flops_per_token": fpt,
-                "peak_flops": peak, "gpu_name": gpu, "mfu_formula": MFU_FORMULA}
+        return {
+            "tokens_per_s": tps,
+            "mfu": mfu(fpt, tps, peak, ctx.world_size),
+            "flops_per_token": fpt,
+            "peak_flops": peak,
+            "gpu_name": gpu,
+            "mfu_formula": MFU_FORMULA,
+        }
 
 
 def check_source(cfg) -> None:
@@ -243,12 +299,20 @@ def check_source(cfg) -> None:
     why = hub_unreachable_reason()
     if why is None or _hub_tokens_cached(cfg, src):
         return
-    raise DataError(f"the Hugging Face hub is unreachable ({why}), so {label} cannot be streamed and its tokens "
-                    f"are not cached; {LOCAL_FIX}")
+    raise DataError(
+        f"the Hugging Face hub is unreachable ({why}), so {label} cannot be streamed and its tokens "
+        f"are not cached; {LOCAL_FIX}"
+    )
 
 
 def _hub_tokens_cached(cfg, src) -> bool:
     d = cfg.data
-    return cached_without_streaming(src, d.tokenizer, d.cache_dir, val_tokens=d.val_tokens, val_bytes=d.val_bytes,
-                                    val_fraction=d.val_fraction,
-                                    train_tokens=d.train_tokens if d.train_tokens is not None else cfg.train.tokens)
+    return cached_without_streaming(
+        src,
+        d.tokenizer,
+        d.cache_dir,
+        val_tokens=d.val_tokens,
+        val_bytes=d.val_bytes,
+        val_fraction=d.val_fraction,
+        train_tokens=d.train_tokens if d.train_tokens is not None else cfg.train.tokens,
+    )

@@ -53,24 +53,25 @@ The curve (`curve.jsonl`) has one row every `log_every` steps: step, tokens (sam
 loss, phase (the method's gate phase), stage (1 or 2: the protocol's phase) and mbe (of that step's batch).
 Runs on the CPU whatever `train.device` says: the model is tiny.
 """
+
 from __future__ import annotations
 
 import copy
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from gapt_bench.config import ConfigError, opt
-from gapt_bench.entropy import matrix_entropy
-from gapt_bench.registry import register_task
-from gapt_bench.runtime import Diverged
-from gapt_bench.task import Task, TaskResult
+from gapt_bench.measures.entropy import matrix_entropy
+from gapt_bench.tasks.base import Task, TaskResult, register_task
+from gapt_bench.training.runtime import Diverged
 
 INPUT_DIM = 10
 GROUP_A, GROUP_B = 0, 1
@@ -79,10 +80,16 @@ PROTOCOLS = {"mix->A": ((GROUP_A, GROUP_B), (GROUP_A,)), "A->B": ((GROUP_A,), (G
 
 @dataclass
 class ForgettingOptions:
-    protocol: str = opt("mix->A", "mix->A: pretrain on both groups, fine-tune on A (forgetting B); A->B: sequential",
-                        choices=tuple(PROTOCOLS))
-    batch_layout: str = opt("grouped", "grouped: each MBE patch holds one group (A block then B block); shuffled: "
-                            "patches mix the groups", choices=("grouped", "shuffled"))
+    protocol: str = opt(
+        "mix->A",
+        "mix->A: pretrain on both groups, fine-tune on A (forgetting B); A->B: sequential",
+        choices=tuple(PROTOCOLS),
+    )
+    batch_layout: str = opt(
+        "grouped",
+        "grouped: each MBE patch holds one group (A block then B block); shuffled: patches mix the groups",
+        choices=("grouped", "shuffled"),
+    )
     hidden: int = opt(20, "H: hidden units (paper 50, later config 20)", min=1)
     outputs: int = opt(10, "O: outputs (paper 1, later config 10)", min=1)
     input_mean: float = opt(1.0, "mean of the active half of the input dimensions (the other half has mean 0)")
@@ -97,12 +104,19 @@ class ForgettingOptions:
     batch_size: int = opt(32, "samples per micro-batch (a multiple of the MBE patch; of 2 patches for mix)", min=1)
     grad_accum: int = opt(1, "micro-batches per optimizer step (later protocol: 32)", min=1)
     lr: float = opt(0.01, "Adam learning rate", min=0.0)
-    pretrain: str = opt("shared", "shared: the first stage trains a plain-L1 student once per seed and every arm "
-                                  "fine-tunes from it with a fresh Adam (the author's later protocol); per_method: "
-                                  "the method runs in both stages with one optimizer (round one)",
-                        choices=("shared", "per_method"))
-    finetune_patch_size: int | None = opt(32, "MBE patch of the regulariser while fine-tuning (shared pretraining; "
-                                              "the author's later protocol: 32); null = mbe.patch_size", min=2)
+    pretrain: str = opt(
+        "shared",
+        "shared: the first stage trains a plain-L1 student once per seed and every arm "
+        "fine-tunes from it with a fresh Adam (the author's later protocol); per_method: "
+        "the method runs in both stages with one optimizer (round one)",
+        choices=("shared", "per_method"),
+    )
+    finetune_patch_size: int | None = opt(
+        32,
+        "MBE patch of the regulariser while fine-tuning (shared pretraining; "
+        "the author's later protocol: 32); null = mbe.patch_size",
+        min=2,
+    )
     data_seed: int | None = opt(None, "teacher, shift and samples seed; null = the run seed")
     log_every: int = opt(10, "steps between curve rows", min=1)
 
@@ -118,12 +132,17 @@ def _uniform(shape, bound: float, g: torch.Generator) -> torch.Tensor:
 def teacher_params(hidden: int, outputs: int, g: torch.Generator) -> dict[str, torch.Tensor]:
     """A random MLP with PyTorch's default Linear init (uniform, bound 1/sqrt(fan_in))."""
     b1, b2 = 1 / math.sqrt(INPUT_DIM), 1 / math.sqrt(hidden)
-    return {"w1": _uniform((hidden, INPUT_DIM), b1, g), "b1": _uniform((hidden,), b1, g),
-            "w2": _uniform((outputs, hidden), b2, g), "b2": _uniform((outputs,), b2, g)}
+    return {
+        "w1": _uniform((hidden, INPUT_DIM), b1, g),
+        "b1": _uniform((hidden,), b1, g),
+        "w2": _uniform((outputs, hidden), b2, g),
+        "b2": _uniform((outputs,), b2, g),
+    }
 
 
-def shift_params(theta: dict[str, torch.Tensor], rank: int, scale: Sequence[float], magnitude: float,
-                 g: torch.Generator) -> dict[str, torch.Tensor]:
+def shift_params(
+    theta: dict[str, torch.Tensor], rank: int, scale: Sequence[float], magnitude: float, g: torch.Generator
+) -> dict[str, torch.Tensor]:
     """Delta: rank-`rank` Gaussian products for matrices, Gaussian noise for biases, norm ||p|| * U(scale)."""
     lo, hi = scale
     out = {}
@@ -175,8 +194,9 @@ def make_problem(d: ForgettingOptions, seed: int) -> Problem:
     return Problem(x=xs[0], y=ys[0], x_val=xs[1], y_val=ys[1])
 
 
-def build_batch(groups: Sequence[int], batch_size: int, layout: str, n_per_group: int,
-                g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def build_batch(
+    groups: Sequence[int], batch_size: int, layout: str, n_per_group: int, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample indices and group labels of one batch, in the order the MBE patches will see them.
 
     Each group in `groups` contributes batch_size / len(groups) samples (without replacement within the batch).
@@ -245,18 +265,32 @@ class ForgettingSeparation(Task):
     version = "2"  # 2: shared pretraining is the default protocol
     description = "MLP on conflicting groups: forgetting of the first experience and hidden-layer separation"
     Options = ForgettingOptions
-    metrics = {"separation": "max", "separation_pre": "max", "l1_a": "min", "l1_b": "min", "l1_a_pre": "min",
-               "l1_b_pre": "min", "forgetting": "min", "alleviation_pct": "max", "specialization": "max",
-               "mbe": "min", "mbe_centered": "min", "mbe_mixed": "min", "retained_l1": "min",
-               "finetuned_l1": "min"}
+    metrics: ClassVar[dict[str, str]] = {
+        "separation": "max",
+        "separation_pre": "max",
+        "l1_a": "min",
+        "l1_b": "min",
+        "l1_a_pre": "min",
+        "l1_b_pre": "min",
+        "forgetting": "min",
+        "alleviation_pct": "max",
+        "specialization": "max",
+        "mbe": "min",
+        "mbe_centered": "min",
+        "mbe_mixed": "min",
+        "retained_l1": "min",
+        "finetuned_l1": "min",
+    }
     primary = ("retained_l1", "finetuned_l1")
     ignored_sections = ("model", "train")  # the MLP's sizes, steps, batch and lr are data.* options
 
     @classmethod
     def plan_summary(cls, cfg) -> str:
         d = cfg.data
-        return (f"MLP 10->{d.hidden}->{d.outputs} protocol={d.protocol} layout={d.batch_layout} "
-                f"steps={d.steps_first}+{d.steps_second} batch={d.batch_size}x{d.grad_accum}")
+        return (
+            f"MLP 10->{d.hidden}->{d.outputs} protocol={d.protocol} layout={d.batch_layout} "
+            f"steps={d.steps_first}+{d.steps_second} batch={d.batch_size}x{d.grad_accum}"
+        )
 
     @classmethod
     def finalize(cls, cfg) -> None:
@@ -267,20 +301,36 @@ class ForgettingSeparation(Task):
         unit = 2 * p if mixes else p
         if d.batch_size % unit:
             what = "two MBE patches (one block per group)" if mixes else "the MBE patch"
-            raise ConfigError(f"data.batch_size={d.batch_size} is not a multiple of {what} ({unit} for "
-                              f"mbe.patch_size={p}); change data.batch_size")
+            raise ConfigError(
+                f"data.batch_size={d.batch_size} is not a multiple of {what} ({unit} for "
+                f"mbe.patch_size={p}); change data.batch_size"
+            )
         if d.batch_size // (2 if mixes else 1) > d.n_train:
-            raise ConfigError(f"data.batch_size={d.batch_size} needs more samples per group than data.n_train={d.n_train}")
+            raise ConfigError(
+                f"data.batch_size={d.batch_size} needs more samples per group than data.n_train={d.n_train}"
+            )
         if d.n_val < p:
             raise ConfigError(f"data.n_val={d.n_val} is below mbe.patch_size={p}")
         ft = d.finetune_patch_size or p
         if d.pretrain == "shared" and d.batch_size % ft:
-            raise ConfigError(f"data.batch_size={d.batch_size} is not a multiple of data.finetune_patch_size={ft} "
-                              "(the regulariser's patch while fine-tuning); change one of them")
+            raise ConfigError(
+                f"data.batch_size={d.batch_size} is not a multiple of data.finetune_patch_size={ft} "
+                "(the regulariser's patch while fine-tuning); change one of them"
+            )
 
     # -- training ----------------------------------------------------------------------------------------------
-    def _steps(self, model: Student, opt, method, prob: Problem, stage: int, n_steps: int, g: torch.Generator,
-               step0: int, curve=None) -> None:
+    def _steps(
+        self,
+        model: Student,
+        opt,
+        method,
+        prob: Problem,
+        stage: int,
+        n_steps: int,
+        g: torch.Generator,
+        step0: int,
+        curve=None,
+    ) -> None:
         """`n_steps` optimizer steps of protocol stage `stage` (0: the first groups, 1: the second); method None
         is plain L1 (the in-run baseline). Batches come from the explicit generator `g`."""
         cfg, d = self.cfg, self.cfg.data
@@ -314,11 +364,17 @@ class ForgettingSeparation(Task):
             if method is not None:
                 method.observe(infos, step)
             if curve is not None and ((step + 1) % d.log_every == 0 or step + 1 == total):
-                row = {"step": step + 1, "tokens": (step + 1) * samples_per_step, "ce": ce_sum / d.grad_accum,
-                       "loss": sum(losses) / len(losses), "phase": infos[-1].phase if infos else None,
-                       "stage": stage + 1,
-                       "mbe": float(matrix_entropy(last_h.reshape(1, d.batch_size, d.hidden), cfg.mbe.alpha,
-                                                   cfg.mbe.patch_size))}
+                row = {
+                    "step": step + 1,
+                    "tokens": (step + 1) * samples_per_step,
+                    "ce": ce_sum / d.grad_accum,
+                    "loss": sum(losses) / len(losses),
+                    "phase": infos[-1].phase if infos else None,
+                    "stage": stage + 1,
+                    "mbe": float(
+                        matrix_entropy(last_h.reshape(1, d.batch_size, d.hidden), cfg.mbe.alpha, cfg.mbe.patch_size)
+                    ),
+                }
                 curve.write(json.dumps(row) + "\n")
 
     def _student(self) -> tuple[Student, torch.optim.Optimizer, torch.Generator]:
@@ -361,10 +417,14 @@ class ForgettingSeparation(Task):
         n = (len(ha) // m.patch_size) * m.patch_size
         pure = torch.cat([ha[:n], hb[:n]])[None]
         mixed = pure[:, torch.randperm(2 * n, generator=torch.Generator().manual_seed(0))]
-        return Snapshot(l1=l1, separation=separation(ha, hb), specialization=specialization(ha, hb),
-                        mbe=float(matrix_entropy(pure, m.alpha, m.patch_size)),
-                        mbe_centered=float(matrix_entropy(pure, m.alpha, m.patch_size, centered=True)),
-                        mbe_mixed=float(matrix_entropy(mixed, m.alpha, m.patch_size)))
+        return Snapshot(
+            l1=l1,
+            separation=separation(ha, hb),
+            specialization=specialization(ha, hb),
+            mbe=float(matrix_entropy(pure, m.alpha, m.patch_size)),
+            mbe_centered=float(matrix_entropy(pure, m.alpha, m.patch_size, centered=True)),
+            mbe_mixed=float(matrix_entropy(mixed, m.alpha, m.patch_size)),
+        )
 
     def run(self, method_cls: type, ctx) -> TaskResult:
         cfg, d = self.cfg, self.cfg.data
@@ -390,22 +450,41 @@ class ForgettingSeparation(Task):
             _, ref_pre, ref_post = self._train_per_method(None, prob)
         forget = 1 if d.protocol == "mix->A" else 0  # index of the group that can be forgotten
         ref_forgetting = ref_post.l1[forget] - ref_pre.l1[forget]
-        alleviation = ((ref_post.l1[forget] - post.l1[forget]) / ref_forgetting * 100
-                       if abs(ref_forgetting) > 1e-12 else float("nan"))
+        alleviation = (
+            (ref_post.l1[forget] - post.l1[forget]) / ref_forgetting * 100
+            if abs(ref_forgetting) > 1e-12
+            else float("nan")
+        )
         metrics = {
-            "separation": post.separation, "separation_pre": pre.separation,
-            "l1_a": post.l1[0], "l1_b": post.l1[1], "l1_a_pre": pre.l1[0], "l1_b_pre": pre.l1[1],
-            "forgetting": post.l1[forget] - pre.l1[forget], "alleviation_pct": alleviation,
-            "retained_l1": post.l1[forget], "finetuned_l1": post.l1[1 - forget],
-            "specialization": post.specialization, "mbe": post.mbe, "mbe_centered": post.mbe_centered,
+            "separation": post.separation,
+            "separation_pre": pre.separation,
+            "l1_a": post.l1[0],
+            "l1_b": post.l1[1],
+            "l1_a_pre": pre.l1[0],
+            "l1_b_pre": pre.l1[1],
+            "forgetting": post.l1[forget] - pre.l1[forget],
+            "alleviation_pct": alleviation,
+            "retained_l1": post.l1[forget],
+            "finetuned_l1": post.l1[1 - forget],
+            "specialization": post.specialization,
+            "mbe": post.mbe,
+            "mbe_centered": post.mbe_centered,
             "mbe_mixed": post.mbe_mixed,
         }
         total = d.steps_first + d.steps_second
-        summary = {**method.summary(), "train_time_s": elapsed, "steps_total": total, "pretrain": d.pretrain,
-                   "finetune_patch_size": (d.finetune_patch_size or cfg.mbe.patch_size) if d.pretrain == "shared"
-                   else cfg.mbe.patch_size,
-                   "ref_l1_forgotten_pre": ref_pre.l1[forget], "ref_l1_forgotten_post": ref_post.l1[forget],
-                   "ref_separation": ref_post.separation}
+        summary = {
+            **method.summary(),
+            "train_time_s": elapsed,
+            "steps_total": total,
+            "pretrain": d.pretrain,
+            "finetune_patch_size": (d.finetune_patch_size or cfg.mbe.patch_size)
+            if d.pretrain == "shared"
+            else cfg.mbe.patch_size,
+            "ref_l1_forgotten_pre": ref_pre.l1[forget],
+            "ref_l1_forgotten_post": ref_post.l1[forget],
+            "ref_separation": ref_post.separation,
+        }
         n_params = sum(p.numel() for p in model.parameters())
-        return TaskResult(metrics=metrics, n_params=n_params, tokens=total * d.batch_size * d.grad_accum,
-                          steps=total, summary=summary)
+        return TaskResult(
+            metrics=metrics, n_params=n_params, tokens=total * d.batch_size * d.grad_accum, steps=total, summary=summary
+        )

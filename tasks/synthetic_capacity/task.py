@@ -22,44 +22,59 @@ last window including the final evaluation (how far from flat a budget-stopped r
 Dataset size: `n_sequences` directly, or `capacity_ratio` = data bits / (expected_bpp * P) with P the paper's
 parameter count, so that one ratio grid spans the same range of data-to-capacity for every model size.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from gapt_bench.config import ConfigError, opt
-from gapt_bench.entropy import layer_entropies
-from gapt_bench.models import forward_with_hidden, paper_param_count, param_count
-from gapt_bench.registry import register_task
-from gapt_bench.runtime import autocast_context, resolve_precision
-from gapt_bench.task import EpochOrder, Evaluation, LMTask, mbe_metrics, next_token_targets
+from gapt_bench.measures.entropy import layer_entropies
+from gapt_bench.measures.hidden_states import forward_with_hidden
+from gapt_bench.tasks.base import (
+    EpochOrder,
+    Evaluation,
+    LMTask,
+    mbe_metrics,
+    next_token_targets,
+    register_task,
+)
+from gapt_bench.training.model import paper_param_count, param_count
+from gapt_bench.training.runtime import autocast_context, resolve_precision
 
 CURVE_FILE = "memorization.jsonl"
-CONVENTION_TEXT = ("strict: mem_bits = N*(S-1)*log2(V) - sum of NLL bits over the N*(S-1) predicted tokens "
-                   "(first token of each sequence excluded from both terms), dataset-level, no per-sample clipping")
+CONVENTION_TEXT = (
+    "strict: mem_bits = N*(S-1)*log2(V) - sum of NLL bits over the N*(S-1) predicted tokens "
+    "(first token of each sequence excluded from both terms), dataset-level, no per-sample clipping"
+)
 
 
 @dataclass
 class CapacityOptions:
     n_sequences: int = opt(256, "N: training sequences (ignored when capacity_ratio is set)", min=1)
-    capacity_ratio: float | None = opt(None, "if set, N = round(ratio * expected_bpp * P / ((S-1) log2 V)): data "
-                                             "bits as a multiple of the expected capacity (P: paper count)", min=0.0)
+    capacity_ratio: float | None = opt(
+        None,
+        "if set, N = round(ratio * expected_bpp * P / ((S-1) log2 V)): data "
+        "bits as a multiple of the expected capacity (P: paper count)",
+        min=0.0,
+    )
     expected_bpp: float = opt(3.6, "bits/param assumed when sizing N from capacity_ratio", min=0.0)
     vocab_size: int = opt(64, "V: uniform token alphabet (keep small so parameters sit in the blocks)", min=2)
     data_seed: int | None = opt(None, "dataset seed; null = the run seed (the paper: a seed sets data and init)")
     heldout_sequences: int = opt(256, "fresh sequences for the sanity check", min=1)
-    heldout_tolerance: float = opt(0.05, "held-out bits/token may fall this fraction below log2 V", min=0.0,
-                                    max=1.0)
+    heldout_tolerance: float = opt(0.05, "held-out bits/token may fall this fraction below log2 V", min=0.0, max=1.0)
     converge_rtol: float = opt(0.01, "stop when mem_bits moved less than this (relative) over the window", min=0.0)
     converge_window: int = opt(3, "evaluations in the convergence window (train.eval_every apart)", min=2)
     eval_batch: int = opt(512, "sequences per evaluation forward pass", min=1)
-    convention: str = opt("strict", "first-token convention of the estimator (see the module docstring)",
-                          choices=("strict",))
+    convention: str = opt(
+        "strict", "first-token convention of the estimator (see the module docstring)", choices=("strict",)
+    )
     leak_heldout: bool = opt(False, "TEST ONLY: evaluate the held-out check on training data (must be flagged)")
 
 
@@ -76,17 +91,22 @@ class SyntheticCapacity(LMTask):
     version = "2"
     description = "bits/parameter memorized on uniform random sequences (Morris et al. 2025)"
     Options = CapacityOptions
-    metrics = {"mem_bits": "max", "mem_bits_paper_conv": "max", "data_bits": "max", "bits_per_param": "max",
-               "bits_per_param_paper_conv": "max", "heldout_bits_per_token": "max", "converged": "max",
-               "mem_fraction": "max", "heldout_ok": "max", "train_bits_per_token": "min",
-               "curve_rel_change": "min", "mbe": "min", "mbe_centered": "min"}
+    metrics: ClassVar[dict[str, str]] = {
+        "mem_bits": "max",
+        "mem_bits_paper_conv": "max",
+        "data_bits": "max",
+        "bits_per_param": "max",
+        "bits_per_param_paper_conv": "max",
+        "heldout_bits_per_token": "max",
+        "converged": "max",
+        "mem_fraction": "max",
+        "heldout_ok": "max",
+        "train_bits_per_token": "min",
+        "curve_rel_change": "min",
+        "mbe": "min",
+        "mbe_centered": "min",
+    }
     primary = ()  # capacity is a property of the model, never a score
-
-    @classmethod
-    def analyses(cls, records, reference: str = "baseline"):
-        from gapt_bench.analysis import analyse_capacity
-
-        return {"capacity": analyse_capacity(records, reference=reference)}
 
     @classmethod
     def finalize(cls, cfg) -> None:
@@ -94,17 +114,23 @@ class SyntheticCapacity(LMTask):
         m.vocab_size = m.vocab_size or d.vocab_size
         m.n_positions = m.n_positions or t.seq_len
         if m.vocab_size != d.vocab_size:
-            raise ConfigError(f"model.vocab_size={m.vocab_size} differs from data.vocab_size={d.vocab_size}; set only data.vocab_size")
+            raise ConfigError(
+                f"model.vocab_size={m.vocab_size} differs from data.vocab_size={d.vocab_size}; set only data.vocab_size"
+            )
         if m.n_positions < t.seq_len:
             raise ConfigError(f"model.n_positions={m.n_positions} < train.seq_len={t.seq_len}")
         if d.capacity_ratio is not None:
             if d.capacity_ratio <= 0 or d.expected_bpp <= 0:
-                raise ConfigError("data.capacity_ratio and data.expected_bpp must be > 0 to size N; or set data.n_sequences")
+                raise ConfigError(
+                    "data.capacity_ratio and data.expected_bpp must be > 0 to size N; or set data.n_sequences"
+                )
             p = paper_param_count(m.n_layer, m.n_embd, m.vocab_size, m.n_positions)
             n = max(1, round(d.capacity_ratio * d.expected_bpp * p / sequence_bits(t.seq_len, d.vocab_size)))
             if d.n_sequences not in (n, _N_DEFAULT):
-                raise ConfigError(f"data.n_sequences={d.n_sequences} conflicts with data.capacity_ratio="
-                                  f"{d.capacity_ratio} (which gives N={n}); set data.capacity_ratio=null to fix N")
+                raise ConfigError(
+                    f"data.n_sequences={d.n_sequences} conflicts with data.capacity_ratio="
+                    f"{d.capacity_ratio} (which gives N={n}); set data.capacity_ratio=null to fix N"
+                )
             d.n_sequences = n
 
     # -- data ------------------------------------------------------------------------------------------------------
@@ -136,12 +162,13 @@ class SyntheticCapacity(LMTask):
         model.eval()
         try:
             for i in range(0, data.shape[0], self.cfg.data.eval_batch):
-                x = data[i:i + self.cfg.data.eval_batch].to(device)
+                x = data[i : i + self.cfg.data.eval_batch].to(device)
                 with autocast_context(torch.device(device), self.cfg.train.precision):
                     logits = model(input_ids=x, use_cache=False).logits
                 logits = logits.float()
-                total += float(F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1),
-                                               reduction="sum"))
+                total += float(
+                    F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1), reduction="sum")
+                )
         finally:
             model.train(was_training)
         return total / math.log(2)
@@ -169,32 +196,50 @@ class SyntheticCapacity(LMTask):
             self.curve.add(trained.steps, mem, n_params, final=True)
         paper_conv = S / (S - 1)
         metrics = {
-            "mem_bits": mem, "mem_bits_paper_conv": mem * paper_conv, "data_bits": self.data_bits,
-            "bits_per_param": mem / n_params, "bits_per_param_paper_conv": mem * paper_conv / n_params,
+            "mem_bits": mem,
+            "mem_bits_paper_conv": mem * paper_conv,
+            "data_bits": self.data_bits,
+            "bits_per_param": mem / n_params,
+            "bits_per_param_paper_conv": mem * paper_conv / n_params,
             "mem_fraction": mem / self.data_bits,
             "train_bits_per_token": train_nll / (d.n_sequences * (S - 1)),
-            "heldout_bits_per_token": held_bpt, "heldout_ok": float(heldout_ok),
+            "heldout_bits_per_token": held_bpt,
+            "heldout_ok": float(heldout_ok),
             "converged": float(converged),
             **self.curve.rel_change(d.converge_window),
             **self._mbe(model, ctx),
         }
-        return Evaluation(metrics, {"converged_at_step": trained.steps if converged else None,
-                                    "n_evals": len(self.curve.points), "memorization_curve": CURVE_FILE})
+        return Evaluation(
+            metrics,
+            {
+                "converged_at_step": trained.steps if converged else None,
+                "n_evals": len(self.curve.points),
+                "memorization_curve": CURVE_FILE,
+            },
+        )
 
     def summary(self, trained, ctx) -> dict:
         d, m = self.cfg.data, self.cfg.model
-        return {"convention": d.convention, "estimator": CONVENTION_TEXT,
-                "precision": resolve_precision(self.cfg.train.precision, ctx.device),
-                "n_sequences": d.n_sequences, "data_bits": self.data_bits,
-                "paper_param_count": paper_param_count(m.n_layer, m.n_embd, m.vocab_size, m.n_positions)}
+        return {
+            "convention": d.convention,
+            "estimator": CONVENTION_TEXT,
+            "precision": resolve_precision(self.cfg.train.precision, ctx.device),
+            "n_sequences": d.n_sequences,
+            "data_bits": self.data_bits,
+            "paper_param_count": paper_param_count(m.n_layer, m.n_embd, m.vocab_size, m.n_positions),
+        }
 
     @torch.no_grad()
     def _mbe(self, model, ctx) -> dict[str, float]:
         m = self.cfg.mbe
         x = self.train[: min(64, self.cfg.data.n_sequences)].to(ctx.device)  # seq_len % patch_size == 0 (check_run)
         _, hidden = forward_with_hidden(model, x)
-        return mbe_metrics("", layer_entropies(hidden, m.alpha, m.patch_size).tolist(),
-                           layer_entropies(hidden, m.alpha, m.patch_size, centered=True).tolist(), per_layer=False)
+        return mbe_metrics(
+            "",
+            layer_entropies(hidden, m.alpha, m.patch_size).tolist(),
+            layer_entropies(hidden, m.alpha, m.patch_size, centered=True).tolist(),
+            per_layer=False,
+        )
 
 
 class MemorizationCurve:
@@ -237,8 +282,13 @@ class MemorizationCurve:
             return
         self.points.append((step, mem))
         if self.write:
-            row = {"step": step, "mem_bits": mem, "mem_fraction": mem / self.data_bits,
-                   "bits_per_param": mem / n_params if n_params else None, "final": final}
+            row = {
+                "step": step,
+                "mem_bits": mem,
+                "mem_fraction": mem / self.data_bits,
+                "bits_per_param": mem / n_params if n_params else None,
+                "final": final,
+            }
             with open(self.path, "a") as f:
                 f.write(json.dumps(row) + "\n")
 

@@ -1,0 +1,89 @@
+"""What the CLI verbs share: usage errors, loading records, printing an analysis result."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from gapt_bench.config import ConfigError
+from gapt_bench.config.registry import RegistryError
+from gapt_bench.data import DataError
+from gapt_bench.data.files import StoreError
+from gapt_bench.launch.plan import make_plan, parse_names, parse_seeds
+from gapt_bench.results import analysis
+from gapt_bench.results.analysis import ReportError
+from gapt_bench.results.store import read_records
+from gapt_bench.tasks import TASKS
+
+
+class UsageError(Exception):
+    """Bad command-line input; printed as one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line instead of argparse's usage block
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def load_records(path: str) -> list[dict]:
+    """The records at `path`; none at all is an error (nothing to report on is not a result)."""
+    records = read_records(path)
+    if not records:
+        raise StoreError(f"no run records in {path}; point at a results folder that `gapt-bench run --out` filled")
+    return records
+
+
+def check_reference(records: list[dict], reference: str) -> None:
+    methods = sorted({r["method"] for r in records})
+    if reference not in methods:
+        raise UsageError(
+            f"--reference {reference!r} has no runs in these results; methods present: {', '.join(methods)}"
+        )
+
+
+def check_regression_args(args) -> None:
+    if args.tolerance < 0:
+        raise UsageError(f"--tolerance must be >= 0 (a fraction, 0.05 = 5%), got {args.tolerance}")
+    if not 0 < args.alpha < 1:
+        raise UsageError(f"--alpha must be between 0 and 1 (e.g. 0.05), got {args.alpha}")
+    if getattr(args, "min_n", 2) < 2:
+        raise UsageError(f"--min-n must be >= 2 (a test needs two seeds), got {args.min_n}")
+
+
+def load_all(paths: Sequence[str]) -> list[dict]:
+    """The records of several results locations, each run once: a run_id seen earlier (the same folder passed
+    twice, a file and its folder) is dropped, so it cannot count as another seed. One stderr line says how many."""
+    seen: set[str] = set()
+    records = []
+    dropped = 0
+    for path in paths:
+        for r in load_records(path):
+            if r["run_id"] in seen:
+                dropped += 1
+                continue
+            seen.add(r["run_id"])
+            records.append(r)
+    if dropped:
+        print(
+            f"gapt-bench: {dropped} duplicate record(s) dropped (a run_id in more than one of the results "
+            "given); each run counts once",
+            file=sys.stderr,
+        )
+    return records
+
+
+def print_result(result: dict, fmt: str, include_layers: bool = False) -> None:
+    """Any analysis result in the chosen format (rich prints itself)."""
+    text = analysis.render(result, fmt, include_layers=include_layers)
+    if text is not None:
+        print(text)
+
+
+USER_ERRORS = (UsageError, ConfigError, RegistryError, StoreError, ReportError, DataError)  # exit 2
+
+
+def plan_from(args) -> list:
+    tasks = TASKS.names() if args.tasks == "all" else parse_names(args.tasks, "task")
+    methods = parse_names(args.methods, "method")
+    return make_plan(tasks, methods, parse_seeds(args.seeds), args.preset, args.overrides)

@@ -1,0 +1,282 @@
+"""Command line: argument parsing, printing and exit codes only (no science here).
+
+Exit codes: 0 ok; 1 the regression check found a regression, runs failed, `status` found runs not done, `doctor --gpu` found no
+CUDA or a failing part, or work failed after it began (a sweep half submitted, an export or a site build that
+failed midway); 2 bad input (one line on stderr naming the problem and the fix; nothing written); 3 inconclusive
+regression check under --strict; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from gapt_bench.cli import doctor, plans, results, run
+from gapt_bench.cli.common import USER_ERRORS, _Parser
+from gapt_bench.data.files import DiskFullError
+from gapt_bench.launch.plugins import load_plugins
+
+DEFAULT_TASKS = "all"
+DEFAULT_METHODS = "baseline,gapt"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="gapt-bench", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="verb", parser_class=_Parser)
+
+    def plan_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--tasks", default=DEFAULT_TASKS, help="comma list of tasks, or 'all' (default)")
+        sp.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma list (default {DEFAULT_METHODS})")
+        sp.add_argument("--seeds", default="0-2", help="seeds as a range or list: 0-2, 0,3,5 (default 0-2)")
+        sp.add_argument("--preset", default="quick", help="preset name from tasks/<task>/presets.yaml (default quick)")
+        sp.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="SECTION.KEY=VALUE",
+            help="override a config value, type-checked (repeatable)",
+        )
+        include_arg(sp)
+
+    def include_arg(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--include",
+            action="append",
+            default=[],
+            metavar="PATH",
+            help="load tasks/methods from a .py file or a folder of them (repeatable)",
+        )
+
+    r = sub.add_parser("run", help="train and evaluate a plan of runs; append records to OUT/runs.jsonl")
+    plan_args(r)
+    r.add_argument("--out", default="results", help="results folder (default results/)")
+    r.add_argument(
+        "--workers", type=int, default=None, help="parallel runs, one CPU thread each (default: cores on CPU, 1 on GPU)"
+    )
+    r.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS", help="checkpoint interval (0 = off)")
+    r.add_argument("--resume", action="store_true", help="continue interrupted runs, skip finished ones")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--no-report", action="store_true", help="do not print the summary report at the end")
+    r.add_argument(
+        "--track",
+        action="append",
+        default=[],
+        type=run._track_target,
+        metavar="KIND:WHERE",
+        help="also send each run's curve to tensorboard:DIR, wandb:PROJECT or trackio:PROJECT (repeatable; "
+        "optional packages; on Slurm with --wait)",
+    )
+    lg = r.add_argument_group("cluster launchers (submitit: one job per run; see gapt_bench/launch/cluster.py)")
+    lg.add_argument(
+        "--launcher",
+        choices=("local", "submitit", "submitit-local"),
+        default=None,
+        help="local (default: this process and its workers); submitit (Slurm job arrays where srun "
+        "exists, else local jobs); submitit-local (submitit's local executor: one process per run)",
+    )
+    lg.add_argument(
+        "--launcher-config",
+        metavar="FILE.yaml",
+        default=None,
+        help="launcher options from a YAML file (keys as the flags below, e.g. partition: gpu; "
+        "slurm: {constraint: a100}); flags given here override it",
+    )
+    lg.add_argument("--partition", default=None, help="Slurm partition")
+    lg.add_argument("--account", default=None, help="Slurm account")
+    lg.add_argument("--qos", default=None, help="Slurm quality of service")
+    lg.add_argument(
+        "--timeout-min",
+        type=int,
+        default=None,
+        metavar="MIN",
+        help="time limit of one job (default 240 on Slurm); longer runs are requeued from a checkpoint",
+    )
+    lg.add_argument("--nodes", type=int, default=None, help="nodes per job (one run across nodes: DDP)")
+    lg.add_argument("--gpus-per-node", type=int, default=None, metavar="N", help="GPUs per node for each job")
+    lg.add_argument(
+        "--tasks-per-node",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes (DDP ranks) per node (default: one per GPU, else 1)",
+    )
+    lg.add_argument(
+        "--cpus-per-task",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPUs per process, also its torch threads (default 1)",
+    )
+    lg.add_argument("--mem-gb", type=float, default=None, metavar="GB", help="memory per node")
+    lg.add_argument(
+        "--array-parallelism",
+        type=int,
+        default=None,
+        metavar="N",
+        help="at most N jobs at once (Slurm array %%N; local: default the cores)",
+    )
+    lg.add_argument(
+        "--max-timeouts",
+        type=int,
+        default=None,
+        metavar="N",
+        help="requeues after hitting the time limit (default 3; preemptions do not count)",
+    )
+    lg.add_argument(
+        "--slurm-opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other sbatch option, passed through (repeatable), e.g. constraint=a100",
+    )
+    lg.add_argument(
+        "--setup",
+        action="append",
+        default=[],
+        metavar="CMD",
+        help="shell line run before each job (repeatable), e.g. 'source .venv/bin/activate'",
+    )
+    lg.add_argument(
+        "--wait",
+        action="store_true",
+        default=None,
+        help="Slurm: stay until every job has ended and print the results (local jobs always do)",
+    )
+    lg.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the jobs and the sbatch file that would be submitted; submit nothing",
+    )
+
+    st = sub.add_parser("status", help="which runs of a plan are done, running, failed, diverged or missing")
+    st.add_argument("results", nargs="?", default="results")
+    plan_args(st)
+    st.add_argument(
+        "--compact",
+        action="store_true",
+        help="first rewrite RESULTS/runs.jsonl from every record (drops damaged lines; keeps a .bak)",
+    )
+
+    v = sub.add_parser("validate", help="resolve and print the run plan without training")
+    plan_args(v)
+    v.add_argument("--show-config", action="store_true", help="print each resolved config as JSON")
+
+    ls = sub.add_parser("ls", help="list tasks, methods and presets, and where each comes from")
+    ls.add_argument("what", nargs="?", default="all", choices=("all", "tasks", "methods", "presets"))
+    include_arg(ls)
+
+    rep = sub.add_parser("report", help="statistics over seeds, one table per task")
+    rep.add_argument("results", nargs="?", default="results")
+    rep.add_argument("--format", default="rich", choices=("rich", "md", "json"))
+    rep.add_argument("--reference", default="baseline")
+    rep.add_argument("--plots", metavar="DIR", default=None, help="also write PNG plots to DIR")
+    rep.add_argument("--include-layers", action="store_true", help="also show per-layer metrics (rich/md)")
+
+    pa = sub.add_parser("paper", help="the papers' claims side by side with what the results show")
+    pa.add_argument("results", nargs="?", default="results")
+    pa.add_argument("--format", default="rich", choices=("rich", "md", "json"))
+
+    lb = sub.add_parser("leaderboard", help="methods ranked on each task's primary metrics by significant wins")
+    lb.add_argument("results", nargs="*", default=["results"])
+    lb.add_argument("--format", default="rich", choices=("rich", "md", "json"))
+    lb.add_argument("--include-layers", action="store_true", help="also show per-layer diagnostics (rich/md)")
+
+    cp = sub.add_parser("compare", help="how results B differ from results A (two-sided tests, Holm)")
+    cp.add_argument("a")
+    cp.add_argument("b")
+    cp.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.05,
+        help="mark changes past this fraction that are not significant with ~ (default 0.05)",
+    )
+    cp.add_argument("--alpha", type=float, default=0.05)
+    cp.add_argument("--format", default="rich", choices=("rich", "md", "json"))
+
+    g = sub.add_parser("regression", help="regression check: exit 1 on a significant regression past the tolerance")
+    g.add_argument("--baseline", required=True, help="reference results (e.g. baselines/cpu-quick.jsonl)")
+    g.add_argument("--candidate", required=True, help="candidate results folder or runs.jsonl")
+    g.add_argument("--tolerance", type=float, default=0.05, help="relative tolerance (default 0.05)")
+    g.add_argument("--alpha", type=float, default=0.05)
+    g.add_argument("--min-n", type=int, default=3)
+    g.add_argument("--strict", action="store_true", help="inconclusive verdicts exit 3")
+    g.add_argument("--format", default="rich", choices=("rich", "md", "json"))
+
+    dr = sub.add_parser("doctor", help="the environment; with --gpu, the prepared GPU check (CUDA paths, speed, MFU)")
+    dr.add_argument("--gpu", action="store_true", help="run the GPU check (needs CUDA; about 8 minutes)")
+    dr.add_argument("--out", default="results/gpu", help="folder for gpu_check.json and gpu_check.md")
+    dr.add_argument("--budget", type=float, default=480.0, metavar="SECONDS", help="time budget (default 480)")
+
+    pl = sub.add_parser("plot", help="write PNG plots of a results folder")
+    pl.add_argument("results", nargs="?", default="results")
+    pl.add_argument("--out", default=None, help="folder for the PNGs (default RESULTS/plots)")
+
+    si = sub.add_parser("site", help="a static HTML site: leaderboard, papers' claims, a page per task, every run")
+    si.add_argument("results", nargs="?", default="results")
+    si.add_argument("-o", "--out", required=True, metavar="DIR", help="folder for the site (index.html and pages)")
+    si.add_argument("--reference", default="baseline")
+    si.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures (faster; run curves stay)")
+    include_arg(si)
+
+    ex = sub.add_parser("export", help="training curves to TensorBoard event files, W&B or trackio (optional packages)")
+    ex.add_argument("results", nargs="?", default="results")
+    ex.add_argument("--tensorboard", metavar="DIR", help="one event folder per run: DIR/<run_id>/")
+    ex.add_argument("--wandb", metavar="PROJECT", help="one W&B run per run, in PROJECT")
+    ex.add_argument("--trackio", metavar="PROJECT", help="one trackio run per run, in PROJECT")
+    return p
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+COMMANDS = {
+    "run": run.cmd_run,
+    "status": plans.cmd_status,
+    "validate": plans.cmd_validate,
+    "ls": plans.cmd_ls,
+    "report": results.cmd_report,
+    "paper": results.cmd_paper,
+    "leaderboard": results.cmd_leaderboard,
+    "compare": results.cmd_compare,
+    "regression": results.cmd_regression,
+    "plot": results.cmd_plot,
+    "site": results.cmd_site,
+    "export": results.cmd_export,
+    "doctor": doctor.cmd_doctor,
+}
+# Renamed verbs: the old name keeps working for one release, with a one-line note on stderr.
+DEPRECATED_VERBS = {"gate": "regression"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    if argv and argv[0] in DEPRECATED_VERBS:
+        new = DEPRECATED_VERBS[argv[0]]
+        print(
+            f"gapt-bench: note: `{argv[0]}` is now `{new}`; the old name goes away in the next release", file=sys.stderr
+        )
+        argv = [new, *argv[1:]]
+    try:
+        args = parser.parse_args(argv)
+        verb = args.verb or "run"
+        if args.verb is None:
+            args = parser.parse_args(["run", *argv])
+        if hasattr(args, "include"):
+            load_plugins(args.include, strict=verb != "ls")
+        return COMMANDS[verb](args)
+    except DiskFullError as e:  # not bad input: the run failed, and nothing partial was left behind
+        print(f"gapt-bench: error: {e}", file=sys.stderr)
+        return 1
+    except USER_ERRORS as e:
+        print(f"gapt-bench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gapt-bench: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `gapt-bench validate | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -1,0 +1,146 @@
+"""The reading verbs: `report`, `paper`, `leaderboard`, `compare`, `regression`, `plot`, `site`, `export`."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from gapt_bench.cli.common import (
+    USER_ERRORS,
+    UsageError,
+    check_reference,
+    check_regression_args,
+    load_all,
+    load_records,
+    print_result,
+)
+from gapt_bench.data.files import StoreError
+from gapt_bench.results import analysis
+from gapt_bench.results.analysis.task_analyses import report_with_analyses
+from gapt_bench.results.store import check_writable
+
+
+def cmd_report(args) -> int:
+    records = load_records(args.results)
+    check_reference(records, args.reference)
+    if args.plots:  # refused before the report is printed, not after
+        check_writable(Path(args.plots), flag="--plots")
+    print_result(report_with_analyses(records, args.reference)[0], args.format, args.include_layers)
+    if args.plots:
+        _write_plots(args.results, Path(args.plots), "--plots")
+    return 0
+
+
+def cmd_paper(args) -> int:
+    print_result(analysis.paper_table(report_with_analyses(load_records(args.results))[0]), args.format)
+    return 0
+
+
+def cmd_leaderboard(args) -> int:
+    records = load_all(args.results)
+    print_result(analysis.leaderboard(records), args.format, args.include_layers)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    """Two-sided: how B differs from A (better/worse for B); exit 0 whatever it finds."""
+    check_regression_args(args)
+    print_result(
+        analysis.compare(load_records(args.a), load_records(args.b), alpha=args.alpha, tolerance=args.tolerance),
+        args.format,
+    )
+    return 0
+
+
+def cmd_regression(args) -> int:
+    """Exit 1 on a significant regression of the candidate against the baseline (0 pass, 3 inconclusive under
+    --strict)."""
+    check_regression_args(args)
+    res = analysis.regression(
+        load_records(args.baseline),
+        load_records(args.candidate),
+        tolerance=args.tolerance,
+        alpha=args.alpha,
+        min_n=args.min_n,
+        strict=args.strict,
+    )
+    print_result(res, args.format)
+    return res["exit_code"]
+
+
+def cmd_plot(args) -> int:
+    load_records(args.results)
+    _write_plots(args.results, Path(args.out) if args.out else Path(args.results) / "plots", "--out")
+    return 0
+
+
+def _write_plots(results: str, out: Path, flag: str) -> None:
+    from gapt_bench.results import plots  # matplotlib: only when plotting
+
+    check_writable(out, flag=flag)
+    try:
+        paths = plots.plot_all(Path(results), out)
+    except OSError as e:
+        raise StoreError(f"cannot write plots to {out} ({e.strerror or e}); pick another {flag}") from e
+    for path in paths:
+        print(f"wrote {path}")
+
+
+def cmd_site(args) -> int:
+    """The static site of a results folder (gapt_bench/results/site/)."""
+    from gapt_bench.results.site import build_site
+
+    records = load_records(args.results)
+    check_reference(records, args.reference)
+    out = Path(args.out)
+    check_writable(out, flag="-o")
+    command = ["gapt-bench", "site", args.results, "-o", args.out]
+    command += ["--reference", args.reference] if args.reference != "baseline" else []
+    command += [x for path in args.include for x in ("--include", path)] + (["--no-figures"] if args.no_figures else [])
+    try:
+        site = build_site(
+            args.results,
+            out,
+            records=records,
+            reference=args.reference,
+            command=shlex.join(command),
+            figures=not args.no_figures,
+        )
+    except USER_ERRORS:
+        raise
+    except Exception as e:
+        why = (str(e).strip().splitlines() or [""])[0][:200]
+        print(
+            f"gapt-bench: error: site not built ({type(e).__name__}: {why}); {out} still holds its previous pages",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"wrote {len(site.pages)} pages ({site.n_runs} runs, {site.n_figures} figures) to {out}; "
+        f"open {out / 'index.html'}"
+    )
+    return 0
+
+
+def cmd_export(args) -> int:
+    from gapt_bench.results import tracking
+
+    given = [(kind, getattr(args, kind)) for kind in tracking.BACKENDS if getattr(args, kind)]
+    if not given:
+        raise UsageError("name where the curves go: --tensorboard DIR, --wandb PROJECT or --trackio PROJECT")
+    try:
+        targets = [tracking.parse_target(f"{kind}:{where}") for kind, where in given]
+    except tracking.TrackingError as e:
+        raise UsageError(str(e)) from None
+    records = load_records(args.results)
+    if args.tensorboard:
+        check_writable(Path(args.tensorboard), flag="--tensorboard")
+    try:
+        lines = tracking.export(args.results, records, targets)
+    except tracking.ExportError as e:
+        print(f"gapt-bench: error: {e}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
+    return 0

@@ -1,0 +1,176 @@
+"""Run a plan in this process or a local pool of one-thread workers.
+
+Parallel workers load the same plug-ins as the parent and die with it: they checkpoint at the next step and exit,
+and append nothing. `gapt_bench.launch.cluster` submits the same runs as cluster jobs instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from gapt_bench.config import (
+    RunConfig,
+)
+from gapt_bench.data.files import DiskFullError, StoreError
+from gapt_bench.launch.execute import (
+    _STOP,
+    _WORKER,
+    RunOutcome,
+    execute,
+    install_signal_handlers,
+)
+from gapt_bench.launch.plan import reference_config, run_key
+from gapt_bench.launch.plugins import included, load_plugins
+from gapt_bench.results.store import finished_keys
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: SIGTERM this worker when its parent dies (prctl PR_SET_PDEATHSIG); everywhere: a watchdog thread
+    that notices the parent is gone. Either way the run checkpoints at its next step and the worker exits."""
+    _WORKER["parent"] = parent
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                _STOP["flag"] = True
+                if not _WORKER["in_run"]:
+                    os._exit(143)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, name="gapt-bench-parent-watch", daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the watch began
+        os._exit(143)
+
+
+def _init_worker(gpu_queue, parent: int, includes: list[str]) -> None:
+    """Load the parent's plug-ins, pin each worker to its own GPU (round robin), tie its life to the parent's."""
+    install_signal_handlers()
+    _die_with_parent(parent)
+    load_plugins(includes)
+    if gpu_queue is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_queue.get())
+
+
+def _worker(cfg: RunConfig, out: str, checkpoint_every: int, resume: bool) -> RunOutcome:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _WORKER["in_run"] = True
+    try:
+        return execute(cfg, Path(out), checkpoint_every=checkpoint_every, resume=resume)
+    finally:
+        _WORKER["in_run"] = False
+        if _WORKER["parent"] is not None and os.getppid() != _WORKER["parent"]:
+            os._exit(143)  # orphaned: the run has checkpointed; nobody is left to read a result
+
+
+def run_plan(
+    plan: list[RunConfig],
+    out: Path,
+    *,
+    workers: int = 1,
+    checkpoint_every: int = 0,
+    resume: bool = False,
+    on_done: Callable[[RunConfig, RunOutcome], None] | None = None,
+    progress_factory: Callable[[RunConfig], Callable[[int, int], None] | None] | None = None,
+) -> list[RunOutcome]:
+    """Execute a plan. Finished runs are skipped; one torch thread per worker when parallel. A full disk stops the
+    sweep (DiskFullError)."""
+    done = finished_keys(out)
+    outcomes: list[RunOutcome] = []
+    todo = []
+    for cfg in plan:
+        if run_key(cfg) in done:
+            o = RunOutcome(None, skipped=True, message="already recorded")
+            outcomes.append(o)
+            if on_done:
+                on_done(cfg, o)
+        else:
+            todo.append(cfg)
+    install_signal_handlers()
+    from gapt_bench.training.distributed import launched
+
+    if launched():  # under torchrun every process is one rank of each run: no pool of workers
+        workers = 1
+    # Two waves: matched controls run after every run they could copy has finished.
+    waves = [[c for c in todo if reference_config(c) is None], [c for c in todo if reference_config(c) is not None]]
+    for wave in waves:
+        if _STOP["flag"] or not wave:
+            continue
+        if workers <= 1:
+            for cfg in wave:
+                if _STOP["flag"]:
+                    break
+                o = execute(
+                    cfg,
+                    out,
+                    checkpoint_every=checkpoint_every,
+                    resume=resume,
+                    progress=progress_factory(cfg) if progress_factory else None,
+                )
+                outcomes.append(o)
+                if on_done:
+                    on_done(cfg, o)
+        else:
+            outcomes += _run_pool(wave, out, workers, checkpoint_every, resume, on_done)
+    return outcomes
+
+
+def _run_pool(todo, out, workers, checkpoint_every, resume, on_done) -> list[RunOutcome]:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import torch
+
+    for cfg in todo:
+        cfg.train.threads = 1  # execution-only field: not part of the config hash
+    ctx = mp.get_context("spawn")
+    gpu_queue = None
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n_gpus:
+        gpu_queue = ctx.Queue()
+        for i in range(workers):
+            gpu_queue.put(i % n_gpus)
+    outcomes: list[RunOutcome] = []
+    futures: dict = {}
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(gpu_queue, os.getpid(), included())
+    ) as pool:
+
+        def forward_stop(signum, frame) -> None:  # workers finish their step, checkpoint and return
+            _STOP["flag"] = True
+            for fut in list(futures):
+                fut.cancel()
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                if proc.is_alive():
+                    os.kill(proc.pid, signal.SIGTERM)
+
+        # SIGTERM and SIGINT (run_plan's handlers only set this process's flag) reach the workers while the pool
+        # runs; the handlers before it are back afterwards, when there is no pool left to forward to.
+        previous = {sig: signal.signal(sig, forward_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            for cfg in todo:
+                futures[pool.submit(_worker, cfg, str(out), checkpoint_every, resume)] = cfg
+            for fut in as_completed(futures):
+                if fut.cancelled():
+                    continue
+                o = fut.result()
+                outcomes.append(o)
+                if on_done:
+                    on_done(futures[fut], o)
+        except (DiskFullError, StoreError):
+            forward_stop(signal.SIGTERM, None)
+            raise
+        finally:
+            for sig, handler in previous.items():
+                if handler is not None:  # None: set outside Python, cannot be put back
+                    signal.signal(sig, handler)
+    return outcomes
