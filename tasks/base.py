@@ -241,18 +241,10 @@ class LMTask(Task):
         return {}
 
     def build_model(self) -> torch.nn.Module:
-        from gapt_bench.training.model import build_model
+        from gapt_bench.training.model import build_from_config
 
-        m = self.cfg.model
         torch.manual_seed(self.cfg.seed)  # same init for every method of a seed
-        return build_model(
-            n_layer=m.n_layer,
-            n_embd=m.n_embd,
-            n_head=m.n_head,
-            vocab_size=m.vocab_size,
-            n_positions=m.n_positions,
-            dropout=m.dropout,
-        )
+        return build_from_config(self.cfg.model)
 
     def n_params(self, model: torch.nn.Module) -> int:
         from gapt_bench.training.model import param_count

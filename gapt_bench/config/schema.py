@@ -41,11 +41,22 @@ def opt(
 
 @dataclass
 class ModelConfig:
+    family: str = opt(
+        "gpt2",
+        "gpt2: learned positions, LayerNorm, GELU MLP (GPT2LMHeadModel); llama: rotary positions, RMSNorm, gated "
+        "SiLU MLP (LlamaForCausalLM), the kind of model the GAPT author trained",
+        choices=("gpt2", "llama"),
+    )
     n_layer: int = opt(2, "transformer blocks", min=1)
     n_embd: int = opt(64, "model width d", min=1)
     n_head: int = opt(4, "attention heads (must divide n_embd)", min=1)
     vocab_size: int = opt(0, "vocabulary size V; 0 = the task's", min=0)
-    n_positions: int = opt(0, "learned positions S; 0 = the task's sequence length", min=0)
+    n_positions: int = opt(
+        0, "positions S (learned for gpt2; llama's rotary limit); 0 = the task's sequence length", min=0
+    )
+    intermediate_size: int = opt(0, "llama: gated MLP width; 0 = 4 * n_embd (gpt2's MLP is always 4 * n_embd)", min=0)
+    rope_theta: float = opt(10000.0, "llama: rotary base frequency", min=1.0)
+    tie_embeddings: bool = opt(True, "share the input embedding and the output head (the capacity paper's count)")
     dropout: float = opt(
         0.0, "dropout everywhere (GPT-2 default 0.1 slows CPU steps 1.3-1.5x)", min=0.0, max=1.0, max_open=True
     )

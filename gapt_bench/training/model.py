@@ -1,16 +1,27 @@
-"""The GPT-2-style causal LM used by every LM task: building it, counting its parameters (as the capacity paper
-does), capturing its hidden states, and its FLOPs per token and MFU.
+"""The causal LM every LM task trains: building it (two families, both transformers models with fresh weights and
+no download), counting its parameters, and its FLOPs per token and MFU.
 
-Built from `transformers.GPT2Config` with fresh weights (no download), dropout 0 by default, tied input/output
-embeddings and learned positions. `forward_with_hidden` returns the residual-stream output of every block
-*before* the final LayerNorm (the tensor the GAPT paper measures MBE on).
+Families (`model.family`):
+- ``gpt2``: `GPT2LMHeadModel`, learned absolute positions, LayerNorm, a GELU MLP of width 4d, tied input/output
+  embeddings (the capacity paper's models and the suite's default). The tanh-approximate GELU runs as one fused
+  kernel (`activation_function="gelu_pytorch_tanh"`: GPT-2's `gelu_new` formula, 19-29% faster steps on CPU; results
+  differ from gapt_bench 0.2 in the last bits).
+- ``llama``: `LlamaForCausalLM`, rotary positions (RoPE, `model.rope_theta`), RMSNorm, a gated SiLU MLP of width
+  `model.intermediate_size` (0: 4d), no biases, tied embeddings unless `model.tie_embeddings` is false. The GAPT
+  author's model (modded-nanogpt's GPT) is of this kind: rotary positions, RMS norms, no learned positions.
+
+Parameter counts, one rule for both families: every distinct parameter once (a tied head once), embeddings
+included (`param_count`). `paper_param_count` is the closed form of the same count: for gpt2 the capacity paper's
+P = 12Ld^2 + 13Ld + (V+S)d + 2d; for llama P = L(4d^2 + 3dI + 2d) + Vd + d (+ Vd when untied).
+
+Hidden states (the MBE input) are captured for either family by `gapt_bench.measures.hidden_states`.
 
 MFU = flops_per_token * tokens_per_s / (peak_flops * world_size), with flops_per_token = 6 * (N_nonemb + V * d) +
-12 * L * d * S: N_nonemb the parameters outside the token and position embeddings, V * d the (tied) output
-projection, a matmul on every token, and 12 L d S the attention scores and weighted sum (forward and backward, full
-S x S as in PaLM's appendix B). `peak_flops` is the dense bf16 peak of the GPU from a table keyed by the device
-name (H100 SXM and H200: 989 TFLOP/s, A100: 312); None on CPU or an unknown GPU. A method's extra FLOPs (the MBE
-term) are not counted: MFU measures the model's useful work.
+12 * L * d * S: N_nonemb the parameters outside the token and position embeddings and the output head, V * d the
+output projection, a matmul on every token, and 12 L d S the attention scores and weighted sum (forward and
+backward, full S x S as in PaLM's appendix B). `peak_flops` is the dense bf16 peak of the GPU from a table keyed by
+the device name (H100 SXM and H200: 989 TFLOP/s, A100: 312); None on CPU or an unknown GPU. A method's extra FLOPs
+(the MBE term) are not counted: MFU measures the model's useful work.
 """
 
 from __future__ import annotations
@@ -24,44 +35,93 @@ from torch import nn
 
 from gapt_bench.measures.hidden_states import blocks, unwrap
 
+FAMILIES = ("gpt2", "llama")
+
 
 def build_model(
-    n_layer: int, n_embd: int, n_head: int, vocab_size: int, n_positions: int, **overrides: Any
+    n_layer: int,
+    n_embd: int,
+    n_head: int,
+    vocab_size: int,
+    n_positions: int,
+    family: str = "gpt2",
+    intermediate_size: int = 0,
+    rope_theta: float = 10000.0,
+    tie_embeddings: bool = True,
+    **overrides: Any,
 ) -> nn.Module:
-    """A freshly initialised `GPT2LMHeadModel`. `overrides` go to `GPT2Config` (e.g. dropout=0.1)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    """A freshly initialised causal LM of `family` (see the module docstring). `overrides` go to the transformers
+    config (e.g. dropout=0.1)."""
     from transformers.utils import logging as hf_logging
 
-    dropout = overrides.pop("dropout", 0.0)
-    kwargs: dict[str, Any] = dict(
-        vocab_size=vocab_size,
-        n_positions=n_positions,
-        n_embd=n_embd,
-        n_layer=n_layer,
-        n_head=n_head,
-        resid_pdrop=dropout,
-        embd_pdrop=dropout,
-        attn_pdrop=dropout,
-        # transformers keeps GPT-2's 50256 ids otherwise and warns for small vocabularies
-        bos_token_id=0,
-        eos_token_id=0,
-        pad_token_id=None,
-        tie_word_embeddings=True,
-    )
-    kwargs.update(overrides)
+    if family not in FAMILIES:
+        raise ValueError(f"model family {family!r} is unknown; choose one of {', '.join(FAMILIES)}")
     if n_embd % n_head:
         raise ValueError(f"n_embd={n_embd} is not divisible by n_head={n_head}")
-    cfg = GPT2Config(**kwargs)
-    cfg._attn_implementation = "sdpa"
+    dropout = overrides.pop("dropout", 0.0)
+    if family == "gpt2":
+        from transformers import GPT2Config as Config
+        from transformers import GPT2LMHeadModel as Model
+
+        kwargs: dict[str, Any] = dict(
+            vocab_size=vocab_size,
+            n_positions=n_positions,
+            n_embd=n_embd,
+            n_layer=n_layer,
+            n_head=n_head,
+            resid_pdrop=dropout,
+            embd_pdrop=dropout,
+            attn_pdrop=dropout,
+            activation_function="gelu_pytorch_tanh",
+            tie_word_embeddings=tie_embeddings,
+        )
+    else:
+        from transformers import LlamaConfig as Config
+        from transformers import LlamaForCausalLM as Model
+
+        kwargs = dict(
+            vocab_size=vocab_size,
+            hidden_size=n_embd,
+            intermediate_size=intermediate_size or 4 * n_embd,
+            num_hidden_layers=n_layer,
+            num_attention_heads=n_head,
+            num_key_value_heads=n_head,
+            max_position_embeddings=n_positions,
+            rope_theta=rope_theta,
+            attention_dropout=dropout,
+            hidden_act="silu",
+            tie_word_embeddings=tie_embeddings,
+        )
+    # transformers keeps GPT-2's 50256 ids otherwise and warns for small vocabularies
+    kwargs.update(bos_token_id=0, eos_token_id=0, pad_token_id=None)
+    kwargs.update(overrides)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = GPT2LMHeadModel(cfg)
+            cfg = Config(**kwargs)
+            cfg._attn_implementation = "sdpa"
+            model = Model(cfg)
     finally:
         hf_logging.set_verbosity(verbosity)
     return model
+
+
+def build_from_config(m: Any) -> nn.Module:
+    """`build_model` from a run's `model` section (a `ModelConfig`)."""
+    return build_model(
+        n_layer=m.n_layer,
+        n_embd=m.n_embd,
+        n_head=m.n_head,
+        vocab_size=m.vocab_size,
+        n_positions=m.n_positions,
+        family=m.family,
+        intermediate_size=m.intermediate_size,
+        rope_theta=m.rope_theta,
+        tie_embeddings=m.tie_embeddings,
+        dropout=m.dropout,
+    )
 
 
 def param_count(model: nn.Module) -> int:
@@ -69,10 +129,33 @@ def param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())  # parameters() yields a shared tensor once
 
 
-def paper_param_count(n_layer: int, n_embd: int, vocab_size: int, n_positions: int) -> int:
-    """P = 12*L*d^2 + 13*L*d + (V+S)*d + 2d (Morris et al. 2025, with tied embeddings and S learned positions)."""
-    L, d = n_layer, n_embd
-    return 12 * L * d * d + 13 * L * d + (vocab_size + n_positions) * d + 2 * d
+def paper_param_count(
+    n_layer: int,
+    n_embd: int,
+    vocab_size: int,
+    n_positions: int,
+    family: str = "gpt2",
+    intermediate_size: int = 0,
+    tie_embeddings: bool = True,
+) -> int:
+    """The closed form of `param_count` for a freshly built model.
+
+    gpt2: P = 12*L*d^2 + 13*L*d + (V+S)*d + 2d (Morris et al. 2025, tied embeddings, S learned positions);
+    llama: P = L*(4d^2 + 3*d*I + 2d) + V*d + d, I the MLP width (4d by default), + V*d for an untied head.
+    """
+    L, d, V = n_layer, n_embd, vocab_size
+    if family == "llama":
+        width = intermediate_size or 4 * d
+        return L * (4 * d * d + 3 * d * width + 2 * d) + V * d + d + (0 if tie_embeddings else V * d)
+    untied = 0 if tie_embeddings else V * d
+    return 12 * L * d * d + 13 * L * d + (V + n_positions) * d + 2 * d + untied
+
+
+def paper_param_count_of(m: Any) -> int:
+    """`paper_param_count` of a run's `model` section (a `ModelConfig`)."""
+    return paper_param_count(
+        m.n_layer, m.n_embd, m.vocab_size, m.n_positions, m.family, m.intermediate_size, m.tie_embeddings
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ from gapt_bench.tasks.base import (
 )
 from gapt_bench.training.model import (
     MFU_FORMULA,
-    build_model,
+    build_from_config,
     flops_per_token,
     mfu,
     peak_flops,
@@ -270,9 +270,7 @@ class FineWebLM(LMTask):
             tokens, seconds = trained.tokens, s.get("train_time_s") or 0.0
         tps = tokens / seconds if seconds else None
         with torch.device("meta"):
-            shell = build_model(
-                n_layer=m.n_layer, n_embd=m.n_embd, n_head=m.n_head, vocab_size=m.vocab_size, n_positions=m.n_positions
-            )
+            shell = build_from_config(m)
         fpt = flops_per_token(shell, t.seq_len)
         peak, gpu = peak_flops(ctx.device)
         return {

@@ -45,7 +45,7 @@ from gapt_bench.tasks.base import (
     next_token_targets,
     register_task,
 )
-from gapt_bench.training.model import paper_param_count, param_count
+from gapt_bench.training.model import paper_param_count_of, param_count
 from gapt_bench.training.runtime import autocast_context, resolve_precision
 
 CURVE_FILE = "memorization.jsonl"
@@ -124,7 +124,7 @@ class SyntheticCapacity(LMTask):
                 raise ConfigError(
                     "data.capacity_ratio and data.expected_bpp must be > 0 to size N; or set data.n_sequences"
                 )
-            p = paper_param_count(m.n_layer, m.n_embd, m.vocab_size, m.n_positions)
+            p = paper_param_count_of(m)
             n = max(1, round(d.capacity_ratio * d.expected_bpp * p / sequence_bits(t.seq_len, d.vocab_size)))
             if d.n_sequences not in (n, _N_DEFAULT):
                 raise ConfigError(
@@ -226,7 +226,7 @@ class SyntheticCapacity(LMTask):
             "precision": resolve_precision(self.cfg.train.precision, ctx.device),
             "n_sequences": d.n_sequences,
             "data_bits": self.data_bits,
-            "paper_param_count": paper_param_count(m.n_layer, m.n_embd, m.vocab_size, m.n_positions),
+            "paper_param_count": paper_param_count_of(m),
         }
 
     @torch.no_grad()

@@ -36,7 +36,7 @@ from gapt_bench.tasks.text_memorization.options import (
     _digest,
 )
 from gapt_bench.tasks.text_memorization.sequences import _save_npz
-from gapt_bench.training.model import build_model, param_count
+from gapt_bench.training.model import build_from_config, param_count
 from gapt_bench.training.runtime import (
     Interrupted,
     RunContext,
@@ -119,14 +119,8 @@ def reference_dir(cfg) -> Path:
 
 
 def _build_arch(cfg, arch: dict) -> torch.nn.Module:
-    m = cfg.model
-    return build_model(
-        n_layer=arch["n_layer"],
-        n_embd=arch["n_embd"],
-        n_head=arch["n_head"],
-        vocab_size=m.vocab_size,
-        n_positions=m.n_positions,
-        dropout=m.dropout,
+    return build_from_config(
+        dataclasses.replace(cfg.model, n_layer=arch["n_layer"], n_embd=arch["n_embd"], n_head=arch["n_head"])
     )
 
 

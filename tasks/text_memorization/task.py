@@ -107,7 +107,7 @@ from gapt_bench.tasks.text_memorization.options import (
 )
 from gapt_bench.tasks.text_memorization.references import Reference, ensure_reference
 from gapt_bench.tasks.text_memorization.sequences import _source_countable, prepare_sequences
-from gapt_bench.training.model import paper_param_count, param_count
+from gapt_bench.training.model import paper_param_count_of, param_count
 from gapt_bench.training.runtime import (
     autocast_context,
     resolve_precision,
@@ -289,12 +289,7 @@ class TextMemorization(LMTask):
                 sizing = {
                     "n_sequences": int(d.n_sequences),
                     "n_params": n_params,
-                    "paper_param_count": paper_param_count(
-                        self.cfg.model.n_layer,
-                        self.cfg.model.n_embd,
-                        self.cfg.model.vocab_size,
-                        self.cfg.model.n_positions,
-                    ),
+                    "paper_param_count": paper_param_count_of(self.cfg.model),
                     "alpha": d.alpha,
                     "capacity_bits": d.alpha * n_params,
                     "data_info_bits": info,
@@ -378,5 +373,5 @@ class TextMemorization(LMTask):
 def sized_n(cfg) -> int:
     """N from data.capacity_ratio: round(ratio * alpha * P / (sizing_bits_per_token * (S - 1)))."""
     d, m, t = cfg.data, cfg.model, cfg.train
-    p = paper_param_count(m.n_layer, m.n_embd, m.vocab_size, m.n_positions)
+    p = paper_param_count_of(m)
     return round(d.capacity_ratio * d.alpha * p / (d.sizing_bits_per_token * (t.seq_len - 1)))
