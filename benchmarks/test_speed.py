@@ -9,14 +9,15 @@ under baselines/bench by pytest-benchmark when asked to (`--benchmark-autosave`)
 
 Both sides of a ratio are timed at steady state: the trainer's own `steady_time_s` (after its first steps, so
 start-up costs such as building optimizers and opening files do not count) and the plain loop after as many
-warm-up steps. ROUNDS interleaved rounds (alternating order) give one ratio each; the gate reads their median.
-A median past its bound is measured again once (ROUNDS more rounds) and the gate reads the median of all rounds,
-so one burst of noise on a shared CI runner does not fail the build but a real slowdown still does.
-The bounds leave room for this machine's noise: the figures measured on the 2-core development machine, with the
-spread of the per-round ratios they come from, are in the README ("Benchmarks and regression tracking").
+warm-up steps. ROUNDS interleaved rounds (alternating order) give one paired ratio each. The check reads the
+median ratio and its distribution-free 95% interval (`stats.median_interval`: order statistics, no normality) and
+fails only when the whole interval lies beyond the bound (`stats.bound_check`): noise alone then fails with
+probability under 2.5%, while an interval that straddles the bound is reported as inconclusive, not failed.
+`test_the_check_catches_an_injected_20_percent_slowdown` slows the trainer's step by 20% and checks that the
+same rounds then fail.
 
 `GAPT_BENCH_BENCH_JSON=path` also writes the figures in github-action-benchmark's `customBiggerIsBetter` format
-(a list of {"name", "unit", "value", "range", "extra"}), for a CI dashboard to chart.
+(a list of {"name", "unit", "value", "range", "extra"}; "range" is the 95% interval), for a CI dashboard to chart.
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ from gapt_bench.launch.plan import make_plan
 from gapt_bench.measures.entropy import layer_entropies
 from gapt_bench.methods.baseline import Baseline
 from gapt_bench.methods.gapt import GAPT
+from gapt_bench.results import stats
 from gapt_bench.training.model import build_model
 from gapt_bench.training.runtime import RunContext
 from gapt_bench.training.trainer import OPTIMIZERS, lr_factor, train_lm
 
 pytestmark = pytest.mark.benchmark
 
-STEPS, WARMUP, ROUNDS = 60, 10, 7
+STEPS, WARMUP, ROUNDS = 60, 10, 15
 L, D, H, V, S, B = 2, 64, 4, 256, 64, 32
 TRAINER_MIN = 0.95  # trainer tokens/s over the plain loop's
 GAPT_MAX = 1.10  # GAPT compression step time over the baseline step's
@@ -131,28 +133,27 @@ def interleaved(a, b, rounds: int = ROUNDS) -> list[tuple[float, float]]:
     return pairs
 
 
-def gated_ratios(measure, passes) -> list[float]:
-    """The per-round ratios of `measure()` (a list per call); measured a second time when their median fails
-    `passes`, and then all rounds together."""
-    ratios = measure()
-    if not passes(statistics.median(ratios)):
-        print(f"\nmedian {statistics.median(ratios):.3f} past the bound: measuring {ROUNDS} more rounds")
-        ratios += measure()
-    return ratios
-
-
-def record(name: str, unit: str, ratios: list[float], extra: str) -> float:
-    med = statistics.median(ratios)
+def check(name: str, ratios: list[float], bound: float, higher_is_better: bool, extra: str) -> dict:
+    """The ratio check (see the module docstring), printed as one line and recorded for the dashboard."""
+    res = stats.bound_check(ratios, bound, higher_is_better)
     FIGURES.append(
         {
             "name": name,
-            "unit": unit,
-            "value": round(med, 4),
-            "range": f"{min(ratios):.4f}..{max(ratios):.4f}",
-            "extra": extra,
+            "unit": "ratio",
+            "value": round(res["median"], 4),
+            "range": f"{res['low']:.4f}..{res['high']:.4f}",
+            "extra": f"median and 95% CI over {len(ratios)} interleaved rounds; bound "
+            f"{'>=' if higher_is_better else '<='} {bound}: {res['verdict']}; {extra}",
         }
     )
-    return med
+    return res
+
+
+def line(label: str, res: dict, bound: float, higher_is_better: bool) -> str:
+    return (
+        f"{label}: median {res['median']:.3f} (95% CI {res['low']:.3f}..{res['high']:.3f}) over {res['n']} rounds "
+        f"(bound {'>=' if higher_is_better else '<='} {bound}): {res['verdict']}"
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -164,58 +165,58 @@ def dashboard_json():
         Path(path).write_text(json.dumps(FIGURES, indent=2) + "\n")
 
 
+def trainer_vs_plain(cfg, tmp_path: Path) -> tuple[list[float], list[float]]:
+    """Per-round tokens/s ratios of the trainer over the plain loop, and the trainer's step times."""
+    pairs = interleaved(
+        lambda: time_trainer(Baseline, cfg, tmp_path / str(time.time_ns())), lambda: time_plain_loop(cfg)
+    )
+    return [plain / trainer for trainer, plain in pairs], [t for t, _ in pairs]
+
+
 def test_trainer_vs_plain_loop(benchmark, tmp_path):
     cfg = _cfg("baseline")
-    steps: list[float] = []
-
-    def measure():
-        pairs = interleaved(
-            lambda: time_trainer(Baseline, cfg, tmp_path / str(time.time_ns())), lambda: time_plain_loop(cfg)
-        )
-        steps.extend(t for t, _ in pairs)
-        return [plain / trainer for trainer, plain in pairs]  # tokens/s of the trainer relative to the plain loop
-
-    ratios = gated_ratios(measure, lambda med: med >= TRAINER_MIN)
-    med = record(
-        "trainer tokens/s relative to a plain PyTorch loop",
-        "ratio",
-        ratios,
-        f"{len(ratios)} interleaved rounds; median step {statistics.median(steps) * 1e3:.1f} ms",
-    )
-    benchmark.extra_info.update({"ratios": ratios, "median": med})
-    print(
-        f"\ntrainer/plain tokens/s: median {med:.3f} over {len(ratios)} rounds, range {min(ratios):.3f}..{max(ratios):.3f}"
-        f" (bound >= {TRAINER_MIN})"
-    )
+    ratios, steps = trainer_vs_plain(cfg, tmp_path)
+    name = "trainer tokens/s relative to a plain PyTorch loop"
+    res = check(name, ratios, TRAINER_MIN, True, f"median step {statistics.median(steps) * 1e3:.1f} ms")
+    benchmark.extra_info.update({"ratios": ratios, **res})
+    print("\n" + line("trainer/plain tokens/s", res, TRAINER_MIN, True))
     benchmark.pedantic(lambda: time_trainer(Baseline, cfg, tmp_path / "bench"), rounds=1, iterations=1)
-    assert med >= TRAINER_MIN, f"the trainer runs at {med:.3f} of a plain loop's tokens/s (bound {TRAINER_MIN})"
+    assert res["verdict"] != "fail", f"the trainer runs below {TRAINER_MIN} of a plain loop's tokens/s: {res}"
+
+
+def test_the_check_catches_an_injected_20_percent_slowdown(monkeypatch, tmp_path):
+    """The same measurement with every trainer step 25% longer (tokens/s 20% lower): the check must fail."""
+    from gapt_bench.training import trainer
+
+    real_step = trainer.optimizer_step
+
+    def slower_step(*args, **kwargs):
+        t0 = time.perf_counter()
+        out = real_step(*args, **kwargs)
+        time.sleep(0.25 * (time.perf_counter() - t0))
+        return out
+
+    monkeypatch.setattr(trainer, "optimizer_step", slower_step)
+    ratios, _ = trainer_vs_plain(_cfg("baseline"), tmp_path)
+    res = stats.bound_check(ratios, TRAINER_MIN, higher_is_better=True)
+    print("\n" + line("trainer/plain tokens/s, 20% slowdown injected", res, TRAINER_MIN, True))
+    assert res["verdict"] == "fail", f"an injected 20% slowdown went unnoticed: {res}"
 
 
 def test_gapt_compression_step_overhead(benchmark, tmp_path):
     base_cfg = _cfg("baseline")
     gapt_cfg = _cfg("gapt", **{"gapt.initial_phase": 2, "gapt.patience_c": 100_000, "gapt.tau": 1e9})
-
-    def measure():
-        pairs = interleaved(
-            lambda: time_trainer(Baseline, base_cfg, tmp_path / f"b{time.time_ns()}"),
-            lambda: time_trainer(GAPT, gapt_cfg, tmp_path / f"g{time.time_ns()}"),
-        )
-        return [gapt / base for base, gapt in pairs]
-
-    ratios = gated_ratios(measure, lambda med: med <= GAPT_MAX)
-    med = record(
-        "GAPT compression step time relative to a baseline step (smaller is better)",
-        "ratio",
-        ratios,
-        f"{len(ratios)} interleaved rounds; MBE on all {L} layers, patches of 8",
+    pairs = interleaved(
+        lambda: time_trainer(Baseline, base_cfg, tmp_path / f"b{time.time_ns()}"),
+        lambda: time_trainer(GAPT, gapt_cfg, tmp_path / f"g{time.time_ns()}"),
     )
-    benchmark.extra_info.update({"ratios": ratios, "median": med})
-    print(
-        f"\ngapt-compression/baseline step time: median {med:.3f}, range {min(ratios):.3f}..{max(ratios):.3f} "
-        f"(bound <= {GAPT_MAX})"
-    )
+    ratios = [gapt / base for base, gapt in pairs]
+    name = "GAPT compression step time relative to a baseline step (smaller is better)"
+    res = check(name, ratios, GAPT_MAX, False, f"MBE on all {L} layers, patches of 8")
+    benchmark.extra_info.update({"ratios": ratios, **res})
+    print("\n" + line("gapt-compression/baseline step time", res, GAPT_MAX, False))
     benchmark.pedantic(lambda: time_trainer(GAPT, gapt_cfg, tmp_path / "bench"), rounds=1, iterations=1)
-    assert med <= GAPT_MAX, f"a GAPT compression step takes {med:.3f} x a baseline step (bound {GAPT_MAX})"
+    assert res["verdict"] != "fail", f"a GAPT compression step takes more than {GAPT_MAX} x a baseline step: {res}"
 
 
 def test_mbe_term_per_call(benchmark):

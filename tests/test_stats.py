@@ -302,10 +302,19 @@ def test_compare_keeps_existing_keys_in_order():
         "verdict_hint",
     ]
     assert list(r)[: len(old)] == old
-    assert set(r) - set(old) == {"rel_ci_method", "mde", "mde_rel", "seeds_needed", "power_note", "sd_delta"}
+    assert set(r) - set(old) == {
+        "rel_ci_method",
+        "rel_ci90_low",
+        "rel_ci90_high",
+        "mde",
+        "mde_rel",
+        "seeds_needed",
+        "power_note",
+        "sd_delta",
+    }
 
 
-# --- relative CI: log ratio of means for positive metrics --------------------------------------------------------
+# --- relative CI: the paired test's interval when seeds pair, the log ratio of means otherwise --------------------
 
 
 def _log_ratio_ci(a, b, paired, confidence=0.95):
@@ -326,11 +335,23 @@ def _log_ratio_ci(a, b, paired, confidence=0.95):
 def test_rel_ci_collapse_stays_above_minus_100_percent():
     ref, method = [1.0, 1.2, 1.35], [0.02, 0.35, 0.06]  # matrix-based entropy >= 0, method collapses
     r = stats.compare(method, ref, paired=True, higher_is_better=True)
-    assert r["ci_low"] / abs(r["mean_b"]) < -1  # the linear interval reported before passes -100%
-    assert r["rel_ci_method"] == "log ratio of means (delta method)"
-    assert r["rel_ci_low"] > -1
+    assert r["ci_low"] / abs(r["mean_b"]) < -1  # the paired test's interval, scaled, passes -100%: clipped
+    assert r["rel_ci_method"] == stats.REL_CI_PAIRED
+    assert r["rel_ci_low"] == -1 and r["rel_ci_high"] == pytest.approx(r["ci_high"] / np.mean(ref))
     assert r["rel_ci_low"] <= r["rel_delta"] <= r["rel_ci_high"]
     assert r["rel_delta"] == pytest.approx(np.mean(method) / np.mean(ref) - 1)
+    u = stats.compare(method, ref, paired=False, higher_is_better=True)  # unpaired: the log ratio of means
+    assert u["rel_ci_method"] == stats.REL_CI_LOG and u["rel_ci_low"] > -1
+
+
+def test_rel_ci_of_a_paired_metric_near_zero_agrees_with_the_paired_test():
+    """The issue's quick-suite MBE: 1.14/1.28/1.14 -> 0.056/0.330/0.043, paired p = 0.002. The log ratio of the
+    means put -50% and 0 both inside its interval; the paired interval excludes 0 as the test does."""
+    r = stats.compare([0.056, 0.330, 0.043], [1.14, 1.28, 1.14], paired=True, higher_is_better=False)
+    assert r["p"] == pytest.approx(0.00202, abs=1e-5)
+    assert r["rel_ci_method"] == stats.REL_CI_PAIRED and r["rel_ci_high"] < 0
+    assert (r["rel_ci_low"], r["rel_ci_high"]) == pytest.approx((-1.0, -0.7091), abs=1e-4)
+    assert r["rel_ci90_low"] < r["rel_delta"] < r["rel_ci90_high"] < r["rel_ci_high"]
 
 
 @pytest.mark.parametrize("paired", [True, False])
@@ -341,15 +362,18 @@ def test_rel_ci_log_ratio_close_to_linear_for_small_effects(paired):
     r = stats.compare(a, b, paired=paired, higher_is_better=False)
     lin_low, lin_high = r["ci_low"] / r["mean_b"], r["ci_high"] / r["mean_b"]
     width = lin_high - lin_low
-    assert r["rel_ci_method"] == "log ratio of means (delta method)"
+    assert r["rel_ci_method"] == (stats.REL_CI_PAIRED if paired else stats.REL_CI_LOG)
     assert abs(r["rel_ci_low"] - lin_low) < 0.03 * width and abs(r["rel_ci_high"] - lin_high) < 0.03 * width
+    assert _log_ratio_ci(a, b, paired) == pytest.approx((lin_low, lin_high), abs=0.03 * width)
 
 
 def test_rel_ci_non_positive_value_falls_back_to_linear():
     a, b = [-0.1, 0.2, 0.3, 0.25], [1.0, 1.1, 1.2, 1.05]
     r = stats.compare(a, b, paired=True, higher_is_better=True)
-    assert r["rel_ci_method"] == "linear: delta CI / |reference mean|"
+    assert r["rel_ci_method"] == stats.REL_CI_PAIRED  # paired: the test's interval, not clipped (a value < 0)
     assert (r["rel_ci_low"], r["rel_ci_high"]) == pytest.approx((r["ci_low"] / np.mean(b), r["ci_high"] / np.mean(b)))
+    r = stats.compare(a, b, paired=False, higher_is_better=True)
+    assert r["rel_ci_method"] == "linear: delta CI / |reference mean|"
     r0 = stats.compare([0.0, 0.5, 0.4], [1.0, 1.1, 1.3], paired=False, higher_is_better=True)
     assert r0["rel_ci_method"].startswith("linear")
     assert r0["rel_ci_low"] == pytest.approx(r0["ci_low"] / np.mean([1.0, 1.1, 1.3]))
@@ -366,7 +390,11 @@ def test_rel_ci_non_positive_value_falls_back_to_linear():
 )
 def test_rel_ci_log_ratio_matches_brute_force(a, b, paired):
     r = stats.compare(a, b, paired=paired, higher_is_better=True)
-    assert (r["rel_ci_low"], r["rel_ci_high"]) == pytest.approx(_log_ratio_ci(a, b, paired), rel=1e-10)
+    if paired:  # the paired test's interval over |reference mean|, clipped at -100%
+        want = (max(r["ci_low"] / np.mean(b), -1.0), max(r["ci_high"] / np.mean(b), -1.0))
+    else:
+        want = _log_ratio_ci(a, b, paired)
+    assert (r["rel_ci_low"], r["rel_ci_high"]) == pytest.approx(want, rel=1e-10)
     assert r["rel_ci_low"] <= r["rel_delta"] <= r["rel_ci_high"]
 
 
@@ -374,3 +402,24 @@ def test_rel_ci_degenerate_is_none():
     for a, b, paired in [([1.0], [2.0], True), ([1.0], [2.0, 3.0], False), ([1.1, 2.2, 3.3], [1.0, 2.1, 3.2], True)]:
         r = stats.compare(a, b, paired=paired, higher_is_better=True)
         assert r["rel_ci_low"] is None and r["rel_ci_high"] is None and r["rel_ci_method"] is None
+
+
+def test_median_interval_is_distribution_free_order_statistics():
+    assert stats.median_interval(range(15)) == (7.0, 3.0, 11.0)  # k = 4: coverage 1 - 2 P(Bin(15, .5) <= 3) = 0.965
+    assert stats.median_interval([5, 1, 4, 2, 6, 3]) == (3.5, 1.0, 6.0)  # n = 6: the extremes (coverage 0.969)
+    assert stats.median_interval(range(5)) is None  # no order statistics cover the median at 95%
+    rng = np.random.default_rng(0)  # coverage over draws from a skewed distribution
+    hits = sum(lo <= 1.0 <= hi for _, lo, hi in (stats.median_interval(rng.lognormal(0, 1, 15)) for _ in range(2000)))
+    assert 0.95 <= hits / 2000 <= 0.99
+
+
+def test_bound_check_fails_only_when_the_whole_interval_is_beyond_the_bound():
+    noisy = [0.88, 0.93, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0, 1.01, 1.02, 1.04, 1.07, 1.1, 1.12, 1.14]
+    assert stats.bound_check(noisy, 0.95, higher_is_better=True)["verdict"] == "pass"
+    slow = [r * 0.8 for r in noisy]  # an injected 20% slowdown of the same rounds
+    res = stats.bound_check(slow, 0.95, higher_is_better=True)
+    assert res["verdict"] == "fail" and res["high"] < 0.95
+    straddling = [r * 0.95 for r in noisy]
+    assert stats.bound_check(straddling, 0.95, higher_is_better=True)["verdict"] == "inconclusive"
+    assert stats.bound_check([1.3] * 15, 1.10, higher_is_better=False)["verdict"] == "fail"
+    assert stats.bound_check([1.0, 1.2], 1.10, higher_is_better=False)["verdict"] == "inconclusive"

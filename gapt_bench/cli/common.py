@@ -10,11 +10,9 @@ from gapt_bench.config import ConfigError
 from gapt_bench.config.registry import RegistryError
 from gapt_bench.data import DataError
 from gapt_bench.data.files import StoreError
-from gapt_bench.launch.plan import make_plan, parse_names, parse_seeds
 from gapt_bench.results import analysis
 from gapt_bench.results.analysis import ReportError
 from gapt_bench.results.store import read_records
-from gapt_bench.tasks import TASKS
 
 
 class UsageError(Exception):
@@ -84,6 +82,11 @@ USER_ERRORS = (UsageError, ConfigError, RegistryError, StoreError, ReportError, 
 
 
 def plan_from(args) -> list:
+    """The validated plan of a command's --tasks/--methods/--seeds/--preset/--set (imports the tasks: torch)."""
+    from gapt_bench.launch.plan import make_plan, parse_names, parse_seeds
+    from gapt_bench.tasks import TASKS
+
     tasks = TASKS.names() if args.tasks == "all" else parse_names(args.tasks, "task")
-    methods = parse_names(args.methods, "method")
-    return make_plan(tasks, methods, parse_seeds(args.seeds), args.preset, args.overrides)
+    methods = None if args.methods is None else parse_names(args.methods, "method")
+    seeds = None if args.seeds is None else parse_seeds(args.seeds)
+    return make_plan(tasks, methods, seeds, args.preset, args.overrides)

@@ -9,17 +9,15 @@ regression check under --strict; 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 
-from gapt_bench.cli import doctor, plans, results, run
 from gapt_bench.cli.common import USER_ERRORS, _Parser
 from gapt_bench.data.files import DiskFullError
-from gapt_bench.launch.plugins import load_plugins
 
 DEFAULT_TASKS = "all"
-DEFAULT_METHODS = "baseline,gapt"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,8 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     def plan_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--tasks", default=DEFAULT_TASKS, help="comma list of tasks, or 'all' (default)")
-        sp.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma list (default {DEFAULT_METHODS})")
-        sp.add_argument("--seeds", default="0-2", help="seeds as a range or list: 0-2, 0,3,5 (default 0-2)")
+        sp.add_argument(
+            "--methods", default=None, help="comma list (default: the preset's `methods:`, else baseline,gapt)"
+        )
+        sp.add_argument(
+            "--seeds",
+            default=None,
+            help="seeds as a range or list: 0-2, 0,3,5 (default: the preset's `seeds:`, else 0-2)",
+        )
         sp.add_argument("--preset", default="quick", help="preset name from tasks/<task>/presets.yaml (default quick)")
         sp.add_argument(
             "--set",
@@ -64,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--track",
         action="append",
         default=[],
-        type=run._track_target,
+        type=_track_target,
         metavar="KIND:WHERE",
         help="also send each run's curve to tensorboard:DIR, wandb:PROJECT or trackio:PROJECT (repeatable; "
         "optional packages; on Slurm with --wait)",
@@ -232,21 +236,36 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+# verb -> "module:function" of gapt_bench.cli, imported when the verb runs: a reading verb never pays for torch.
 COMMANDS = {
-    "run": run.cmd_run,
-    "status": plans.cmd_status,
-    "validate": plans.cmd_validate,
-    "ls": plans.cmd_ls,
-    "report": results.cmd_report,
-    "paper": results.cmd_paper,
-    "leaderboard": results.cmd_leaderboard,
-    "compare": results.cmd_compare,
-    "regression": results.cmd_regression,
-    "plot": results.cmd_plot,
-    "site": results.cmd_site,
-    "export": results.cmd_export,
-    "doctor": doctor.cmd_doctor,
+    "run": "run:cmd_run",
+    "status": "plans:cmd_status",
+    "validate": "plans:cmd_validate",
+    "ls": "plans:cmd_ls",
+    "report": "results:cmd_report",
+    "paper": "results:cmd_paper",
+    "leaderboard": "results:cmd_leaderboard",
+    "compare": "results:cmd_compare",
+    "regression": "results:cmd_regression",
+    "plot": "results:cmd_plot",
+    "site": "results:cmd_site",
+    "export": "results:cmd_export",
+    "doctor": "doctor:cmd_doctor",
 }
+
+
+def command(verb: str):
+    module, function = COMMANDS[verb].split(":")
+    return getattr(importlib.import_module(f"gapt_bench.cli.{module}"), function)
+
+
+def _track_target(text: str):
+    """argparse type of run's --track (checked before any training)."""
+    from gapt_bench.cli.run import _track_target as parse
+
+    return parse(text)
+
+
 # Renamed verbs: the old name keeps working for one release, with a one-line note on stderr.
 DEPRECATED_VERBS = {"gate": "regression"}
 
@@ -266,8 +285,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verb is None:
             args = parser.parse_args(["run", *argv])
         if hasattr(args, "include"):
+            from gapt_bench.launch.plugins import load_plugins
+
             load_plugins(args.include, strict=verb != "ls")
-        return COMMANDS[verb](args)
+        return command(verb)(args)
     except DiskFullError as e:  # not bad input: the run failed, and nothing partial was left behind
         print(f"gapt-bench: error: {e}", file=sys.stderr)
         return 1

@@ -190,6 +190,9 @@ def cmd_run(args) -> int:
         if not args.no_report and rows:
             print_result(report_with_analyses(read_records(out))[0], "rich")
     _track(out, [r for _, r in rows], args.track)
+    if rows:
+        worker_s = sum(r.get("wall_time_s") or 0.0 for _, r in rows)
+        say(f"{len(rows)} runs trained in {worker_s:,.0f} worker-seconds ({worker_s / 60:.1f} worker-minutes)")
     bad = [r for _, r in rows if r["status"] != "ok"]
     if bad:
         print(

@@ -77,8 +77,9 @@ def machine_class(device: str = "cpu", gpu_name: str | None = None) -> str:
 
 
 def capture(device: Any = None) -> dict[str, Any]:
+    from importlib import metadata
+
     import torch
-    import transformers
 
     from gapt_bench import __version__
 
@@ -95,7 +96,7 @@ def capture(device: Any = None) -> dict[str, Any]:
         "gapt_bench": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        "transformers": metadata.version("transformers"),  # the installed version, without the 2-6 s import
         "cuda": torch.version.cuda,
         "device": dev,
         "device_name": gpu or cpu_model,

@@ -25,11 +25,12 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:  # torch is imported by the functions that run a model: the array estimators stay light
+    import torch
 
 # The capacity paper's alpha: bits per parameter, its bf16 regression slope in the paper's convention
 # (capacity-paper.md section 0). `capacity_ratio` sizes datasets against it; the claims table reads it from here.
@@ -38,6 +39,8 @@ PAPER_ALPHA_SLOPE = 3.64
 
 # -- code lengths ------------------------------------------------------------------------------------------------
 def _model_device(model: torch.nn.Module) -> torch.device:
+    import torch
+
     for p in model.parameters():
         return p.device
     for b in model.buffers():
@@ -46,6 +49,8 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 
 def _as_tokens(tokens: Any, min_len: int) -> torch.Tensor:
+    import torch
+
     t = torch.as_tensor(tokens)
     if t.dim() != 2:
         raise ValueError(f"tokens must be a 2-D (N, S) integer tensor, got shape {tuple(t.shape)}")
@@ -60,6 +65,8 @@ class _EvalMode:
     """eval() + no_grad inside, the model's training flag restored on exit (also on error)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
+        import torch
+
         self.model, self.was_training = model, model.training
         self.no_grad = torch.no_grad()
 
@@ -179,6 +186,8 @@ def _greedy_decode(
     model: torch.nn.Module, tokens: torch.Tensor, prefix_len: int, batch_size: int, device: torch.device | str | None
 ) -> np.ndarray:
     """`greedy_extraction(method="decode")`: literal greedy decoding, the check of the teacher-forced shortcut."""
+    import torch
+
     x_all = _as_tokens(tokens, 2)
     seq_len = x_all.shape[1]
     if not 1 <= prefix_len < seq_len:
@@ -233,6 +242,9 @@ def sequence_scores(
     at the training precision); log-probabilities are taken in float32 either way. Eval mode and no_grad inside,
     the training flag restored. Raises ValueError unless 1 <= p < S for every prefix length.
     """
+    import torch
+    import torch.nn.functional as F
+
     x_all = _as_tokens(tokens, 2)
     seq_len = x_all.shape[1]
     prefixes = [int(p) for p in prefix_lens]
