@@ -403,7 +403,7 @@ def test_a_lower_bound_below_the_claim_is_inconclusive_not_a_refutation():
     for r in low:
         r["metrics"]["mem_fraction"], r["stop_reason"], r["metrics"]["converged"] = 0.5, "converged", 1.0
     row = _paper_row(low)
-    assert row["verdict"] == "does not" and row["n_capacity_runs_data_bound"] == 0
+    assert row["verdict"] == "below the claim" and row["n_capacity_runs_data_bound"] == 0
     # the same bits from runs stopped on their step budget: a lower bound, which cannot refute 3.83
     budget = [{**r, "stop_reason": "budget", "metrics": {**r["metrics"], "converged": 0.0}} for r in low]
     row = _paper_row(budget)

@@ -226,7 +226,7 @@ def test_paper_table_rows_and_verdicts():
     assert by[("ood_answer_ce", "claim", "")]["verdict"] == "no runs"
     sep = [r for r in rows if r["metric"] == "separation" and r["role"] == "claim"]
     assert [r["setup"] for r in sep] == ["batch_layout=grouped", "batch_layout=shuffled"]
-    assert sep[0]["verdict"] == "replicates" and sep[1]["verdict"] == "does not"
+    assert sep[0]["verdict"] == "replicates" and sep[1]["verdict"] == "no effect"  # +5% against a claimed +97%
     cap = {r["setup"]: r for r in rows if r["task"] == "synthetic_capacity"}
     assert cap["bf16"]["verdict"] == "no runs"
     # capacity per model = max over N of mem_bits / P, averaged over seeds, then over the two models
@@ -242,8 +242,13 @@ def test_paper_table_rows_and_verdicts():
 
 def test_claim_verdict_rule():
     assert claim_verdict(-0.5, -0.45, -0.6, -0.3, 0.01)[0] == "replicates"
-    assert claim_verdict(-0.5, -0.1, -0.15, -0.05, 0.01)[0] == "does not"  # real but smaller
-    assert claim_verdict(-0.5, 0.1, 0.05, 0.15, 0.01)[0] == "does not"  # opposite
+    assert claim_verdict(-0.5, -0.1, -0.15, -0.05, 0.01)[0] == "smaller effect"  # real but smaller
+    assert claim_verdict(-0.5, 0.1, 0.05, 0.15, 0.01)[0] == "opposite effect"
+    # no effect: the 90% interval inside +-margin * |claim| (0.25 here), whether or not the test is significant
+    assert claim_verdict(-0.5, 0.01, -0.1, 0.12, 0.8, lo90=-0.08, hi90=0.1)[0] == "no effect"
+    assert claim_verdict(-0.5, 0.01, -0.3, 0.12, 0.8, lo90=-0.26, hi90=0.1)[0] == "smaller or none"  # not within
+    assert claim_verdict(-0.5, 0.01, -0.3, 0.12, 0.8)[0] == "smaller or none"  # no 90% interval given
+    assert claim_verdict(-0.5, 0.01, -0.1, 0.12, 0.8, lo90=-0.08, hi90=0.1, margin=0.1)[0] == "smaller or none"
     assert claim_verdict(-0.5, -0.2, -0.7, 0.3, 0.4)[0] == "inconclusive"  # wide
     assert claim_verdict(0.97, 0.9, 0.8, 1.0, 0.001)[0] == "replicates"
     assert claim_verdict(-0.5, None, None, None, None)[0] == "inconclusive"
@@ -514,17 +519,17 @@ def test_relative_ci_never_below_minus_100_percent():
     rep = build_report(recs)
     c = next(c for c in rep["comparisons"] if c["metric"] == "val_mbe")
     assert c["ci_low"] / c["mean_b"] < -1  # the linear interval would cross -100%
-    assert c["rel_ci_method"] == stats.REL_CI_LOG and -1 < c["rel_ci_low"] < c["rel_delta"] < c["rel_ci_high"]
+    assert c["rel_ci_method"] == stats.REL_CI_PAIRED and -1 <= c["rel_ci_low"] < c["rel_delta"] < c["rel_ci_high"]
     md = render(rep, "md")
     row = next(r for r in md_rows(md, "### fineweb_lm") if r["metric"] == "val_mbe")
     low = float(row["95% CI (rel)"].strip("[]").split(",")[0].rstrip("%"))
-    assert -100 < low and "95% CI (rel): log ratio of means" in md
+    assert -100 <= low and "95% CI (rel): paired" in md
     paper = paper_table(recs)
     claim = next(r for r in paper["rows"] if r["metric"] == "val_mbe" and r["role"] == "claim")
-    assert claim["ci_low"] > -1 and claim["ci_method"] == stats.REL_CI_LOG
-    assert "log ratio of means" in render(paper, "md")
-    # the test of the differences is significant, the ratio is not pinned: not "replicates"
-    assert claim["verdict"] != "replicates"
+    assert claim["ci_low"] >= -1 and claim["ci_method"] == stats.REL_CI_PAIRED
+    assert "paired: the paired test's delta CI" in render(paper, "md")
+    # the paired interval agrees with the paired test: significant and excluding 0, it reaches -50%
+    assert claim["ci_high"] < 0 and claim["verdict"] == "replicates"
 
 
 def test_claim_verdict_with_an_asymmetric_interval():
@@ -535,7 +540,7 @@ def test_claim_verdict_with_an_asymmetric_interval():
     )
     assert claim_verdict(-0.5, -0.45, -0.52, -0.30, 0.01)[0] == "replicates"  # asymmetric, reaches the claim
     assert claim_verdict(0.97, 0.6, 0.2, 1.1, 0.01)[0] == "replicates"  # stretched upper end reaches +97%
-    assert claim_verdict(-0.5, -0.3, -0.45, -0.1, 0.01)[0] == "does not"  # stops short of the claim
+    assert claim_verdict(-0.5, -0.3, -0.45, -0.1, 0.01)[0] == "smaller effect"  # stops short of the claim
 
 
 def test_both_holm_families_shown_under_the_same_names_on_both_pages():

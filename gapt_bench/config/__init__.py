@@ -12,6 +12,7 @@ from gapt_bench.config.presets import (
     parse_override,
     read_preset_file,
     resolve_preset,
+    split_plan_keys,
 )
 from gapt_bench.config.schema import (
     DIAGNOSTIC_SECTIONS,
@@ -59,4 +60,5 @@ __all__ = [
     "parse_override",
     "read_preset_file",
     "resolve_preset",
+    "split_plan_keys",
 ]

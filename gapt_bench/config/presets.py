@@ -52,6 +52,18 @@ def resolve_preset(presets: dict, task: str, preset: str) -> dict:
     return merged
 
 
+# Keys of a preset that describe the plan rather than a run's config: a tier preset (`cpu-verdict`) names its
+# methods (with their controls) and seeds, so `gapt-bench run --preset cpu-verdict` needs no other flags.
+PLAN_KEYS = ("methods", "seeds")
+
+
+def split_plan_keys(sections: dict) -> tuple[dict, dict]:
+    """(the run sections, the plan keys) of a resolved preset."""
+    return {k: v for k, v in sections.items() if k not in PLAN_KEYS}, {
+        k: sections[k] for k in PLAN_KEYS if k in sections
+    }
+
+
 def deep_merge(a: dict, b: dict) -> dict:
     out = copy.deepcopy(a)
     for k, v in b.items():

@@ -19,6 +19,7 @@ from gapt_bench.config import (
     build_run_config,
     expand_grid,
     resolve_preset,
+    split_plan_keys,
 )
 from gapt_bench.methods import METHODS
 from gapt_bench.results.store import finished_keys, has_results, iter_raw_records, ok_keys
@@ -72,38 +73,48 @@ def parse_names(text: str, what: str) -> list[str]:
     return names
 
 
+DEFAULT_METHODS = ("baseline", "gapt")
+DEFAULT_SEEDS = (0, 1, 2)
+
+
 def make_plan(
-    tasks: Iterable[str], methods: Iterable[str], seeds: Iterable[int], preset: str, overrides: Iterable[str] = ()
+    tasks: Iterable[str],
+    methods: Iterable[str] | None,
+    seeds: Iterable[int] | None,
+    preset: str,
+    overrides: Iterable[str] = (),
 ) -> list[RunConfig]:
     """Every run of the request as a validated RunConfig. Each (task, grid point, method) is resolved and checked
     once; its seeds are copies that differ only in the seed. Grid points that overrides make identical give one
-    run each (a plan never holds a run key twice)."""
-    tasks, methods, seeds, overrides = list(tasks), list(methods), list(seeds), list(overrides)
+    run each (a plan never holds a run key twice).
+
+    methods / seeds None: the preset's own `methods:` / `seeds:` (a tier preset names them), else DEFAULT_METHODS
+    and DEFAULT_SEEDS."""
+    tasks, overrides = list(tasks), list(overrides)
     if not tasks:
         raise ConfigError("empty task list: name at least one task (see `gapt-bench ls`)")
-    for name in methods:
-        if name not in METHODS:
-            raise ConfigError(METHODS.unknown_message(name))
     plan: list[RunConfig] = []
     seen: set[tuple[str, str]] = set()
     for task in tasks:
         if task not in TASKS:
             raise ConfigError(TASKS.unknown_message(task))
         task_cls = TASKS.get(task)
-        sections = resolve_preset(task_cls.load_presets(), task, preset)
+        sections, plan_keys = split_plan_keys(resolve_preset(task_cls.load_presets(), task, preset))
+        task_methods = _plan_methods(methods, plan_keys, task, preset)
+        task_seeds = _plan_seeds(seeds, plan_keys, task, preset)
         points = expand_grid(sections)
-        size = len(plan) + len(points) * len(methods) * len(seeds) * (len(tasks) - tasks.index(task))
+        size = len(plan) + len(points) * len(task_methods) * len(task_seeds) * (len(tasks) - tasks.index(task))
         if size > MAX_PLAN_RUNS:
             raise ConfigError(
                 f"the plan would have over {MAX_PLAN_RUNS:,} runs; use fewer seeds, methods or grid points"
             )
         for point in points:
             point = apply_overrides(point, overrides)
-            for method in methods:
+            for method in task_methods:
                 first = build_run_config(
                     task,
                     method,
-                    seeds[0],
+                    task_seeds[0],
                     preset,
                     point,
                     task_cls.Options,
@@ -115,11 +126,41 @@ def make_plan(
                 if (task, first.config_hash()) in seen:
                     continue
                 seen.add((task, first.config_hash()))
-                for seed in seeds:
-                    cfg = first if seed == seeds[0] else copy.deepcopy(first)
+                for seed in task_seeds:
+                    cfg = first if seed == task_seeds[0] else copy.deepcopy(first)
                     cfg.seed = seed
                     plan.append(cfg)
     return plan
+
+
+def _plan_methods(given: Iterable[str] | None, plan_keys: dict, task: str, preset: str) -> list[str]:
+    if given is not None:
+        names = list(given)
+    elif "methods" in plan_keys:
+        value = plan_keys["methods"]
+        names = parse_names(value, "method") if isinstance(value, str) else list(value)
+        if not names or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"preset '{preset}' of task '{task}': `methods:` must be a list of method names")
+    else:
+        names = list(DEFAULT_METHODS)
+    for name in names:
+        if name not in METHODS:
+            raise ConfigError(METHODS.unknown_message(name))
+    return names
+
+
+def _plan_seeds(given: Iterable[int] | None, plan_keys: dict, task: str, preset: str) -> list[int]:
+    if given is not None:
+        return list(given)
+    if "seeds" in plan_keys:
+        value = plan_keys["seeds"]
+        try:
+            return parse_seeds(value if isinstance(value, str) else ",".join(str(int(v)) for v in value))
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"preset '{preset}' of task '{task}': `seeds:` must be a range like 0-9 or a list of integers"
+            ) from None
+    return list(DEFAULT_SEEDS)
 
 
 def check_run(cfg: RunConfig) -> None:

@@ -128,10 +128,18 @@ def status_lines(states: list[RunState], out: Path, resubmit: str) -> list[str]:
 
 
 def plan_argv(
-    tasks: str, methods: str, seeds: str, preset: str, overrides: Iterable[str] = (), includes: Iterable[str] = ()
+    tasks: str,
+    methods: str | None,
+    seeds: str | None,
+    preset: str,
+    overrides: Iterable[str] = (),
+    includes: Iterable[str] = (),
 ) -> list[str]:
-    """The plan's arguments as `gapt-bench run` and `status` take them."""
-    argv = ["--tasks", tasks, "--methods", methods, "--seeds", seeds, "--preset", preset]
+    """The plan's arguments as `gapt-bench run` and `status` take them (methods / seeds None: the preset's)."""
+    argv = ["--tasks", tasks]
+    argv += ["--methods", methods] if methods is not None else []
+    argv += ["--seeds", seeds] if seeds is not None else []
+    argv += ["--preset", preset]
     for o in overrides:
         argv += ["--set", o]
     for path in includes:

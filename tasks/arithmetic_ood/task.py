@@ -4,8 +4,11 @@ Data (as the author's `data/arithmetic.py`):
 - A 15-token vocabulary: <bos>=0, <eos>=1, x=2, '='=3, space=4, digits 0-9 = 5-14.
 - An example is `<bos>{a} x {b} = {c}<eos>` with c = a*b. Each operand's digit count is drawn uniformly from its
   range, then the number uniformly among the numbers with that many digits (a 1-digit operand is 1-9).
-- Train and ID validation use `train_digits`, the OOD test uses `ood_digits` (both operands). The paper's split is
-  1-3 -> 4-6 (`paper` preset); the `quick` preset uses 1-2 -> 3-4 so a CPU run learns in seconds.
+- Train and ID validation use `train_digits`, the OOD test uses `ood_digits`: on both operands (`ood_operands:
+  both`, the paper's split, 1-3 -> 4-6 in the `paper` preset), or on one operand only with the other drawn from
+  `train_digits` (`one`: which side is random, 50/50). At CPU scale no model extrapolates to two longer operands
+  (digit accuracy at chance), so the `cpu-verdict` tier asks the answerable question of one longer operand; the
+  `quick` preset uses 1-2 -> 3-4 so a CPU run learns in seconds.
 - Everything is generated from `data.data_seed` (default: one fixed seed shared by every run seed, so all arms and
   seeds see the same dataset); the run seed sets the model's initialisation and the order of the training stream.
 
@@ -294,6 +297,12 @@ def digit_accuracy(generations: Sequence[Sequence[int]], answers: Sequence[int])
 class ArithmeticOptions:
     train_digits: list[int] = opt([1, 3], "operand digit range [min, max] of train and ID validation (paper 1-3)")
     ood_digits: list[int] = opt([4, 6], "operand digit range [min, max] of the OOD test (paper 4-6)")
+    ood_operands: str = opt(
+        "both",
+        "which operands of an OOD example take ood_digits: both (paper) or one (the other from train_digits, "
+        "side random)",
+        choices=("both", "one"),
+    )
     data_seed: int | None = opt(1234, "dataset seed shared by every run seed; null = the run seed")
     n_train: int = opt(1_000_000, "examples in the training pool (paper 10M); epochs reshuffle it", min=1)
     n_id: int = opt(2000, "ID validation examples (paper 10,000)", min=1)
@@ -376,6 +385,12 @@ class ArithmeticOOD(LMTask):
         self.train_ex = Examples(*sample_pairs(rng, d.n_train, tr, seed, frac, reserved=False))
         self.id_ex = Examples(*sample_pairs(rng, d.n_id, tr, seed, frac, reserved=True))
         self.ood_ex = Examples(*sample_pairs(rng, d.n_ood, od, seed, frac, reserved=None))
+        if d.ood_operands == "one":  # one operand from the training range, on a random side
+            short = _draw_operands(rng, d.n_ood, *tr)
+            swap = rng.random(d.n_ood) < 0.5
+            a, b = self.ood_ex.a.copy(), short
+            a[swap], b[swap] = short[swap], self.ood_ex.a[swap]
+            self.ood_ex = Examples(a, b)
         self.check_disjoint()
         self._epochs: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._row_index: dict[int, np.ndarray] = {}

@@ -21,6 +21,7 @@ from gapt_bench.results.analysis.duty import duty_text
 from gapt_bench.results.analysis.paper import (
     CAPACITY_BAND,
     DD_FACTOR,
+    LOW_DUTY,
     MEMORIZATION_TASK,
     MI_LAW_BAND,
     PAPER_CLAIMS,
@@ -32,37 +33,56 @@ from gapt_bench.results.analysis.text_memorization import (
     extraction_convergence,
 )
 
+RELATIVE_VERDICTS = ("replicates", "smaller effect", "no effect", "smaller or none", "opposite effect", "inconclusive")
+
 
 def claim_verdict(
-    claimed: float, rel: float | None, lo: float | None, hi: float | None, p_holm: float | None, alpha: float = ALPHA
+    claimed: float,
+    rel: float | None,
+    lo: float | None,
+    hi: float | None,
+    p_holm: float | None,
+    alpha: float = ALPHA,
+    lo90: float | None = None,
+    hi90: float | None = None,
+    margin: float = 0.5,
 ) -> tuple[str, str]:
-    """Verdict and a short reason for a relative claim, from the measured relative change and its 95% CI.
+    """Verdict and a short reason for a relative claim, from the measured relative change, its 95% CI (lo, hi),
+    its 90% CI (lo90, hi90: the two one-sided tests of equivalence) and the claim's equivalence margin (a fraction
+    of the claimed effect, declared before the runs in `paper.Claim`).
 
     - "replicates": significant after Holm, same sign as the claim, the CI reaches the claimed magnitude
       (contains it or lies beyond it) and excludes no effect.
-    - "does not": significant with the opposite sign, or the CI stops short of the claimed magnitude (the data
-      rule out an effect as large as claimed, even if a smaller one is real).
+    - "opposite effect": significant, with the opposite sign.
+    - "no effect": the 90% CI lies within +-margin * |claimed| (equivalence by two one-sided tests at alpha 0.05;
+      a margin set before the runs, not the MDE of an underpowered run), so the claimed effect is ruled out.
+    - "smaller effect": significant, same sign, but the CI stops short of the claimed magnitude: real, smaller.
+    - "smaller or none": not significant, and the CI stops short of the claim: the claimed size is ruled out, but
+      the run shows neither a smaller effect nor equivalence.
     - "inconclusive": otherwise (no test possible, or a CI wide enough to hold both 0 and the claim).
 
-    Only the interval's ends are used, never its midpoint, so the rule holds for the asymmetric log-ratio interval
-    (whose lower end never passes -100% while its upper end stretches): "reaches" asks whether the claimed value
-    lies inside or beyond the interval on the claim's side. That interval carries the reference mean's noise
-    and works on the ratio, the t-test on the per-seed differences does neither, so the two can disagree: a drop
-    from 1.2 to 0.14 whose gapt values range 0.02-0.36 has consistent differences (significant) but a ratio
-    anywhere between -99% and +69%. A relative claim then is not established: "replicates" also needs the
-    relative CI to exclude 0.
+    Only the interval's ends are used, never its midpoint, so the rule holds for asymmetric intervals: "reaches"
+    asks whether the claimed value lies inside or beyond the interval on the claim's side. "replicates" also needs
+    the relative CI to exclude 0, as the t-test and a relative interval can disagree when the latter carries the
+    reference mean's noise.
     """
     if rel is None or lo is None or hi is None or p_holm is None:
         return "inconclusive", "no test possible (n < 2, zero variance or no relative CI)"
     significant, same_sign = p_holm < alpha, (rel > 0) == (claimed > 0)
     reaches = lo <= claimed if claimed < 0 else hi >= claimed
+    bound = margin * abs(claimed)
+    equivalent = lo90 is not None and hi90 is not None and -bound < lo90 and hi90 < bound
     if significant and not same_sign:
-        return "does not", "significant effect in the opposite direction"
-    if not reaches:
-        return "does not", ("smaller effect than claimed" if significant else "CI excludes the claimed effect")
+        return "opposite effect", "significant effect in the opposite direction"
     holds_zero = lo <= 0 <= hi
-    if significant and not holds_zero:
+    if reaches and significant and not holds_zero:
         return "replicates", "significant, CI reaches the claim"
+    if equivalent:
+        return "no effect", f"90% CI within ±{bound:.3g} ({margin:g} × the claim): equivalent to no effect"
+    if not reaches:
+        if significant:
+            return "smaller effect", "significant, but the CI stops short of the claimed effect"
+        return "smaller or none", "the CI excludes the claimed effect; no smaller effect or equivalence shown"
     if significant:
         return "inconclusive", "test significant, but the relative CI holds no effect (the ratio is poorly pinned)"
     if holds_zero:
@@ -73,12 +93,15 @@ def claim_verdict(
 def absolute_verdict(
     claimed: float, mean: float | None, lo: float | None, hi: float | None, band: float = CAPACITY_BAND
 ) -> tuple[str, str]:
-    """For capacity: "replicates" if the mean lies within claim ± band; "does not" if the whole CI lies outside
-    the band; "inconclusive" otherwise (one value only, or a CI reaching into the band from outside)."""
+    """For capacity: "replicates" if the mean lies within claim ± band; "below the claim" / "above the claim" if
+    the whole CI lies below / above the band; "inconclusive" otherwise (one value only, or a CI reaching into the
+    band from outside)."""
     if mean is None or lo is None or hi is None:
         return "inconclusive", "fewer than 2 values"
-    if hi < claimed - band or lo > claimed + band:
-        return "does not", f"CI outside {claimed:g} ± {band:g}"
+    if hi < claimed - band:
+        return "below the claim", f"CI below {claimed:g} ± {band:g}"
+    if lo > claimed + band:
+        return "above the claim", f"CI above {claimed:g} ± {band:g}"
     if abs(mean - claimed) <= band:
         return "replicates", f"mean within {claimed:g} ± {band:g}"
     return "inconclusive", f"mean outside {claimed:g} ± {band:g}, CI reaches it"
@@ -140,14 +163,80 @@ def _rel_row(claim: Claim, c: dict, role: str, alpha: float) -> dict:
         "preset_about": c.get("preset_about"),
     }
     row["p_holm"] = row["p_holm_claims"]
+    row["duty_compress"], row["phase_switches"] = c.get("duty_compress"), c.get("phase_switches")
+    row["margin"] = claim.margin
     if role == "claim":
         row["verdict"], reason = claim_verdict(
-            claim.claimed, row["measured"], row["ci_low"], row["ci_high"], row["p_holm"], alpha
+            claim.claimed,
+            row["measured"],
+            row["ci_low"],
+            row["ci_high"],
+            row["p_holm"],
+            alpha,
+            c.get("rel_ci90_low"),
+            c.get("rel_ci90_high"),
+            claim.margin,
         )
     else:
         row["verdict"], reason = stats.verdict(row["delta"], row["p_holm"], row["direction"] == "max", alpha), ""
-    row["note"] = _note(reason, *(duty_text(p) for p in row["duty_pairs"]), _about_text(row["preset_about"]))
+    row["note"] = _note(
+        reason,
+        _schedule_text(row),
+        *(duty_text(p) for p in row["duty_pairs"]),
+        _about_text(row["preset_about"]),
+    )
     return row
+
+
+def _schedule_text(row: dict) -> str:
+    """The realised schedule of a phase-switching arm; flagged when it compressed under LOW_DUTY of its training
+    (then a verdict is one on the gate as configured, which barely compresses, not on compression)."""
+    duty, switches = row.get("duty_compress"), row.get("phase_switches")
+    if duty is None:
+        return ""
+    text = f"{row['method']} compressed {duty:.1%} of micro-batches" + (
+        f", {switches:.0f} phase switches" if switches is not None else ""
+    )
+    if duty < LOW_DUTY:
+        return f"⚠ {text} (under {LOW_DUTY:.0%}: a verdict on the gate as configured, which barely compresses)"
+    return text
+
+
+def _versus_control(claim_c: dict, control_c: dict, groups: Sequence[dict], alpha: float) -> str:
+    """Does the control explain the claimed effect? The claim's method against the control, paired by seed
+    (`report["groups"]` holds each group's per-seed values): if the method does no better than the control while
+    the control itself moves the metric the same way, the control explains the effect."""
+
+    def values(c: dict, config_hash: str) -> dict:
+        g = next(
+            (
+                g
+                for g in groups
+                if g["task"] == c["task"] and g["metric"] == c["metric"] and g["config_hash"] == config_hash
+            ),
+            None,
+        )
+        return dict(zip(g["seeds"], g["values"])) if g and g.get("seeds") else {}
+
+    m = values(claim_c, claim_c["config_hash"])
+    k = values(control_c, control_c["config_hash"])
+    seeds = sorted(set(m) & set(k))
+    if len(seeds) < 2 or claim_c["metric"] != control_c["metric"]:
+        return ""
+    res = stats.compare(
+        [m[s] for s in seeds], [k[s] for s in seeds], paired=True, higher_is_better=claim_c["direction"] == "max"
+    )
+    if res["p"] is None or res["rel_delta"] is None:
+        return ""
+    vs = f"{claim_c['label']} vs {control_c['label']}: {res['rel_delta']:+.1%}, p = {res['p']:.2g} (n={len(seeds)})"
+    better = (res["delta"] > 0) == (claim_c["direction"] == "max")
+    control_moves = control_c.get("p") is not None and control_c["p"] < alpha
+    same_way = control_c.get("delta") is not None and (control_c["delta"] > 0) == (claim_c.get("delta", 0) > 0)
+    if res["p"] < alpha and better:
+        return f"{vs}: the method beats its control, which does not explain the effect"
+    if res["p"] >= alpha and control_moves and same_way:
+        return f"{vs}: the control explains the effect (no difference from the method)"
+    return f"{vs}: cannot tell whether the control explains the effect"
 
 
 def _no_runs_row(claim: Claim, reference: str) -> dict:
@@ -182,6 +271,14 @@ def _no_runs_row(claim: Claim, reference: str) -> dict:
 def _relative_rows(claim: Claim, report: dict, reference: str, alpha: float) -> list[dict]:
     members = claim_members(claim, report["comparisons"], reference, report.get("controls") or {})
     rows = [_rel_row(claim, c, role, alpha) for role, c in members]
+    claim_cs = [c for role, c in members if role == "claim"]
+    for row, (role, c) in zip(rows, members):
+        if role == "claim" or c["method"] == claim.method:  # the centred-MBE control is the same arm
+            continue
+        match = next((m for m in claim_cs if m.get("setup_hash") == c.get("setup_hash")), None)
+        if match is not None:
+            row["versus_control"] = _versus_control(match, c, report.get("groups") or [], alpha)
+            row["note"] = _note(row["versus_control"], row["note"])
     if not any(role == "claim" for role, _ in members):
         rows.insert(0, _no_runs_row(claim, reference))
     return rows
@@ -207,7 +304,7 @@ def _capacity_row(claim: Claim, capacity: dict | None, alpha: float) -> dict:
     strict = group["alpha_mean"]
     verdict, reason = absolute_verdict(claim.claimed, alpha_d["mean"], alpha_d["ci_low"], alpha_d["ci_high"])
     budget, data_bound = group["n_capacity_runs_budget"], group.get("n_capacity_runs_data_bound", 0)
-    if verdict == "does not" and (budget or data_bound) and alpha_d["ci_high"] < claim.claimed:
+    if verdict == "below the claim" and (budget or data_bound):
         verdict, reason = (
             "inconclusive",
             (
@@ -393,6 +490,8 @@ def _mi_law_row(g: dict) -> tuple:
     law = g["mi_law"]
     d = law["rms_over_seeds"]
     verdict, reason = absolute_verdict(0.0, d["mean"], d["ci_low"], d["ci_high"], band=MI_LAW_BAND)
+    if verdict == "above the claim":  # the RMS error exceeds the band: the law does not fit
+        verdict = "does not"
     unfilled = _unfilled(g)
     if verdict == "does not" and unfilled and (law.get("bias") or 0) < 0:
         verdict, reason = "inconclusive", f"{unfilled}, and F1 falls below the law, as less memorization does: {reason}"

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from gapt_bench.results import stats
 from gapt_bench.results.analysis.common import ALPHA, ReportError, clean, natural_key
-from gapt_bench.results.analysis.duty import control_pairs
+from gapt_bench.results.analysis.duty import control_pairs, group_duty
 from gapt_bench.results.analysis.families import apply_families
 from gapt_bench.results.analysis.groups import (
     Group,
@@ -81,6 +81,10 @@ def compare_groups(g: Group, ref: Group, metric: str, direction: str, alpha: flo
         **res,
         "preset_about": preset_about(g.ok, ref.ok),
         "duty_pairs": [],
+        # the compared arm's realised schedule (phase-switching methods): share of micro-batches compressing and
+        # phase switches, means over seeds (None for methods without phases)
+        "duty_compress": group_duty(g),
+        "phase_switches": g.summary_mean("gate_switches"),
     }
 
 

@@ -40,6 +40,7 @@ CAPACITY_BAND = 0.1
 # Text memorization (sections 3 and 3.5): the bands its absolute claims are held to.
 MI_LAW_BAND = 0.015  # the membership law's validation error: within 1.5 F1 points (section 3.5)
 EXTRACTION_BAND = 0.01  # training minus test extraction rate that counts as converged (one percentage point)
+LOW_DUTY = 0.05  # a phase-switching run compressing for less than this share of training barely tests its gate
 DD_FACTOR = 2.0  # a double-descent peak "near ratio 1" lies within [1/2, 2]
 
 
@@ -65,6 +66,9 @@ class Claim:
     kind: str = "relative"  # relative | absolute
     method: str = "gapt"
     precision: str | None = None  # absolute capacity claims are per precision
+    # Equivalence margin, declared here before any run: "no effect" means the 90% interval of the relative change
+    # lies within +-margin * |claimed| (two one-sided tests at alpha 0.05). Half the claimed effect by default.
+    margin: float = 0.5
 
 
 PAPER_CLAIMS: tuple[Claim, ...] = (

@@ -28,21 +28,26 @@ from gapt_bench.results.analysis.tables import (
 )
 from gapt_bench.results.analysis.task_views import capacity_tables, memorization_tables
 
-LINEAR_MARK = "*"
+# Marks of the relative CI's method beside a value, and the caption that names them (stats.compare decides).
+REL_CI_MARKS = {stats.REL_CI_PAIRED: "", stats.REL_CI_LOG: "†", stats.REL_CI_LINEAR: "*"}
+LINEAR_MARK = REL_CI_MARKS[stats.REL_CI_LINEAR]
 
 
 def _rel_ci(low: float | None, high: float | None, method: str | None) -> str:
     text = fmt_interval(low, high, fmt_pct)
-    return text + LINEAR_MARK if method == stats.REL_CI_LINEAR and low is not None else text
+    return text + REL_CI_MARKS.get(method or "", "") if low is not None else text
 
 
 def _rel_ci_caption(methods: set) -> str:
-    text = "95% CI (rel): " + (stats.REL_CI_LOG if stats.REL_CI_LOG in methods or not methods else "")
+    """Names the relative CI's methods in use: unmarked = paired (seeds pair), † = log ratio of means, * = linear."""
+    parts = []
+    if stats.REL_CI_PAIRED in methods or not methods:
+        parts.append(f"{stats.REL_CI_PAIRED}, clipped at -100% for positive metrics")
+    if stats.REL_CI_LOG in methods:
+        parts.append(f"† {stats.REL_CI_LOG} (seeds do not pair)")
     if stats.REL_CI_LINEAR in methods:
-        text += (
-            "; " if stats.REL_CI_LOG in methods else ""
-        ) + f"{LINEAR_MARK} {stats.REL_CI_LINEAR} (a metric that is not always positive)"
-    return text
+        parts.append(f"{LINEAR_MARK} {stats.REL_CI_LINEAR} (a metric that is not always positive)")
+    return "95% CI (rel): " + "; ".join(parts)
 
 
 def _possible(c: dict) -> bool:
