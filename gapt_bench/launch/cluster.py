@@ -31,7 +31,8 @@ LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT from `submitit.helpers.TorchDistribut
 with its job id (GAPT_BENCH_JOB_ID: a requeued job takes over its own earlier claim at once) and calls
 `execute.execute(cfg, OUT, resume=True)`. A run claimed by a live process elsewhere is waited for, not skipped.
 
-Preemption and time limits. Slurm signals the job (`--signal=USR2@<signal_delay_s>`; the local executor does the
+Preemption and time limits. Slurm signals the job (`--signal=USR2@<signal_delay_s>`, `--signal-delay-s`, default
+90 s, and Slurm may send it up to 60 s earlier: keep it well under `--timeout-min`; the local executor does the
 same before its timeout). The job's handler asks the run to stop (`execute.request_stop`): the trainer finishes its
 step and writes the suite's own checkpoint; then submitit's handler calls `RunJob.checkpoint` (the same call again)
 and requeues the job (`scontrol requeue`; locally, a restart of the task), at most `max_timeouts` times for time
@@ -61,11 +62,13 @@ from gapt_bench.launch.options import (
     JOBS_FILE,
     LAUNCHER_FILE,
     LOCAL_TIMEOUT_MIN,
+    SIGNAL_DELAY_S,
     SLURM_TIMEOUT_MIN,
     SUBMITIT_DIR,
     LauncherOptions,
     LaunchError,
     SubmissionError,
+    _signal_too_late,
 )
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -92,11 +95,14 @@ def detect_cluster() -> str:
 def slurm_parameters(opts: LauncherOptions, dependency: str | None = None) -> dict[str, Any]:
     """The AutoExecutor parameters of a Slurm job array for `opts` (`dependency`: e.g. afterany:123)."""
     extra = dict(opts.slurm)
+    timeout_min = opts.timeout_min or SLURM_TIMEOUT_MIN
+    if not opts.signal_delay_s and SIGNAL_DELAY_S >= timeout_min * 60:
+        raise LaunchError(_signal_too_late(SIGNAL_DELAY_S, timeout_min, default=True))
     if dependency:
         extra["dependency"] = f"{extra['dependency']},{dependency}" if extra.get("dependency") else dependency
     params: dict[str, Any] = {
         "name": "gapt-bench",
-        "timeout_min": opts.timeout_min or SLURM_TIMEOUT_MIN,
+        "timeout_min": timeout_min,
         "nodes": opts.nodes,
         "tasks_per_node": opts.tasks(),
         "gpus_per_node": opts.gpus_per_node or None,
@@ -130,10 +136,11 @@ def slurm_executor(folder: Path, opts: LauncherOptions, dependency: str | None =
     """submitit's executor for Slurm with `opts` applied (`preview`: also where Slurm is absent, to render only)."""
     submitit = _require_submitit()
     ctx = _without_srun_check() if preview else contextlib.nullcontext()
+    params = slurm_parameters(opts, dependency)  # its own refusals are LaunchErrors already
     with ctx:
         ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=opts.max_timeouts)
     try:
-        ex.update_parameters(**slurm_parameters(opts, dependency))
+        ex.update_parameters(**params)
     except (ValueError, NameError, AssertionError) as e:
         raise LaunchError(f"submitit refused the Slurm options: {str(e).splitlines()[0]}") from e
     return ex
