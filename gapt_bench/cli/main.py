@@ -130,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="requeues after hitting the time limit (default 3; preemptions do not count)",
     )
     lg.add_argument(
+        "--signal-delay-s",
+        type=int,
+        default=None,
+        metavar="S",
+        help="Slurm sends the stop signal (USR2) S seconds before the time limit (default 90; Slurm may send it up "
+        "to 60 s earlier): keep it under --timeout-min",
+    )
+    lg.add_argument(
         "--slurm-opt",
         action="append",
         default=[],

@@ -50,6 +50,7 @@ def cmd_run(args) -> int:
                 "mem_gb",
                 "array_parallelism",
                 "max_timeouts",
+                "signal_delay_s",
                 "setup",
                 "wait",
             )

@@ -1,6 +1,7 @@
 """Sweeps beyond one machine: every run of a plan as one submitit job, on Slurm or as local processes.
 
-Options: `gapt_bench.launch.options`; where a sweep stands (`gapt-bench status`): `gapt_bench.launch.status`.
+Options: `gapt_bench.launch.options`; where a sweep stands (`gapt-bench status`): `gapt_bench.launch.status`; what
+Slurm's queue says (squeue, and the job states `--wait` follows): `gapt_bench.launch.queue`.
 
     gapt-bench run <plan> --launcher submitit --partition gpu --gpus-per-node 1 --timeout-min 720   # Slurm
     gapt-bench run <plan> --launcher submitit-local                # the same jobs as processes on this machine
@@ -23,6 +24,8 @@ of that, a control's job itself waits (polls the store) for the record of the ru
 `reference_wait_min`, so the order also holds when that run is trained by another sweep. The submission leaves
 `OUT/submitit/`: submitit's job files and logs (`<job id>_<task>_log.out|err`), `jobs.jsonl` (which job ran which
 run key) and `launcher.yaml` (the launcher options, for the resubmit command `status` prints).
+`--wait` follows the jobs' states through submitit (sacct); on a cluster without accounting, where sacct fails,
+through squeue instead (one line says so): a job no longer listed has ended.
 
 One job (`RunJob`, a `submitit.helpers.Checkpointable`): loads the submitter's plug-ins (`--include` paths),
 rebuilds the run's config from the request and checks its hash, uses one CPU thread (`cpus_per_task` if set), takes
@@ -31,7 +34,8 @@ LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT from `submitit.helpers.TorchDistribut
 with its job id (GAPT_BENCH_JOB_ID: a requeued job takes over its own earlier claim at once) and calls
 `execute.execute(cfg, OUT, resume=True)`. A run claimed by a live process elsewhere is waited for, not skipped.
 
-Preemption and time limits. Slurm signals the job (`--signal=USR2@<signal_delay_s>`; the local executor does the
+Preemption and time limits. Slurm signals the job (`--signal=USR2@<signal_delay_s>`, `--signal-delay-s`, default
+90 s, and Slurm may send it up to 60 s earlier: keep it well under `--timeout-min`; the local executor does the
 same before its timeout). The job's handler asks the run to stop (`execute.request_stop`): the trainer finishes its
 step and writes the suite's own checkpoint; then submitit's handler calls `RunJob.checkpoint` (the same call again)
 and requeues the job (`scontrol requeue`; locally, a restart of the task), at most `max_timeouts` times for time
@@ -43,11 +47,9 @@ the one `status` prints); it resumes from the last checkpoint (`--checkpoint-eve
 from __future__ import annotations
 
 import contextlib
-import getpass
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -61,12 +63,15 @@ from gapt_bench.launch.options import (
     JOBS_FILE,
     LAUNCHER_FILE,
     LOCAL_TIMEOUT_MIN,
+    SIGNAL_DELAY_S,
     SLURM_TIMEOUT_MIN,
     SUBMITIT_DIR,
     LauncherOptions,
     LaunchError,
     SubmissionError,
+    _signal_too_late,
 )
+from gapt_bench.launch.queue import _use_squeue_states, queued_runs
 
 # ----------------------------------------------------------------------------------------------------------------
 # Executors
@@ -92,11 +97,14 @@ def detect_cluster() -> str:
 def slurm_parameters(opts: LauncherOptions, dependency: str | None = None) -> dict[str, Any]:
     """The AutoExecutor parameters of a Slurm job array for `opts` (`dependency`: e.g. afterany:123)."""
     extra = dict(opts.slurm)
+    timeout_min = opts.timeout_min or SLURM_TIMEOUT_MIN
+    if not opts.signal_delay_s and SIGNAL_DELAY_S >= timeout_min * 60:
+        raise LaunchError(_signal_too_late(SIGNAL_DELAY_S, timeout_min, default=True))
     if dependency:
         extra["dependency"] = f"{extra['dependency']},{dependency}" if extra.get("dependency") else dependency
     params: dict[str, Any] = {
         "name": "gapt-bench",
-        "timeout_min": opts.timeout_min or SLURM_TIMEOUT_MIN,
+        "timeout_min": timeout_min,
         "nodes": opts.nodes,
         "tasks_per_node": opts.tasks(),
         "gpus_per_node": opts.gpus_per_node or None,
@@ -130,10 +138,11 @@ def slurm_executor(folder: Path, opts: LauncherOptions, dependency: str | None =
     """submitit's executor for Slurm with `opts` applied (`preview`: also where Slurm is absent, to render only)."""
     submitit = _require_submitit()
     ctx = _without_srun_check() if preview else contextlib.nullcontext()
+    params = slurm_parameters(opts, dependency)  # its own refusals are LaunchErrors already
     with ctx:
         ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=opts.max_timeouts)
     try:
-        ex.update_parameters(**slurm_parameters(opts, dependency))
+        ex.update_parameters(**params)
     except (ValueError, NameError, AssertionError) as e:
         raise LaunchError(f"submitit refused the Slurm options: {str(e).splitlines()[0]}") from e
     return ex
@@ -213,7 +222,7 @@ class Submission:
         lines.append(f"logs: {self.folder}/<job id>_<task>_log.out and .err (one pair per job and task)")
         if self.cluster == "slurm":
             ids = ",".join(self.array_ids)
-            lines.append(f"follow: squeue -j {ids}   |   tail -f {self.jobs[0].stdout}   |   sacct -j {ids}")
+            lines.append(f"follow: squeue -j {ids}   |   tail -f {self.jobs[0].stdout}")
         if status_command:
             lines.append(f"progress: {status_command}")
         return lines
@@ -287,7 +296,7 @@ def submit_plan(
     if cluster == "slurm":
         _submit_slurm(sub, waves, specs, opts, say, after)
         if opts.wait:
-            _wait_all(sub, on_done, opts.poll_s)
+            _wait_all(sub, on_done, opts.poll_s, say)
         return sub
     _run_local(submitit, sub, waves, specs, opts, on_done, say)
     return sub
@@ -359,9 +368,11 @@ def _submit_slurm(sub: Submission, waves, specs, opts: LauncherOptions, say, que
         say(f"submitted job array {sub.array_ids[-1]}: {len(wave)} job(s)")
 
 
-def _wait_all(sub: Submission, on_done, poll_s: float) -> None:
-    """Until every Slurm job has ended, looking at their states every `poll_s` seconds; each outcome to on_done."""
+def _wait_all(sub: Submission, on_done, poll_s: float, say: Callable[[str], None] = lambda line: None) -> None:
+    """Until every Slurm job has ended, looking at their states every `poll_s` seconds; each outcome to on_done.
+    Where sacct does not answer (no accounting), the states come from squeue (`queue._use_squeue_states`)."""
     pending = {s.job_id: (s, sub.handles[s.job_id]) for s in sub.jobs}
+    _use_squeue_states([job for _, job in pending.values()], poll_s, say)
     while pending:
         for job_id, (s, job) in list(pending.items()):
             if job.done():
@@ -480,47 +491,6 @@ def _run_local(submitit, sub: Submission, waves, specs, opts: LauncherOptions, o
             with contextlib.suppress(ValueError, TypeError):
                 signal.signal(s, h)
     sub.waited = True
-
-
-def slurm_queue() -> dict[str, str] | None:
-    """{job id: state} of this user's jobs in the Slurm queue, one line per array task (`squeue -r`); None when
-    squeue is missing or fails (then nothing is known to be queued)."""
-    try:
-        done = subprocess.run(
-            ["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i %T"], capture_output=True, text=True, timeout=60
-        )
-    except (OSError, KeyError, subprocess.SubprocessError):  # no squeue, no user name, a hung controller
-        return None
-    if done.returncode != 0:
-        return None
-    return dict(line.split(None, 1) for line in done.stdout.splitlines() if len(line.split(None, 1)) == 2)
-
-
-def queued_runs(out: Path, last_jobs: dict[tuple, dict] | None = None) -> dict[tuple, tuple[str, str]]:
-    """{run key: (job id, state)} for the runs whose last Slurm job (`jobs.jsonl`, or `last_jobs` already read from
-    it) is still in the queue."""
-    if last_jobs is None:
-        last_jobs = _last_jobs(Path(out) / SUBMITIT_DIR)
-    jobs = {k: j for k, j in last_jobs.items() if j.get("cluster") == "slurm"}
-    queue = slurm_queue() if jobs else None
-    if not queue:
-        return {}
-    return {k: (str(j["job_id"]), queue[str(j["job_id"])]) for k, j in jobs.items() if str(j["job_id"]) in queue}
-
-
-def _last_jobs(folder: Path) -> dict[tuple, dict]:
-    out: dict[tuple, dict] = {}
-    try:
-        text = (folder / JOBS_FILE).read_text()
-    except OSError:
-        return out
-    for line in text.splitlines():
-        try:
-            rec = json.loads(line)
-            out[tuple(rec["key"])] = rec
-        except (ValueError, KeyError, TypeError):
-            continue
-    return out
 
 
 def dry_run_lines(plan: list[RunConfig], out: Path, launcher: str, opts: LauncherOptions) -> list[str]:

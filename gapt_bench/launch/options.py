@@ -14,6 +14,7 @@ LAUNCHERS = ("local", "submitit", "submitit-local")
 SUBMITIT_DIR = "submitit"
 JOBS_FILE = "jobs.jsonl"
 LAUNCHER_FILE = "launcher.yaml"
+SIGNAL_DELAY_S = 90  # submitit's default on Slurm: the stop signal this long before the time limit
 SLURM_TIMEOUT_MIN = 240  # a Slurm job's default time limit (longer runs are requeued, or pass --timeout-min)
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # the local executor kills a job at its timeout: keep it out of the way
 STATES = ("done", "running", "queued", "failed", "diverged", "missing")
@@ -65,7 +66,7 @@ class LauncherOptions:
     slurm: dict = _o({}, "--slurm-opt")  # any other sbatch option, passed through
     setup: list = _o([], "--setup")  # shell lines run before each job
     max_timeouts: int = _o(3, "--max-timeouts", 0)  # requeues after a time limit (preemptions do not count)
-    signal_delay_s: int | None = _o(None, None, 1)  # seconds between the stop signal and the kill (submitit: 90)
+    signal_delay_s: int | None = _o(None, "--signal-delay-s", 1)  # stop signal this long before the limit (90)
     reference_wait_min: float = _o(120.0, None, 0)  # how long a matched control's job waits for the run it copies
     poll_s: float = _o(10.0, None, 0.05)  # seconds between looks at the store (a job) or at the jobs (--wait)
     wait: bool = _o(False, "--wait")  # Slurm: stay until every job has ended (local: always)
@@ -193,12 +194,23 @@ def resolve_launcher(
             else:
                 values[k] = v
     opts = LauncherOptions(**values)
+    if opts.signal_delay_s and opts.timeout_min and opts.signal_delay_s >= opts.timeout_min * 60:
+        raise LaunchError(_signal_too_late(opts.signal_delay_s, opts.timeout_min))
     if chosen == "submitit-local" and opts.nodes > 1:
         raise LaunchError(
             "--launcher submitit-local runs on this one machine: --nodes must be 1 (use --launcher "
             "submitit on a Slurm cluster for several nodes)"
         )
     return chosen, opts
+
+
+def _signal_too_late(delay_s: int, timeout_min: int, default: bool = False) -> str:
+    """The one line refusing a stop signal delay that is not shorter than the time limit."""
+    what = f"the default stop signal delay ({delay_s} s)" if default else f"--signal-delay-s {delay_s}"
+    return (
+        f"{what} is not shorter than --timeout-min {timeout_min} ({timeout_min * 60} s): every job would be told "
+        "to stop as it starts; pass a shorter --signal-delay-s (Slurm may signal up to 60 s before it)"
+    )
 
 
 def parse_key_values(items: Iterable[str], flag: str) -> dict[str, str]:

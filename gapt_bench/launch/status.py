@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gapt_bench.config import RunConfig
 from gapt_bench.data.claims import live_claim
-from gapt_bench.launch.cluster import _key_of, _last_jobs, queued_runs
+from gapt_bench.launch.cluster import _key_of
 from gapt_bench.launch.job import _key
 from gapt_bench.launch.options import (
     LAUNCHER_FILE,
@@ -20,6 +20,7 @@ from gapt_bench.launch.options import (
     LaunchError,
     read_launcher_config,
 )
+from gapt_bench.launch.queue import _last_jobs, queued_runs
 from gapt_bench.results.store import has_results, read_store
 from gapt_bench.training.runtime import CHECKPOINT
 
