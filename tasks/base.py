@@ -213,7 +213,8 @@ class LMTask(Task):
 
         m, t = cfg.model, cfg.train
         return (
-            f"model=L{m.n_layer}/d{m.n_embd} V={m.vocab_size} tokens={t.tokens:,} steps={steps_for_budget(cfg)} "
+            f"model={m.family} L{m.n_layer}/d{m.n_embd} V={m.vocab_size} tokens={t.tokens:,} "
+            f"steps={steps_for_budget(cfg)} "
             f"batch={t.batch_size}x{t.seq_len}"
         )
 
