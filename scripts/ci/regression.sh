@@ -7,7 +7,7 @@
 # would only dilute the check's Holm family. A different machine gives slightly different numbers: the check
 # compares over seeds with a 5% tolerance, never bit for bit. Expects the environment of scripts/ci/install.sh
 # (.venv). Set the GAPT_* variables of method-regression.sh to change the plan (e.g. GAPT_TASKS=all for the whole
-# quick suite, about 14 worker-minutes). Run by the workflow's `regression` job, not by .ci/run.
+# quick suite, about 14 worker-minutes). Run by the workflow's `regression` job and by .ci/run.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 export GAPT_TASKS="${GAPT_TASKS:-fineweb_lm}"
