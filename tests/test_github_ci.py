@@ -118,6 +118,14 @@ def test_ci_run_calls_the_scripts_of_scripts_ci_in_order():
     assert os.access(ROOT / ".ci" / "run", os.X_OK)
 
 
+def test_a_plain_pip_install_gets_every_package_of_gapt_bench():
+    """The action pip-installs the suite (not editable): every folder of gapt_bench/ with an __init__.py must be
+    listed in pyproject.toml, or `import gapt_bench.cli` fails in the method author's job."""
+    listed = set(re.findall(r'"(gapt_bench(?:\.\w+)*)"', (ROOT / "pyproject.toml").read_text()))
+    packages = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "gapt_bench").rglob("__init__.py")}
+    assert packages and not packages - listed, f"pyproject.toml [tool.setuptools] packages lacks {packages - listed}"
+
+
 def test_the_test_matrix_is_every_python_the_package_declares():
     requires = re.search(r'requires-python\s*=\s*">=\s*3\.(\d+)"', (ROOT / "pyproject.toml").read_text())
     assert requires, "pyproject.toml: requires-python is no longer of the form >=3.N"
