@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from gapt_bench.config import ConfigError
 from gapt_bench.config.registry import RegistryError
@@ -76,6 +77,19 @@ def print_result(result: dict, fmt: str, include_layers: bool = False) -> None:
     text = analysis.render(result, fmt, include_layers=include_layers)
     if text is not None:
         print(text)
+
+
+def write_markdown(path: str | None, result: dict, include_layers: bool = False) -> None:
+    """`--markdown FILE`: the result's tables as Markdown (what `--format md` prints), written to FILE; its folder
+    is created. A path that cannot be written is bad input (StoreError, exit 2)."""
+    if not path:
+        return
+    text = analysis.render(result, "md", include_layers=include_layers)
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(f"{text}\n")
+    except OSError as e:
+        raise StoreError(f"cannot write --markdown {path} ({e.strerror or e}); pick another path") from e
 
 
 USER_ERRORS = (UsageError, ConfigError, RegistryError, StoreError, ReportError, DataError)  # exit 2

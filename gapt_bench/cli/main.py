@@ -54,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
             help="load tasks/methods from a .py file or a folder of them (repeatable)",
         )
 
+    def markdown_arg(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--markdown",
+            metavar="FILE",
+            default=None,
+            help="also write the table(s) as Markdown to FILE (what --format md prints; e.g. for $GITHUB_STEP_SUMMARY)",
+        )
+
     r = sub.add_parser("run", help="train and evaluate a plan of runs; append records to OUT/runs.jsonl")
     plan_args(r)
     r.add_argument("--out", default="results", help="results folder (default results/)")
@@ -186,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--reference", default="baseline")
     rep.add_argument("--plots", metavar="DIR", default=None, help="also write PNG plots to DIR")
     rep.add_argument("--include-layers", action="store_true", help="also show per-layer metrics (rich/md)")
+    markdown_arg(rep)
 
     pa = sub.add_parser("paper", help="the papers' claims side by side with what the results show")
     pa.add_argument("results", nargs="?", default="results")
@@ -216,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-n", type=int, default=3)
     g.add_argument("--strict", action="store_true", help="inconclusive verdicts exit 3")
     g.add_argument("--format", default="rich", choices=("rich", "md", "json"))
+    markdown_arg(g)
 
     dr = sub.add_parser("doctor", help="the environment; with --gpu, the prepared GPU check (CUDA paths, speed, MFU)")
     dr.add_argument("--gpu", action="store_true", help="run the GPU check (needs CUDA; about 8 minutes)")

@@ -14,6 +14,7 @@ from gapt_bench.cli.common import (
     load_all,
     load_records,
     print_result,
+    write_markdown,
 )
 from gapt_bench.data.files import StoreError
 from gapt_bench.results import analysis
@@ -26,7 +27,9 @@ def cmd_report(args) -> int:
     check_reference(records, args.reference)
     if args.plots:  # refused before the report is printed, not after
         check_writable(Path(args.plots), flag="--plots")
-    print_result(report_with_analyses(records, args.reference)[0], args.format, args.include_layers)
+    result = report_with_analyses(records, args.reference)[0]
+    write_markdown(args.markdown, result, args.include_layers)
+    print_result(result, args.format, args.include_layers)
     if args.plots:
         _write_plots(args.results, Path(args.plots), "--plots")
     return 0
@@ -65,6 +68,7 @@ def cmd_regression(args) -> int:
         min_n=args.min_n,
         strict=args.strict,
     )
+    write_markdown(args.markdown, res)
     print_result(res, args.format)
     return res["exit_code"]
 
