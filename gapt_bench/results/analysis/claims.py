@@ -179,8 +179,10 @@ def _rel_row(claim: Claim, c: dict, role: str, alpha: float) -> dict:
         )
     else:
         row["verdict"], reason = stats.verdict(row["delta"], row["p_holm"], row["direction"] == "max", alpha), ""
+    row["corpus"] = c.get("corpus")
     row["note"] = _note(
         reason,
+        f"corpus: {row['corpus']}" if row["corpus"] and role == "claim" else "",
         _schedule_text(row),
         *(duty_text(p) for p in row["duty_pairs"]),
         _about_text(row["preset_about"]),

@@ -84,8 +84,20 @@ def compare_groups(g: Group, ref: Group, metric: str, direction: str, alpha: flo
         # the compared arm's realised schedule (phase-switching methods): share of micro-batches compressing and
         # phase switches, means over seeds (None for methods without phases)
         "duty_compress": group_duty(g),
+        "corpus": _corpus(g),
         "phase_switches": g.summary_mean("gate_switches"),
     }
+
+
+def _corpus(g: Group) -> str | None:
+    """The text a language-modelling group trained on (data.source and data.name), None for other tasks."""
+    data = g.config.get("data") or {}
+    source = data.get("source")
+    if not isinstance(source, str):
+        return None
+    if source == "offline":
+        return "the bundled offline corpus (public-domain text, a stand-in: not FineWeb)"
+    return f"{source} ({data['name']})" if data.get("name") else source
 
 
 def pick_reference(g: Group, refs: list[Group]) -> Group | None:
