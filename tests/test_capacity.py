@@ -145,6 +145,23 @@ def test_budget_stop_records_final_point(tmp_path):
     assert curve[-1]["step"] == 100 and curve[-1]["final"] is True
 
 
+def test_no_convergence_stop_before_converge_after_and_a_flat_end_is_a_plateau(tmp_path):
+    """A curve that is 'flat' from the start (a huge rtol) cannot stop the run before converge_after of its budget;
+    a run whose last window is flat when the budget runs out counts as converged, not as a lower bound."""
+    from gapt_bench.results.analysis.capacity import stopped_on_budget
+
+    base = ("data.n_sequences=64", "train.batch_size=16", "train.tokens=25600", "train.eval_every=10")
+    cfg = tiny_cfg(*base, "data.converge_rtol=100.0", "data.converge_after=0.5")  # 100 steps, evals every 10
+    rec = execute(cfg, tmp_path / "a").record
+    assert rec["stop_reason"] == "converged" and rec["steps"] == 70  # evaluations at 50, 60, 70: the first window
+    flat_end = tiny_cfg(*base, "data.converge_rtol=100.0", "data.converge_after=0.75")  # 80, 90 and the final 100
+    rec = execute(flat_end, tmp_path / "b").record
+    assert rec["stop_reason"] == "budget" and rec["steps"] == 100
+    assert rec["metrics"]["converged"] == 1 and rec["summary"]["flat_at_budget"] is True
+    assert not stopped_on_budget({"stop_reason": "budget", "converged": 1.0})
+    assert stopped_on_budget({"stop_reason": "budget", "converged": 0.0})
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # data, sizing, presets
 

@@ -15,9 +15,11 @@ instead of using it.
 
 Convergence: every train.eval_every steps `check` measures mem_bits on the whole training set and appends it to
 `<run_dir>/memorization.jsonl` (the memorization curve). The run stops ("converged") once the last
-`converge_window` evaluations after warmup differ by at most converge_rtol * |mem_bits|; otherwise it runs to its
-step budget ("budget"). `converged` is 1 only for the former; `curve_rel_change` is the relative movement over the
-last window including the final evaluation (how far from flat a budget-stopped run still was).
+`converge_window` evaluations after warmup and after `converge_after` of the step budget differ by at most
+converge_rtol * |mem_bits|; otherwise it runs to its step budget ("budget"). `converged` is 1 when the curve is
+flat by that rule, when the run stopped early or when its last window, the final evaluation included, is flat as
+the budget runs out (a plateau reached at the end of the schedule); `curve_rel_change` is the relative movement
+over the last window (how far from flat a run still was).
 
 Dataset size: `n_sequences` directly, or `capacity_ratio` = data bits / (expected_bpp * P) with P the paper's
 parameter count, so that one ratio grid spans the same range of data-to-capacity for every model size.
@@ -46,7 +48,7 @@ from gapt_bench.tasks.base import (
     register_task,
 )
 from gapt_bench.training.model import paper_param_count_of, param_count
-from gapt_bench.training.runtime import autocast_context, resolve_precision
+from gapt_bench.training.runtime import autocast_context, resolve_precision, steps_for_budget
 
 CURVE_FILE = "memorization.jsonl"
 CONVENTION_TEXT = (
@@ -71,6 +73,13 @@ class CapacityOptions:
     heldout_tolerance: float = opt(0.05, "held-out bits/token may fall this fraction below log2 V", min=0.0, max=1.0)
     converge_rtol: float = opt(0.01, "stop when mem_bits moved less than this (relative) over the window", min=0.0)
     converge_window: int = opt(3, "evaluations in the convergence window (train.eval_every apart)", min=2)
+    converge_after: float = opt(
+        0.0,
+        "fraction of the step budget before which the curve cannot count as flat: at a high learning rate a flat "
+        "stretch is a noise floor, not the plateau (pilots saw one at 0.8 x peak lr)",
+        min=0.0,
+        max=1.0,
+    )
     eval_batch: int = opt(512, "sequences per evaluation forward pass", min=1)
     convention: str = opt(
         "strict", "first-token convention of the estimator (see the module docstring)", choices=("strict",)
@@ -181,7 +190,12 @@ class SyntheticCapacity(LMTask):
         mem = self.mem_bits(model, ctx.device)
         self.curve.add(step, mem, param_count(model))
         d = self.cfg.data
-        return self.curve.flat(d.converge_window, d.converge_rtol, after=self.cfg.train.warmup_steps)
+        return self.curve.flat(d.converge_window, d.converge_rtol, after=self._flat_after())
+
+    def _flat_after(self) -> int:
+        """The first step whose evaluations may count towards a flat curve (warmup, and converge_after)."""
+        budget = steps_for_budget(self.cfg)
+        return max(self.cfg.train.warmup_steps, math.ceil(self.cfg.data.converge_after * budget))
 
     def evaluate(self, model, ctx, trained) -> Evaluation:
         d, S = self.cfg.data, self.cfg.train.seq_len
@@ -194,6 +208,7 @@ class SyntheticCapacity(LMTask):
         converged = trained.stop_reason == "converged"
         if not converged:  # stopped at the budget: the final model is one more point of the curve
             self.curve.add(trained.steps, mem, n_params, final=True)
+            converged = self.curve.flat(d.converge_window, d.converge_rtol, after=self._flat_after())
         paper_conv = S / (S - 1)
         metrics = {
             "mem_bits": mem,
@@ -213,6 +228,7 @@ class SyntheticCapacity(LMTask):
             metrics,
             {
                 "converged_at_step": trained.steps if converged else None,
+                "flat_at_budget": converged and trained.stop_reason != "converged",
                 "n_evals": len(self.curve.points),
                 "memorization_curve": CURVE_FILE,
             },

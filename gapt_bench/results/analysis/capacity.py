@@ -50,7 +50,10 @@ def slope_through_origin(params: Sequence[float], capacities: Sequence[float]) -
 
 
 def stopped_on_budget(row: dict) -> bool:
-    """The run ran out of steps before its memorization curve flattened (its mem_bits is a lower bound)."""
+    """The run ran out of steps before its memorization curve flattened (its mem_bits is a lower bound). A run
+    whose curve was flat when the budget ran out (`converged` 1) has reached its plateau, however it stopped."""
+    if row.get("converged") == 1:
+        return False
     if row.get("stop_reason") in ("budget", "converged"):
         return row["stop_reason"] == "budget"
     return row.get("converged") == 0
