@@ -208,7 +208,7 @@ def test_site_has_leaderboard_paper_and_one_page_per_task(site):
     assert "fineweb_lm/val_ce ↓" in board[0]
     paper = _rows(pages["paper.html"].tables["paper"])
     assert any(r["claim"].startswith("GAPT: FineWeb validation CE") for r in paper)
-    assert any("control" in r["row"] for r in paper)
+    assert any("control" in r["claim"] for r in paper)
     assert all(r["preset / scale"] for r in paper if r["measured"] not in ("—", ""))
     for task in TASKS:
         page = pages[f"task-{task}.html"]
