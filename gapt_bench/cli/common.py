@@ -34,12 +34,11 @@ def load_records(path: str) -> list[dict]:
     return records
 
 
-def check_reference(records: list[dict], reference: str) -> None:
-    methods = sorted({r["method"] for r in records})
-    if reference not in methods:
-        raise UsageError(
-            f"--reference {reference!r} has no runs in these results; methods present: {', '.join(methods)}"
-        )
+def resolve_reference(records: list[dict], reference: str) -> tuple[str, list[str]]:
+    """The reference the tables compare against: `reference` when it has runs, else the first method present, with
+    the note that says so (printed with the tables, not as an error: something can still be shown)."""
+    ref, note = analysis.pick_reference(records, reference)
+    return ref, [note] if note else []
 
 
 def check_regression_args(args) -> None:

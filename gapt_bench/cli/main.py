@@ -174,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--reference", default="baseline")
     rep.add_argument("--plots", metavar="DIR", default=None, help="also write PNG plots to DIR")
     rep.add_argument("--include-layers", action="store_true", help="also show per-layer metrics (rich/md)")
+    rep.add_argument(
+        "--summary", action="store_true", help="the one-screen summary that `run` ends with, instead of every table"
+    )
+    rep.add_argument(
+        "--runs", action="store_true", help="also one table per task with a row per run (the setup fields that vary)"
+    )
 
     pa = sub.add_parser("paper", help="the papers' claims side by side with what the results show")
     pa.add_argument("results", nargs="?", default="results")
