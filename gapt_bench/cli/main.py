@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from gapt_bench.cli import doctor, plans, results, run
@@ -24,6 +25,11 @@ DEFAULT_METHODS = "baseline,gapt"
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="gapt-bench", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="Python tracebacks and full warnings (anywhere on the command line; default: one line each)",
+    )
     sub = p.add_subparsers(dest="verb", parser_class=_Parser)
 
     def plan_args(sp: argparse.ArgumentParser) -> None:
@@ -260,6 +266,27 @@ DEPRECATED_VERBS = {"gate": "regression"}
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(argv) if argv is not None else sys.argv[1:]
+    debug = "--debug" in argv  # global: accepted before or after the verb
+    argv = [a for a in argv if a != "--debug"]
+    previous_showwarning = warnings.showwarning
+    if not debug:
+        warnings.showwarning = _one_line_warning
+    try:
+        return _main(parser, argv, debug)
+    finally:
+        warnings.showwarning = previous_showwarning
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as the user sees it: one line on stderr, its message only (no Python source path or line)."""
+    text = (str(message).strip().splitlines() or [category.__name__])[0]
+    try:
+        print(f"gapt-bench: warning: {text}", file=file or sys.stderr)
+    except (OSError, ValueError):
+        pass
+
+
+def _main(parser: argparse.ArgumentParser, argv: list[str], debug: bool) -> int:
     if argv and argv[0] in DEPRECATED_VERBS:
         new = DEPRECATED_VERBS[argv[0]]
         print(
@@ -286,3 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `gapt-bench validate | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as e:  # a bug or an environment problem: one line, the traceback under --debug
+        if debug:
+            raise
+        why = (str(e).strip().splitlines() or [""])[0][:300]
+        print(f"gapt-bench: error: {type(e).__name__}: {why} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
