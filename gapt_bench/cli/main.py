@@ -64,8 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS", help="checkpoint interval (0 = off)")
     r.add_argument("--resume", action="store_true", help="continue interrupted runs, skip finished ones")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
-    r.add_argument("--no-report", action="store_true", help="do not print the summary report at the end")
+    r.add_argument(
+        "--no-progress", action="store_true", help="no live display or periodic lines: one line per finished run"
+    )
+    r.add_argument("--quiet", action="store_true", help="no progress at all; only the summary (and errors)")
+    r.add_argument("--no-report", action="store_true", help="do not print the summary at the end")
+    r.add_argument(
+        "--full", action="store_true", help="end with every table (per-run tables and the full report), not the summary"
+    )
     r.add_argument(
         "--track",
         action="append",
