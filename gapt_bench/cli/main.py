@@ -183,7 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="statistics over seeds, one table per task")
     rep.add_argument("results", nargs="?", default="results")
     rep.add_argument("--format", default="rich", choices=("rich", "md", "json"))
-    rep.add_argument("--reference", default="baseline")
+    rep.add_argument(
+        "--reference",
+        default=None,
+        help="the method others are compared with (default: baseline, or the first method present, with a note)",
+    )
     rep.add_argument("--plots", metavar="DIR", default=None, help="also write PNG plots to DIR")
     rep.add_argument("--include-layers", action="store_true", help="also show per-layer metrics (rich/md)")
     rep.add_argument(
@@ -235,7 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     si = sub.add_parser("site", help="a static HTML site: leaderboard, papers' claims, a page per task, every run")
     si.add_argument("results", nargs="?", default="results")
     si.add_argument("-o", "--out", required=True, metavar="DIR", help="folder for the site (index.html and pages)")
-    si.add_argument("--reference", default="baseline")
+    si.add_argument(
+        "--reference",
+        default=None,
+        help="the method others are compared with (default: baseline, or the first present)",
+    )
     si.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures (faster; run curves stay)")
     include_arg(si)
 

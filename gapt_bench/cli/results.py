@@ -27,7 +27,8 @@ def cmd_report(args) -> int:
     if args.plots:  # refused before the report is printed, not after
         check_writable(Path(args.plots), flag="--plots")
     if args.summary:
-        result = analysis.summary(records, args.reference, results=args.results)
+        result = analysis.summary(records, reference, results=args.results)
+        result["notes"] = notes + list(result.get("notes") or [])
     else:
         result = report_with_analyses(records, reference)[0]
         result["notes"] = notes + list(result.get("notes") or [])
@@ -112,7 +113,7 @@ def cmd_site(args) -> int:
     out = Path(args.out)
     check_writable(out, flag="-o")
     command = ["gapt-bench", "site", args.results, "-o", args.out]
-    command += ["--reference", args.reference] if args.reference != "baseline" else []
+    command += ["--reference", args.reference] if args.reference else []
     command += [x for path in args.include for x in ("--include", path)] + (["--no-figures"] if args.no_figures else [])
     try:
         site = build_site(
