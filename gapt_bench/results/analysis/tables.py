@@ -103,6 +103,13 @@ def with_footnotes(table: Table) -> tuple[Table, list[str]]:
     )
 
 
+def key_columns(table: Table) -> set[str]:
+    """The columns every output must show (a narrow terminal, a 1280-pixel page): the key columns, the table's own
+    `keep`, and its top-priority columns (priority 2 or less)."""
+    top = {k for k, p in table.priority.items() if p <= 2}
+    return {k for k, _ in table.columns if k in KEY_COLUMNS or k in table.keep or k in top}
+
+
 def drop_order(table: Table, cols: list[tuple[str, str]]) -> list[str]:
     """Keys of the columns a narrow output may drop, first to go first: highest priority number first, then the
     rightmost; key columns never."""

@@ -54,7 +54,7 @@ def _possible(c: dict) -> bool:
 # ---------------------------------------------------------------------------------------------------------------
 # report
 
-REPORT_COLUMNS = [
+REPORT_COLUMNS = [  # the answer first (the verdict before the power columns), so a page or a terminal shows it
     ("metric", "metric"),
     ("dir", ""),
     ("setup", "setup"),
@@ -62,14 +62,14 @@ REPORT_COLUMNS = [
     ("method", "method"),
     ("value", "value"),
     ("delta", "Δ (rel)"),
-    ("ci", "95% CI of Δ"),
     ("rel_ci", "95% CI (rel)"),
-    ("test", "test"),
+    ("verdict", "verdict"),
     ("p_report", P_REPORT),
+    ("ci", "95% CI of Δ"),
+    ("test", "test"),
     ("p_claims", P_CLAIMS),
     ("mde", "MDE (rel)"),
     ("seeds", "seeds needed"),
-    ("verdict", "verdict"),
     ("note", "note"),
 ]
 # Narrow terminals keep these first (lower first); the key columns (metric, method, setup, verdict) always.
@@ -214,13 +214,13 @@ PAPER_COLUMNS = [
     ("claimed_text", "claimed"),
     ("measured_text", "measured"),
     ("ci_text", "95% CI"),
+    ("verdict", "verdict"),
     ("n", "n"),
     ("scale", "preset / scale"),
     ("p_claims", P_CLAIMS),
     ("p_report", P_REPORT),
     ("mde_text", "MDE"),
     ("seeds_text", "seeds for claim"),
-    ("verdict", "verdict"),
     ("note", "note"),
 ]
 PAPER_PRIORITY = {
