@@ -282,22 +282,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(argv) if argv is not None else sys.argv[1:]
     debug = "--debug" in argv  # global: accepted before or after the verb
     argv = [a for a in argv if a != "--debug"]
-    previous_showwarning = warnings.showwarning
-    if not debug:
-        warnings.showwarning = _one_line_warning
+    previous_format = warnings.formatwarning
+    if not debug:  # the format only: whoever records warnings (a test, a caller) still receives them
+        warnings.formatwarning = _one_line_warning
     try:
         return _main(parser, argv, debug)
     finally:
-        warnings.showwarning = previous_showwarning
+        warnings.formatwarning = previous_format
 
 
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A warning as the user sees it: one line on stderr, its message only (no Python source path or line)."""
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as the user sees it: one line, its message only (no Python source path or line)."""
     text = (str(message).strip().splitlines() or [category.__name__])[0]
-    try:
-        print(f"gapt-bench: warning: {text}", file=file or sys.stderr)
-    except (OSError, ValueError):
-        pass
+    return f"gapt-bench: warning: {text}\n"
 
 
 def _main(parser: argparse.ArgumentParser, argv: list[str], debug: bool) -> int:
