@@ -42,7 +42,7 @@ def cmd_report(args) -> int:
 
 def cmd_paper(args) -> int:
     records = load_records(args.results)
-    reference, notes = resolve_reference(records, "baseline")
+    reference, notes = resolve_reference(records, None)
     paper = analysis.paper_table(report_with_analyses(records, reference)[0])
     paper["notes"] = notes + list(paper.get("notes") or [])
     print_result(paper, args.format)
@@ -51,7 +51,7 @@ def cmd_paper(args) -> int:
 
 def cmd_leaderboard(args) -> int:
     records = load_all(args.results)
-    reference, notes = resolve_reference(records, "baseline")
+    reference, notes = resolve_reference(records, None)
     board = analysis.leaderboard(records, reference=reference)
     board["notes"] = notes + list(board.get("notes") or [])
     print_result(board, args.format, args.include_layers)
