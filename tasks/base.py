@@ -196,6 +196,13 @@ class Task:
         """The method of this run; a matched control receives the summary of the run it copies (ctx.matched)."""
         return method_cls(self.cfg, n_layer, matched=ctx.matched)
 
+    @classmethod
+    def planned_steps(cls, cfg: RunConfig) -> int | None:
+        """The optimizer steps a run of `cfg` plans (its budget; an upper bound where it may stop early), for the
+        progress display's ETA; None: not known before it runs. Progress reports (`ctx.progress(step, total)`)
+        count the same steps."""
+        return None
+
     # -- after the runs ------------------------------------------------------------------------------------------
     @classmethod
     def analyses(cls, records: Sequence[dict], reference: str = "baseline") -> dict[str, Any]:
@@ -217,6 +224,12 @@ class LMTask(Task):
             f"steps={steps_for_budget(cfg)} "
             f"batch={t.batch_size}x{t.seq_len}"
         )
+
+    @classmethod
+    def planned_steps(cls, cfg: RunConfig) -> int | None:
+        from gapt_bench.training.runtime import steps_for_budget
+
+        return steps_for_budget(cfg)
 
     def setup(self, ctx: RunContext | None = None) -> None:
         """Build or load the data. Called once per run before training (ctx None: a bare setup, e.g. in tests)."""

@@ -1,5 +1,5 @@
 """Plug-ins: a method or a task in one file that every command finds, in parallel workers too; entry points of
-installed packages; bad plug-ins refused in one line; the README's recipes exactly as written."""
+installed packages; bad plug-ins refused in one line; the recipes of docs/plugins.md exactly as written."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from gapt_bench import cli
 from gapt_bench.config.registry import Registry, RegistryError
 from gapt_bench.results.store import read_records
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = ROOT / "docs" / "plugins.md"
 
 
 def gapt_bench(*args: str, cwd: Path, extra_env: dict | None = None) -> subprocess.CompletedProcess:
@@ -28,7 +29,7 @@ def gapt_bench(*args: str, cwd: Path, extra_env: dict | None = None) -> subproce
 
 def readme_recipes() -> tuple[dict[str, str], list[str]]:
     """The files (`<!-- recipe: NAME -->` + the next ```python block) and the commands (`<!-- recipe-run -->`)."""
-    text = README.read_text()
+    text = RECIPES.read_text()
     files = {m.group(1): m.group(2) for m in re.finditer(r"<!-- recipe: (\S+) -->\s*```python\n(.*?)```", text, re.S)}
     run = re.search(r"<!-- recipe-run -->\s*```bash\n(.*?)```", text, re.S).group(1)
     commands = [c.strip() for c in run.replace("\\\n", " ").splitlines() if c.strip()]
@@ -214,7 +215,7 @@ def test_registration_checks():
 
 
 def test_every_builtin_task_folder_is_packaged_with_its_presets_and_readme():
-    root = README.parent
+    root = ROOT
     pyproject = (root / "pyproject.toml").read_text()
     for folder in sorted(p for p in (root / "tasks").iterdir() if p.is_dir() and not p.name.startswith("__")):
         assert f'"gapt_bench.tasks.{folder.name}"' in pyproject, f"{folder.name} is not listed in pyproject.toml"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -410,7 +411,8 @@ def test_plot_all_from_results_folder(tmp_path: Path):
 
 
 def md_rows(md: str, title: str) -> list[dict]:
-    """The rows of the markdown table under the first heading containing `title`, as {header: cell}."""
+    """The rows of the markdown table under the first heading containing `title`, as {header: cell}; a footnote's
+    number ("[1]") reads as the footnote under the table."""
     lines = md[md.index(title) :].splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| "))
     table = []
@@ -418,8 +420,15 @@ def md_rows(md: str, title: str) -> list[dict]:
         if not line.startswith("|"):
             break
         table.append([c.strip() for c in line.strip("|").split(" | ")])
+    footnotes = {}
+    for line in lines[start + len(table) :]:
+        if line.startswith("### "):
+            break
+        m = re.match(r"(\[\d+\]) (.*)", line)
+        if m:
+            footnotes[m.group(1)] = m.group(2).strip()
     head, body = table[0], table[2:]
-    return [dict(zip(head, row)) for row in body]
+    return [dict(zip(head, [footnotes.get(c, c) for c in row])) for row in body]
 
 
 def collapse_records(seeds=range(5)) -> list[dict]:

@@ -204,11 +204,13 @@ def test_site_has_leaderboard_paper_and_one_page_per_task(site):
     assert {"index.html", "paper.html", *(f"task-{t}.html" for t in TASKS)} <= set(pages)
     board = _rows(pages["index.html"].tables["leaderboard"])
     assert len(board) >= 3 and {"#", "method", "mean win rate", "wins/losses/ties"} <= set(board[0])
-    assert board[0]["#"] == "1"
-    assert "fineweb_lm/val_ce ↓" in board[0]
+    assert board[0]["#"] == "1" and "fineweb_lm" in board[0]
+    primary = _rows(pages["index.html"].tables["primary"])  # one row per primary metric, one column per method
+    assert {r["task / primary metric"] for r in primary} >= {"fineweb_lm/val_ce ↓", "arithmetic_ood/ood_answer_ce ↓"}
+    assert {r["method"] for r in board} <= set(primary[0])
     paper = _rows(pages["paper.html"].tables["paper"])
     assert any(r["claim"].startswith("GAPT: FineWeb validation CE") for r in paper)
-    assert any("control" in r["row"] for r in paper)
+    assert any("control" in r["claim"] for r in paper)
     assert all(r["preset / scale"] for r in paper if r["measured"] not in ("—", ""))
     for task in TASKS:
         page = pages[f"task-{task}.html"]
@@ -280,12 +282,16 @@ def test_numbers_equal_report_json(site):
     board = json.loads(text)
     index = Page((out / "index.html").read_text(encoding="utf-8"))
     site_rows = {r["method"]: r for r in _rows(index.tables["leaderboard"])}
+    val_ce = next(r for r in _rows(index.tables["primary"]) if r["task / primary metric"] == "fineweb_lm/val_ce ↓")
     for r in board["rows"]:
         shown = site_rows[r["method"]]
         assert shown["mean win rate"].startswith(f"{r['win_rate']:.2f} ")
         assert shown["#"] == str(r["rank"]) and shown["wins/losses/ties"] == f"{r['wins']}/{r['losses']}/{r['ties']}"
+        assert (
+            shown["fineweb_lm"] == f"{r['tasks']['fineweb_lm']['win_rate']:.2f} (#{r['tasks']['fineweb_lm']['rank']})"
+        )
         cell = r["evidence"]["fineweb_lm/val_ce"]
-        assert shown["fineweb_lm/val_ce ↓"] == cell
+        assert val_ce[r["method"]] == cell
         col = next(c for c in board["columns"] if c["metric"] == "val_ce")
         assert cell.startswith(f"{col['cells'][r['method']]['mean']:.4g} [")
     rc, text = _cli("paper", str(results), "--format", "json")
@@ -475,17 +481,22 @@ def test_chromium_renders_the_site(site, tmp_path):
 @pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not on PATH (Debian: apt-get install -y chromium)")
 def test_chromium_sorts_the_leaderboard_on_click(site, tmp_path):
-    """Click the val_ce header (numbers as numbers, ascending, then descending; '—' stays last), in the browser."""
+    """Click a header (numbers as numbers, ascending, then descending; '—' stays last), in the browser: the
+    baseline's column of the primary metrics, and a task's win rates in the ranking (two methods lack that task)."""
     _, out = site
     probe = """<script>
-      var t = document.getElementById("leaderboard"), th = t.tHead.rows[0].cells;
-      var col = Array.prototype.findIndex.call(th, function (h) {
-        return h.textContent.indexOf("fineweb_lm/val_ce") === 0; });
-      var order = function () {
-        return Array.prototype.map.call(t.tBodies[0].rows, function (r) { return r.cells[col].textContent; }).join("|");
-      };
-      th[col].click(); document.body.setAttribute("data-asc", order());
-      th[col].click(); document.body.setAttribute("data-desc", order());
+      function sortBy(id, head) {
+        var t = document.getElementById(id), th = t.tHead.rows[0].cells;
+        var col = Array.prototype.findIndex.call(th, function (h) { return h.textContent === head; });
+        var order = function () {
+          return Array.prototype.map.call(t.tBodies[0].rows, function (r) { return r.cells[col].textContent; })
+            .join("|");
+        };
+        th[col].click(); var asc = order(); th[col].click(); return [asc, order()];
+      }
+      var p = sortBy("primary", "baseline"), b = sortBy("leaderboard", "arithmetic_ood");
+      document.body.setAttribute("data-asc", p[0]); document.body.setAttribute("data-desc", p[1]);
+      document.body.setAttribute("data-task-asc", b[0]); document.body.setAttribute("data-task-desc", b[1]);
     </script></body>"""
     page = tmp_path / "index.html"  # beside a copy of the site, so its links still resolve
     shutil.copytree(out, tmp_path, dirs_exist_ok=True)
@@ -497,6 +508,68 @@ def test_chromium_sorts_the_leaderboard_on_click(site, tmp_path):
     means = [float(x.split()[0]) for x in asc if x != "—"]
     assert means == sorted(means) and len(means) >= 3
     assert [float(x.split()[0]) for x in desc if x != "—"] == sorted(means, reverse=True)
+    for key in ("data-task-asc", "data-task-desc"):
+        cells = body[key].split("|")
+        assert "—" in cells and cells[-1] == "—" and cells.index("—") == len([c for c in cells if c != "—"])
+    rates = [float(x.split()[0]) for x in body["data-task-asc"].split("|") if x != "—"]
+    assert rates == sorted(rates) and len(rates) >= 2
+
+
+LAYOUT_PROBE = """<script>
+(function () {
+  var W = document.documentElement.clientWidth, bad = [];
+  document.querySelectorAll("th.key").forEach(function (th) {
+    var r = th.getBoundingClientRect();
+    if (r.right > W + 0.5) { bad.push("key column '" + th.textContent + "' ends at x=" + Math.round(r.right)); }
+  });
+  document.querySelectorAll("tr").forEach(function (tr) {
+    var h = tr.getBoundingClientRect().height;
+    if (h > 200) { bad.push("row '" + tr.textContent.slice(0, 50) + "' is " + Math.round(h) + " px tall"); }
+  });
+  document.body.setAttribute("data-width", W);
+  document.body.setAttribute("data-keys", document.querySelectorAll("th.key").length);
+  document.body.setAttribute("data-layout", bad.join(" | "));
+})();
+</script></body>"""
+
+
+def _layout(out: Path, tmp_path: Path, names: list[str]) -> dict[str, dict[str, str]]:
+    """Each page in a 1280-pixel-wide headless Chromium: its width, how many key columns it has, and every key
+    column header whose right edge is past the window or table row taller than 200 px."""
+    shutil.copytree(out, tmp_path / "copy", dirs_exist_ok=True)
+    found = {}
+    for name in names:
+        page = tmp_path / "copy" / name
+        page.write_text(page.read_text(encoding="utf-8").replace("</body>", LAYOUT_PROBE), encoding="utf-8")
+        res = _chromium(page.resolve().as_uri(), tmp_path / f"profile-{name}", "--window-size=1280,900", "--dump-dom")
+        assert res.returncode == 0 and not _console_errors(res.stderr), res.stderr[-2000:]
+        found[name] = {n: v for t, n, v in Page(res.stdout).attrs if t == "body"}
+    return found
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not on PATH (Debian: apt-get install -y chromium)")
+def test_chromium_shows_the_key_columns_at_1280_pixels(site, tmp_path):
+    """The leaderboard (method, primary metrics), the claims (claim, measured, CI, verdict) and each task's report
+    fit a 1280-pixel window without scrolling sideways, and no row is taller than 200 px: on this fixture and on
+    the committed quick suite (108 runs, the text-memorization sweep's 8 setups, the claims' long notes)."""
+    _, out = site
+    names = ["index.html", "paper.html", *(f"task-{t}.html" for t in TASKS)]
+    quick = tmp_path / "quick-site"
+    rc, text = _cli(
+        "site",
+        str(Path(__file__).resolve().parent.parent / "baselines" / "cpu-quick.jsonl"),
+        "-o",
+        str(quick),
+        "--no-figures",
+    )
+    assert rc == 0, text
+    quick_names = ["index.html", "paper.html", *sorted(p.name for p in quick.glob("task-*.html"))]
+    for folder, pages, where in ((out, names, tmp_path / "fixture"), (quick, quick_names, tmp_path / "quick")):
+        for name, body in _layout(folder, where, pages).items():
+            assert int(body["data-width"]) >= 1250, (name, body["data-width"])
+            assert int(body["data-keys"]) >= 4, (name, "no key columns marked")
+            assert body["data-layout"] == "", (folder.name, name, body["data-layout"])
 
 
 @pytest.mark.browser

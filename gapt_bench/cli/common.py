@@ -33,12 +33,19 @@ def load_records(path: str) -> list[dict]:
     return records
 
 
-def check_reference(records: list[dict], reference: str) -> None:
-    methods = sorted({r["method"] for r in records})
-    if reference not in methods:
-        raise UsageError(
-            f"--reference {reference!r} has no runs in these results; methods present: {', '.join(methods)}"
-        )
+def resolve_reference(records: list[dict], reference: str | None) -> tuple[str, list[str]]:
+    """The reference the tables compare against, and the notes to print with them. Not given (None): "baseline" when
+    it has runs, else the first method present, with a note that says so (something can still be shown). Given
+    (`--reference NAME`) but without runs: bad input, exit 2, naming the methods present."""
+    if reference is not None:
+        methods = sorted({r["method"] for r in records})
+        if reference not in methods:
+            raise UsageError(
+                f"--reference {reference!r} has no runs in these results; methods present: {', '.join(methods)}"
+            )
+        return reference, []
+    ref, note = analysis.pick_reference(records, "baseline")
+    return ref, [note] if note else []
 
 
 def check_regression_args(args) -> None:

@@ -1,7 +1,7 @@
 """`gapt-bench doctor --gpu`: one prepared check that proves the CUDA paths and measures what only a GPU can show.
 
 GPU time is rare and short (one H100/H200 for minutes), so the check is one command with a time budget (default
-8 minutes) that writes `gpu_check.json` and `gpu_check.md` (the figures the README's GPU section quotes):
+8 minutes) that writes `gpu_check.json` and `gpu_check.md` (the figures docs/gpu.md quotes):
 
 1. tests: `pytest -m gpu` (tests/test_gpu.py: bf16 autocast and bf16-weights, fused AdamW, compile on and off,
    MBE on bf16 hidden states against fp32, checkpoint and resume on CUDA, a one-rank nccl run, MFU arithmetic);
@@ -195,7 +195,7 @@ def schema_problems(obj: Any, schema: Any = None, where: str = "") -> list[str]:
 
 
 def markdown(result: dict) -> str:
-    """The summary the README's GPU section quotes."""
+    """The summary docs/gpu.md quotes."""
     e = result.get("env", {})
     lines = [
         f"# GPU check {result.get('started_at', '')}",
@@ -315,7 +315,7 @@ def run_check(out: Path, budget_s: float = BUDGET_S, sizes: Sizes | None = None,
     import torch
 
     if sizes.device == "cuda" and not torch.cuda.is_available():
-        raise NoCuda("no CUDA device: run `gapt-bench doctor --gpu` on a GPU machine (see README, GPU)")
+        raise NoCuda("no CUDA device: run `gapt-bench doctor --gpu` on a GPU machine (see docs/gpu.md)")
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"schema": SCHEMA_ID, "started_at": _now(), "budget_s": budget_s, "env": environment()}

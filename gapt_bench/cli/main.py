@@ -12,6 +12,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from gapt_bench.cli.common import USER_ERRORS, _Parser
@@ -22,6 +23,11 @@ DEFAULT_TASKS = "all"
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="gapt-bench", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="Python tracebacks and full warnings (anywhere on the command line; default: one line each)",
+    )
     sub = p.add_subparsers(dest="verb", parser_class=_Parser)
 
     def plan_args(sp: argparse.ArgumentParser) -> None:
@@ -70,8 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS", help="checkpoint interval (0 = off)")
     r.add_argument("--resume", action="store_true", help="continue interrupted runs, skip finished ones")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
-    r.add_argument("--no-report", action="store_true", help="do not print the summary report at the end")
+    r.add_argument(
+        "--no-progress", action="store_true", help="no live display or periodic lines: one line per finished run"
+    )
+    r.add_argument("--quiet", action="store_true", help="no progress at all; only the summary (and errors)")
+    r.add_argument("--no-report", action="store_true", help="do not print the summary at the end")
+    r.add_argument(
+        "--full", action="store_true", help="end with every table (per-run tables and the full report), not the summary"
+    )
     r.add_argument(
         "--track",
         action="append",
@@ -191,10 +203,20 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="statistics over seeds, one table per task")
     rep.add_argument("results", nargs="?", default="results")
     rep.add_argument("--format", default="rich", choices=("rich", "md", "json"))
-    rep.add_argument("--reference", default="baseline")
+    rep.add_argument(
+        "--reference",
+        default=None,
+        help="the method others are compared with (default: baseline, or the first method present, with a note)",
+    )
     rep.add_argument("--plots", metavar="DIR", default=None, help="also write PNG plots to DIR")
     rep.add_argument("--include-layers", action="store_true", help="also show per-layer metrics (rich/md)")
     markdown_arg(rep)
+    rep.add_argument(
+        "--summary", action="store_true", help="the one-screen summary that `run` ends with, instead of every table"
+    )
+    rep.add_argument(
+        "--runs", action="store_true", help="also one table per task with a row per run (the setup fields that vary)"
+    )
 
     pa = sub.add_parser("paper", help="the papers' claims side by side with what the results show")
     pa.add_argument("results", nargs="?", default="results")
@@ -239,7 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     si = sub.add_parser("site", help="a static HTML site: leaderboard, papers' claims, a page per task, every run")
     si.add_argument("results", nargs="?", default="results")
     si.add_argument("-o", "--out", required=True, metavar="DIR", help="folder for the site (index.html and pages)")
-    si.add_argument("--reference", default="baseline")
+    si.add_argument(
+        "--reference",
+        default=None,
+        help="the method others are compared with (default: baseline, or the first present)",
+    )
     si.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures (faster; run curves stay)")
     include_arg(si)
 
@@ -291,6 +317,24 @@ DEPRECATED_VERBS = {"gate": "regression"}
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(argv) if argv is not None else sys.argv[1:]
+    debug = "--debug" in argv  # global: accepted before or after the verb
+    argv = [a for a in argv if a != "--debug"]
+    previous_format = warnings.formatwarning
+    if not debug:  # the format only: whoever records warnings (a test, a caller) still receives them
+        warnings.formatwarning = _one_line_warning
+    try:
+        return _main(parser, argv, debug)
+    finally:
+        warnings.formatwarning = previous_format
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as the user sees it: one line, its message only (no Python source path or line)."""
+    text = (str(message).strip().splitlines() or [category.__name__])[0]
+    return f"gapt-bench: warning: {text}\n"
+
+
+def _main(parser: argparse.ArgumentParser, argv: list[str], debug: bool) -> int:
     if argv and argv[0] in DEPRECATED_VERBS:
         new = DEPRECATED_VERBS[argv[0]]
         print(
@@ -319,3 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `gapt-bench validate | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as e:  # a bug or an environment problem: one line, the traceback under --debug
+        if debug:
+            raise
+        why = (str(e).strip().splitlines() or [""])[0][:300]
+        print(f"gapt-bench: error: {type(e).__name__}: {why} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1

@@ -9,12 +9,12 @@ from pathlib import Path
 from gapt_bench.cli.common import (
     USER_ERRORS,
     UsageError,
-    check_reference,
     check_regression_args,
     load_all,
     load_records,
     print_result,
     write_markdown,
+    resolve_reference,
 )
 from gapt_bench.data.files import StoreError
 from gapt_bench.results import analysis
@@ -24,11 +24,18 @@ from gapt_bench.results.store import check_writable
 
 def cmd_report(args) -> int:
     records = load_records(args.results)
-    check_reference(records, args.reference)
+    reference, notes = resolve_reference(records, args.reference)
     if args.plots:  # refused before the report is printed, not after
         check_writable(Path(args.plots), flag="--plots")
-    result = report_with_analyses(records, args.reference)[0]
+    if args.summary:
+        result = analysis.summary(records, reference, results=args.results)
+        result["notes"] = notes + list(result.get("notes") or [])
+    else:
+        result = report_with_analyses(records, reference)[0]
+        result["notes"] = notes + list(result.get("notes") or [])
     write_markdown(args.markdown, result, args.include_layers)
+    if args.runs:
+        print_result(analysis.runs_table(records, reference, args.include_layers), args.format, args.include_layers)
     print_result(result, args.format, args.include_layers)
     if args.plots:
         _write_plots(args.results, Path(args.plots), "--plots")
@@ -36,13 +43,20 @@ def cmd_report(args) -> int:
 
 
 def cmd_paper(args) -> int:
-    print_result(analysis.paper_table(report_with_analyses(load_records(args.results))[0]), args.format)
+    records = load_records(args.results)
+    reference, notes = resolve_reference(records, None)
+    paper = analysis.paper_table(report_with_analyses(records, reference)[0])
+    paper["notes"] = notes + list(paper.get("notes") or [])
+    print_result(paper, args.format)
     return 0
 
 
 def cmd_leaderboard(args) -> int:
     records = load_all(args.results)
-    print_result(analysis.leaderboard(records), args.format, args.include_layers)
+    reference, notes = resolve_reference(records, None)
+    board = analysis.leaderboard(records, reference=reference)
+    board["notes"] = notes + list(board.get("notes") or [])
+    print_result(board, args.format, args.include_layers)
     return 0
 
 
@@ -96,18 +110,20 @@ def cmd_site(args) -> int:
     from gapt_bench.results.site import build_site
 
     records = load_records(args.results)
-    check_reference(records, args.reference)
+    reference, notes = resolve_reference(records, args.reference)
+    for note in notes:
+        print(f"gapt-bench: note: {note}", file=sys.stderr)
     out = Path(args.out)
     check_writable(out, flag="-o")
     command = ["gapt-bench", "site", args.results, "-o", args.out]
-    command += ["--reference", args.reference] if args.reference != "baseline" else []
+    command += ["--reference", args.reference] if args.reference else []
     command += [x for path in args.include for x in ("--include", path)] + (["--no-figures"] if args.no_figures else [])
     try:
         site = build_site(
             args.results,
             out,
             records=records,
-            reference=args.reference,
+            reference=reference,
             command=shlex.join(command),
             figures=not args.no_figures,
         )

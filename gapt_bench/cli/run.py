@@ -10,26 +10,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
-
+from gapt_bench.cli import progress
 from gapt_bench.cli.common import UsageError, plan_from, print_result
 from gapt_bench.launch.local import run_plan
-from gapt_bench.launch.plan import check_matches
+from gapt_bench.launch.plan import check_matches, run_key
+from gapt_bench.launch.progress import SweepProgress
 from gapt_bench.results import analysis
 from gapt_bench.results.analysis.task_analyses import report_with_analyses
 from gapt_bench.results.store import check_writable, read_records
 
 
-def _progress_enabled(flag: bool) -> bool:
-    return flag and sys.stdout.isatty() and not os.environ.get("CI") and not os.environ.get("TQDM_DISABLE")
-
-
 def cmd_run(args) -> int:
     from gapt_bench.launch import cluster, options
     from gapt_bench.launch import status as launch_status
-    from gapt_bench.launch.plugins import included
 
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
@@ -90,77 +83,42 @@ def cmd_run(args) -> int:
     status_cmd = shlex.join(["gapt-bench", "status", str(out), *plan_argv])
     say = _Say()
     how = f"{workers} worker{'s' if workers > 1 else ''}" if launcher == "local" else f"launcher {launcher}"
-    say(f"gapt-bench run: {len(plan)} runs -> {out}/runs.jsonl ({how})")
+    if not args.quiet:
+        say(f"gapt-bench run: {len(plan)} runs -> {out}/runs.jsonl ({how})")
     rows: list[tuple] = []
     problems: list[str] = []
-    progress = None
-    runs_bar = None
-    if _progress_enabled(not args.no_progress):
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeRemainingColumn(),
-        )
-        progress.start()
-        runs_bar = progress.add_task("runs", total=len(plan))
-
-    def factory(cfg):
-        if progress is None or workers > 1:  # step bars only for the run in this process
-            return None
-        tid = progress.add_task(f"{cfg.task}/{cfg.method}/s{cfg.seed}", total=None)
-
-        def update(step: int, total: int) -> None:
-            progress.update(tid, completed=step, total=total)
-
-        return update
+    names = run_names(plan)
+    tracker = SweepProgress(plan, workers, names=lambda c: names[run_key(c)])
+    if args.quiet:
+        mode = "quiet"
+    elif args.no_progress:
+        mode = "plain"
+    else:
+        mode = "live" if progress.interactive() else "lines"
+    display = progress.Display(tracker, mode, say)
 
     def on_done(cfg, outcome) -> None:
-        name = f"{cfg.task}/{cfg.method}/seed{cfg.seed}"
+        name = names.get(run_key(cfg), f"{cfg.task}/{cfg.method}/seed{cfg.seed}")
+        steps, metrics = None, []
         if outcome.skipped:
-            line = f"skip  {name}: {outcome.message}"
+            status, line = "skip", f"skip  {name}: {outcome.message}"
         elif outcome.interrupted:
-            line = f"stop  {outcome.message}"
+            status, line = "stop", f"stop  {outcome.message}"
         elif outcome.error:
-            line = f"error {name}: {outcome.message}"
+            status, line = "error", f"error {name}: {outcome.message}"
             problems.append(outcome.message)
         else:
             rec = outcome.record
             rows.append((cfg, rec))
-            shown = ", ".join(f"{k}={_fmt(v)}" for k, v in list(rec["metrics"].items())[:6])
-            extra = f" {rec['error']['message']}" if rec.get("error") else ""
-            line = f"{rec['status']:<5} {name} ({rec['wall_time_s']:.0f}s): {shown}{extra}"
-        if progress:
-            say.rich(progress.console, line)
-            progress.advance(runs_bar)
-        else:
-            say(line)
+            status, steps = rec["status"], rec.get("steps")
+            line = f"{rec['status']:<5} {name} ({rec['wall_time_s']:.0f}s)"
+            metrics = _headline(rec) + ([str(rec["error"]["message"])] if rec.get("error") else [])
+        display.done(cfg, status, line, steps, metrics)
 
     sub = None
     try:
-        if launcher == "local":
-            outcomes = run_plan(
-                plan,
-                out,
-                workers=workers,
-                checkpoint_every=args.checkpoint_every,
-                resume=args.resume,
-                on_done=on_done,
-                progress_factory=factory,
-            )
-        else:  # one submitit job per run; every job resumes what an earlier one left
-            sub = cluster.submit_plan(
-                plan,
-                out,
-                launcher,
-                lopts,
-                overrides=args.overrides,
-                includes=included(),
-                checkpoint_every=args.checkpoint_every,
-                on_done=on_done,
-                say=say,
-            )
-            outcomes = sub.outcomes
+        with display.running():
+            outcomes, sub = _launch(plan, out, launcher, lopts, workers, args, on_done, display, say)
     except options.SubmissionError as e:  # an array is queued already: say which and how to follow it, exit 1
         print(
             f"gapt-bench: error: {e}; follow them with `{status_cmd}` and resubmit the rest with the command it prints",
@@ -169,9 +127,42 @@ def cmd_run(args) -> int:
         return 1
     except options.LaunchError as e:
         raise UsageError(str(e)) from None
-    finally:
-        if progress:
-            progress.stop()
+    return _finish(args, out, plan, outcomes, sub, rows, problems, status_cmd, say)
+
+
+def _launch(plan, out, launcher, lopts, workers, args, on_done, display, say):
+    """Run the plan locally or as cluster jobs: (outcomes, the cluster submission or None)."""
+    from gapt_bench.launch import cluster
+    from gapt_bench.launch.plugins import included
+
+    if launcher == "local":
+        outcomes = run_plan(
+            plan,
+            out,
+            workers=workers,
+            checkpoint_every=args.checkpoint_every,
+            resume=args.resume,
+            on_done=on_done,
+            on_progress=display.step,
+        )
+        return outcomes, None
+    # one submitit job per run; every job resumes what an earlier one left
+    sub = cluster.submit_plan(
+        plan,
+        out,
+        launcher,
+        lopts,
+        overrides=args.overrides,
+        includes=included(),
+        checkpoint_every=args.checkpoint_every,
+        on_done=on_done,
+        say=display.say,
+    )
+    return sub.outcomes, sub
+
+
+def _finish(args, out, plan, outcomes, sub, rows, problems, status_cmd, say) -> int:
+    """After the runs: where cluster jobs are, or the summary (`--full`: every table) and the exit code."""
     if sub is not None:
         if not sub.waited:  # a Slurm submission: the jobs run on; say where to look
             for line in sub.describe(status_cmd):
@@ -187,9 +178,12 @@ def cmd_run(args) -> int:
         )
         return 130
     with say.guard():
-        _print_run_table(rows)
-        if not args.no_report and rows:
+        if rows and args.full:
+            print_result(analysis.runs_table([r for _, r in rows]), "rich")
             print_result(report_with_analyses(read_records(out))[0], "rich")
+        elif rows and not args.no_report:
+            print()
+            print_result(analysis.summary(read_records(out), results=str(out)), "rich")
     _track(out, [r for _, r in rows], args.track)
     if rows:
         worker_s = sum(r.get("wall_time_s") or 0.0 for _, r in rows)
@@ -204,6 +198,28 @@ def cmd_run(args) -> int:
     for message in problems:
         print(f"gapt-bench: {message}", file=sys.stderr)
     return 1 if bad or problems else 0
+
+
+def run_names(plan: list) -> dict[tuple, str]:
+    """Each run's name in the progress lines: task/method/seedN, plus the setup fields that vary across the plan's
+    runs of its task ([layout=grouped], [model=L1/d16, N=64]), so no two lines read the same."""
+    from gapt_bench.results.analysis.runs import setup_columns
+
+    names: dict[tuple, str] = {}
+    for task in {c.task for c in plan}:
+        cfgs = [c for c in plan if c.task == task]
+        cols, values = setup_columns([{"config": c.to_dict()} for c in cfgs])
+        for c, v in zip(cfgs, values):
+            setup = ", ".join(f"{h}={v[k]}" if k != "model" else v[k] for k, h in cols)
+            names[run_key(c)] = f"{c.task}/{c.method}/seed{c.seed}" + (f" [{setup}]" if setup else "")
+    return names
+
+
+def _headline(rec: dict) -> list[str]:
+    """The metrics a finished-run line shows: the task's primary metrics, else its first three."""
+    metrics = rec.get("metrics") or {}
+    keys = [m for m in rec.get("primary_metrics") or [] if m in metrics] or list(metrics)[:3]
+    return [f"{k}={_fmt(metrics[k])}" for k in keys]
 
 
 class _Say:
@@ -253,21 +269,6 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
-
-
-def _print_run_table(rows: list[tuple]) -> None:
-    """Per-run metrics of this sweep, one table per task: primary metrics first, per-layer diagnostics left out."""
-    for task in sorted({c.task for c, _ in rows}):
-        recs = [r for c, r in rows if c.task == task]
-        primary = [m for m in recs[0].get("primary_metrics") or [] if any(m in r["metrics"] for r in recs)]
-        others = sorted({k for r in recs for k in r["metrics"] if k not in primary and not analysis.is_layer_metric(k)})
-        names = primary + others
-        table = Table(title=f"{task}: per-run metrics", show_lines=False)
-        for col in ("method", "seed", "status", *names):
-            table.add_column(col, justify="right" if col not in ("method", "status") else "left")
-        for r in sorted(recs, key=lambda r: (r["method"], r["seed"])):
-            table.add_row(r["method"], str(r["seed"]), r["status"], *[_fmt(r["metrics"].get(n, "")) for n in names])
-        Console(width=200).print(table)
 
 
 def _track_target(text: str):

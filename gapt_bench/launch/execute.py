@@ -112,7 +112,7 @@ def execute(
     *,
     checkpoint_every: int = 0,
     resume: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[..., None] | None = None,
     quiet: bool = True,
 ) -> RunOutcome:
     """Train and evaluate one run and append its record, unless it is finished or claimed elsewhere.

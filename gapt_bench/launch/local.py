@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from gapt_bench.config import (
     RunConfig,
@@ -52,20 +53,52 @@ def _die_with_parent(parent: int) -> None:
         os._exit(143)
 
 
-def _init_worker(gpu_queue, parent: int, includes: list[str]) -> None:
+# Progress from a worker: (index of the run in the pool's list, step, total, stage) on this queue (or None).
+_PROGRESS: dict[str, Any] = {"queue": None}
+PROGRESS_EVERY_S = 0.25  # a worker sends at most this often per run (and always a stage's last step)
+
+
+def _init_worker(gpu_queue, parent: int, includes: list[str], progress_queue=None) -> None:
     """Load the parent's plug-ins, pin each worker to its own GPU (round robin), tie its life to the parent's."""
     install_signal_handlers()
     _die_with_parent(parent)
     load_plugins(includes)
+    _PROGRESS["queue"] = progress_queue
     if gpu_queue is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_queue.get())
 
 
-def _worker(cfg: RunConfig, out: str, checkpoint_every: int, resume: bool) -> RunOutcome:
+def throttled(send: Callable[[int, int, str], None], every: float = PROGRESS_EVERY_S) -> Callable[..., None]:
+    """A progress callback (step, total[, stage]) that passes on at most one report per `every` seconds per
+    stage, plus every stage's first and last step."""
+    last: dict[str, float] = {}
+
+    def report(step: int, total: int, stage: str = "train") -> None:
+        now = time.monotonic()
+        if step in (0, 1) or step >= total or now - last.get(stage, 0.0) >= every:
+            last[stage] = now
+            send(step, total, stage)
+
+    return report
+
+
+def _worker(cfg: RunConfig, out: str, checkpoint_every: int, resume: bool, index: int = -1) -> RunOutcome:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     _WORKER["in_run"] = True
+    queue = _PROGRESS["queue"]
+    progress = None
+    if queue is not None and index >= 0:
+
+        def send(step: int, total: int, stage: str) -> None:
+            try:
+                queue.put_nowait((index, step, total, stage))
+            except Exception:  # a full or closed queue costs the display a report, never the run
+                pass
+
+        send(0, 0, "train")  # started
+        progress = throttled(send)
     try:
-        return execute(cfg, Path(out), checkpoint_every=checkpoint_every, resume=resume)
+        return execute(cfg, Path(out), checkpoint_every=checkpoint_every, resume=resume, progress=progress)
     finally:
         _WORKER["in_run"] = False
         if _WORKER["parent"] is not None and os.getppid() != _WORKER["parent"]:
@@ -80,10 +113,15 @@ def run_plan(
     checkpoint_every: int = 0,
     resume: bool = False,
     on_done: Callable[[RunConfig, RunOutcome], None] | None = None,
-    progress_factory: Callable[[RunConfig], Callable[[int, int], None] | None] | None = None,
+    on_progress: Callable[[RunConfig, int, int, str], None] | None = None,
 ) -> list[RunOutcome]:
     """Execute a plan. Finished runs are skipped; one torch thread per worker when parallel. A full disk stops the
-    sweep (DiskFullError)."""
+    sweep (DiskFullError).
+
+    `on_progress(cfg, step, total, stage)` hears each run's training as it goes, from this process or from the
+    workers (through a queue, at most a few reports a second per run): step 0 when a run starts, then its optimizer
+    steps of each stage ("train", or work inside the run such as "reference"). It is called from a helper thread
+    when the runs are parallel."""
     done = finished_keys(out)
     outcomes: list[RunOutcome] = []
     todo = []
@@ -109,22 +147,37 @@ def run_plan(
             for cfg in wave:
                 if _STOP["flag"]:
                     break
-                o = execute(
-                    cfg,
-                    out,
-                    checkpoint_every=checkpoint_every,
-                    resume=resume,
-                    progress=progress_factory(cfg) if progress_factory else None,
-                )
+                progress = None
+                if on_progress is not None:
+                    on_progress(cfg, 0, 0, "train")
+                    progress = throttled(lambda step, total, stage, cfg=cfg: on_progress(cfg, step, total, stage))
+                o = execute(cfg, out, checkpoint_every=checkpoint_every, resume=resume, progress=progress)
                 outcomes.append(o)
                 if on_done:
                     on_done(cfg, o)
         else:
-            outcomes += _run_pool(wave, out, workers, checkpoint_every, resume, on_done)
+            outcomes += _run_pool(wave, out, workers, checkpoint_every, resume, on_done, on_progress)
     return outcomes
 
 
-def _run_pool(todo, out, workers, checkpoint_every, resume, on_done) -> list[RunOutcome]:
+def _forward_progress(queue, todo: list[RunConfig], on_progress, stop: threading.Event) -> None:
+    """The pool's progress reports, from the workers' queue to `on_progress` (a helper thread of the parent)."""
+    import queue as queue_mod
+
+    while not stop.is_set():
+        try:
+            index, step, total, stage = queue.get(timeout=0.2)
+        except queue_mod.Empty:
+            continue
+        except (EOFError, OSError, ValueError):
+            return
+        try:
+            on_progress(todo[index], step, total, stage)
+        except Exception:  # the display's problem is never the sweep's
+            pass
+
+
+def _run_pool(todo, out, workers, checkpoint_every, resume, on_done, on_progress=None) -> list[RunOutcome]:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -141,8 +194,20 @@ def _run_pool(todo, out, workers, checkpoint_every, resume, on_done) -> list[Run
             gpu_queue.put(i % n_gpus)
     outcomes: list[RunOutcome] = []
     futures: dict = {}
+    progress_queue = ctx.Queue() if on_progress is not None else None
+    stop_forwarding = threading.Event()
+    if progress_queue is not None:
+        threading.Thread(
+            target=_forward_progress,
+            args=(progress_queue, todo, on_progress, stop_forwarding),
+            name="gapt-bench-progress",
+            daemon=True,
+        ).start()
     with ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(gpu_queue, os.getpid(), included())
+        max_workers=workers,
+        mp_context=ctx,
+        initializer=_init_worker,
+        initargs=(gpu_queue, os.getpid(), included(), progress_queue),
     ) as pool:
 
         def forward_stop(signum, frame) -> None:  # workers finish their step, checkpoint and return
@@ -157,8 +222,8 @@ def _run_pool(todo, out, workers, checkpoint_every, resume, on_done) -> list[Run
         # runs; the handlers before it are back afterwards, when there is no pool left to forward to.
         previous = {sig: signal.signal(sig, forward_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            for cfg in todo:
-                futures[pool.submit(_worker, cfg, str(out), checkpoint_every, resume)] = cfg
+            for i, cfg in enumerate(todo):
+                futures[pool.submit(_worker, cfg, str(out), checkpoint_every, resume, i)] = cfg
             for fut in as_completed(futures):
                 if fut.cancelled():
                     continue
@@ -173,4 +238,5 @@ def _run_pool(todo, out, workers, checkpoint_every, resume, on_done) -> list[Run
             for sig, handler in previous.items():
                 if handler is not None:  # None: set outside Python, cannot be put back
                     signal.signal(sig, handler)
+            stop_forwarding.set()
     return outcomes

@@ -327,7 +327,15 @@ def iter_raw_records(
                     if damaged is not None:
                         damaged.append(lineno)
                     if warn:
-                        warnings.warn(f"{path}:{lineno}: skipped an unreadable record ({str(e)[:60]})", stacklevel=2)
+                        fix = (
+                            f" (`gapt-bench status {path.parent} --compact` rewrites the file without it)"
+                            if path.name == RUNS_FILE
+                            else ""
+                        )
+                        warnings.warn(
+                            f"{path}:{lineno}: skipped an unreadable record ({str(e)[:60]}); the line stays{fix}",
+                            stacklevel=2,
+                        )
                     continue
                 _warn_schema(rec, f"{path}:{lineno}", warn)
                 seen.add(record_file_name(rec["run_id"]))

@@ -40,7 +40,7 @@ class RunContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     checkpoint_every: int = 0
     resume: bool = False
-    progress: Callable[[int, int], None] | None = None
+    progress: Callable[..., None] | None = None  # (step, total[, stage]): steps done of a stage's total
     stop_requested: Callable[[], bool] = lambda: False
     log: Callable[[str], None] = print
     rank: int = 0

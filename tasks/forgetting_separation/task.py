@@ -318,6 +318,23 @@ class ForgettingSeparation(Task):
                 "(the regulariser's patch while fine-tuning); change one of them"
             )
 
+    @classmethod
+    def planned_steps(cls, cfg) -> int | None:
+        """Both stages, plus the in-run plain-L1 arm that a method other than the baseline is measured against
+        (its fine-tuning only when the pretraining is shared)."""
+        d = cfg.data
+        own = d.steps_first + d.steps_second
+        if cfg.method == "baseline":
+            return own
+        return own + (d.steps_second if d.pretrain == "shared" else own)
+
+    def _tick(self) -> None:
+        """One optimizer step done, of the run's planned steps (the progress display)."""
+        self._done = getattr(self, "_done", 0) + 1
+        progress = getattr(self, "_progress", None)
+        if progress is not None:
+            progress(self._done, self.planned_steps(self.cfg))
+
     # -- training ----------------------------------------------------------------------------------------------
     def _steps(
         self,
@@ -361,6 +378,7 @@ class ForgettingSeparation(Task):
                 last_h = h.detach()
             opt.step()
             opt.zero_grad(set_to_none=True)
+            self._tick()
             if method is not None:
                 method.observe(infos, step)
             if curve is not None and ((step + 1) % d.log_every == 0 or step + 1 == total):
@@ -428,6 +446,7 @@ class ForgettingSeparation(Task):
 
     def run(self, method_cls: type, ctx) -> TaskResult:
         cfg, d = self.cfg, self.cfg.data
+        self._progress, self._done = ctx.progress, 0
         prob = make_problem(d, cfg.seed if d.data_seed is None else d.data_seed)
         t0 = time.perf_counter()
         baseline_arm = getattr(method_cls, "name", "") == "baseline"

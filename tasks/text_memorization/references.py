@@ -211,7 +211,14 @@ def _train_reference(task: LMTask, role: str, key: str, root: Path, ctx: RunCont
         f"{rcfg.train.tokens:,} tokens"
     )
     try:
-        rctx = RunContext(run_dir=work, device=ctx.device, log=ctx.log, stop_requested=ctx.stop_requested)
+        progress = ctx.progress
+        rctx = RunContext(
+            run_dir=work,
+            device=ctx.device,
+            log=ctx.log,
+            stop_requested=ctx.stop_requested,
+            progress=(lambda step, total: progress(step, total, "reference")) if progress else None,
+        )
         method = METHODS.get("baseline")(rcfg, m.n_layer, matched=None)
         out = train_lm(model, _PoolBatches(pool, rcfg.train.batch_size, seed), method, rcfg, rctx)
         nm_nll = task.score(out.model, task.data.nonmembers, ctx.device)[0]

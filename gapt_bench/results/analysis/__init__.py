@@ -18,7 +18,9 @@ Modules, one job each:
   text_memorization  text_memorization runs: unintended memorization, double descent, extraction, membership
   laws         the capacity paper's laws fitted across runs (membership-inference law, double-descent locator)
   task_analyses  each task's own analyses, and the report with them (what `gapt-bench report` prints)
-  tables, views, render   display: Table, formats, arrows, verdict tones and visible columns (the site uses
+  runs         per-run tables with the setup fields that tell runs apart (`report --runs`)
+  summary      the one-screen summary of a folder (the end of `gapt-bench run`, `report --summary`)
+  tables, views, run_views, task_views, render   display: Table, formats, arrows, verdict tones and visible columns (the site uses
                them too); result -> Tables per kind; rich/md/json
 """
 
@@ -54,6 +56,8 @@ from gapt_bench.results.analysis.paper import (
 )
 from gapt_bench.results.analysis.regression import compare, machine_classes, regression
 from gapt_bench.results.analysis.render import FORMATS, render, tables_of
+from gapt_bench.results.analysis.runs import runs_table
+from gapt_bench.results.analysis.summary import pick_reference, summary
 from gapt_bench.results.analysis.tables import (
     ARROWS,
     VERDICT_TONE,
@@ -93,11 +97,14 @@ __all__ = [
     "metric_sort_key",
     "natural_key",
     "paper_table",
+    "pick_reference",
     "precision_of",
     "regression",
     "render",
+    "runs_table",
     "slope_through_origin",
     "stopped_on_budget",
+    "summary",
     "tables_of",
     "visible_columns",
 ]

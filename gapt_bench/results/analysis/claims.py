@@ -126,6 +126,7 @@ def _rel_row(claim: Claim, c: dict, role: str, alpha: float) -> dict:
     claimed_abs = abs(claim.claimed * c["mean_b"]) if c.get("mean_b") is not None else None
     row = {
         "claim": claim.text,
+        "claim_short": claim.short or claim.text,
         "task": claim.task,
         "metric": c["metric"],
         "method": c["label"],
@@ -244,6 +245,7 @@ def _versus_control(claim_c: dict, control_c: dict, groups: Sequence[dict], alph
 def _no_runs_row(claim: Claim, reference: str) -> dict:
     return {
         "claim": claim.text,
+        "claim_short": claim.short or claim.text,
         "task": claim.task,
         "metric": claim.metric,
         "method": claim.method,
@@ -320,6 +322,7 @@ def _capacity_row(claim: Claim, capacity: dict | None, alpha: float) -> dict:
     sd = alpha_d.get("std")
     return {
         "claim": claim.text,
+        "claim_short": claim.short or claim.text,
         "task": claim.task,
         "metric": claim.metric,
         "method": claim.method,
@@ -377,6 +380,7 @@ def _memorization_rows(claim: Claim, mem: dict | None) -> list[dict]:
         models = g["models"]
         base = {
             "claim": claim.text,
+            "claim_short": claim.short or claim.text,
             "task": claim.task,
             "metric": claim.metric,
             "method": claim.method,

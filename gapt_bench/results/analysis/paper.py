@@ -69,15 +69,46 @@ class Claim:
     # Equivalence margin, declared here before any run: "no effect" means the 90% interval of the relative change
     # lies within +-margin * |claimed| (two one-sided tests at alpha 0.05). Half the claimed effect by default.
     margin: float = 0.5
+    short: str = ""  # a few words, for one-line summaries
 
 
 PAPER_CLAIMS: tuple[Claim, ...] = (
-    Claim("fineweb_lm", "val_ce", -0.048, "GAPT: FineWeb validation CE −4.8%"),
-    Claim("fineweb_lm", "val_mbe", -0.50, "GAPT: FineWeb MBE −50%"),
-    Claim("arithmetic_ood", "ood_answer_ce", -0.35, "GAPT: arithmetic OOD +35% (read as OOD answer CE −35%)"),
-    Claim("forgetting_separation", "separation", 0.97, "GAPT: representation separation +97%"),
-    Claim(CAPACITY_TASK, "bits_per_param", 3.51, "capacity 3.51 bits/param (bf16)", "absolute", "baseline", "bf16"),
-    Claim(CAPACITY_TASK, "bits_per_param", 3.83, "capacity 3.83 bits/param (fp32)", "absolute", "baseline", "fp32"),
+    Claim("fineweb_lm", "val_ce", -0.048, "GAPT: FineWeb validation CE −4.8%", short="GAPT: FineWeb CE −4.8%"),
+    Claim("fineweb_lm", "val_mbe", -0.50, "GAPT: FineWeb MBE −50%", short="GAPT: FineWeb MBE −50%"),
+    Claim(
+        "arithmetic_ood",
+        "ood_answer_ce",
+        -0.35,
+        "GAPT: arithmetic OOD +35% (read as OOD answer CE −35%)",
+        short="GAPT: arithmetic OOD +35%",
+    ),
+    Claim(
+        "forgetting_separation",
+        "separation",
+        0.97,
+        "GAPT: representation separation +97%",
+        short="GAPT: separation +97%",
+    ),
+    Claim(
+        CAPACITY_TASK,
+        "bits_per_param",
+        3.51,
+        "capacity 3.51 bits/param (bf16)",
+        "absolute",
+        "baseline",
+        "bf16",
+        short="capacity 3.51 bits/param (bf16)",
+    ),
+    Claim(
+        CAPACITY_TASK,
+        "bits_per_param",
+        3.83,
+        "capacity 3.83 bits/param (fp32)",
+        "absolute",
+        "baseline",
+        "fp32",
+        short="capacity 3.83 bits/param (fp32)",
+    ),
     # text memorization (`claims._memorization_rows` reads `analysis.memorization`): one row per precision measured
     Claim(
         MEMORIZATION_TASK,
@@ -86,6 +117,7 @@ PAPER_CLAIMS: tuple[Claim, ...] = (
         "text: test-loss double descent peaks at data/capacity ratio ≈ 1",
         "absolute",
         "baseline",
+        short="text: double descent at ratio ≈ 1",
     ),
     Claim(
         MEMORIZATION_TASK,
@@ -94,6 +126,7 @@ PAPER_CLAIMS: tuple[Claim, ...] = (
         "text: membership-inference F1 follows the law (corrected form): RMS error ≤ 0.015",
         "absolute",
         "baseline",
+        short="text: membership law, RMS ≤ 0.015",
     ),
     Claim(
         MEMORIZATION_TASK,
@@ -102,6 +135,7 @@ PAPER_CLAIMS: tuple[Claim, ...] = (
         "text: training extraction converges to the test rate at large N (train − test → 0)",
         "absolute",
         "baseline",
+        short="text: extraction → test rate",
     ),
 )
 

@@ -33,9 +33,31 @@ VERDICT_TONE = {
 }
 
 
+# Columns that tell rows apart or carry the answer: kept at any width (a narrow terminal drops the others first).
+KEY_COLUMNS = {"metric", "method", "label", "task", "setup", "verdict", "claim", "role", "rank", "seed", "model", "n"}
+# Columns of long prose: their cells become numbered footnotes under the table, in every format.
+FOOTNOTE_COLUMNS = {"note"}
+# Columns of prose that may wrap at spaces (never inside a word); every other cell stays on one line.
+WRAP_COLUMNS = {"claim", "reason", "what", "where", "memu", "dd", "ex", "fit", "paper", "stop"}
+# Shorter headers for narrow terminals (rich); markdown and the site keep the full ones.
+SHORT_HEADERS = {
+    "95% CI of Δ": "CI of Δ",
+    "95% CI (rel)": "CI (rel)",
+    "seeds needed": "seeds",
+    "seeds for claim": "seeds",
+    "preset / scale": "scale",
+    "p (Holm) report": "p report",
+    "p (Holm) claims": "p claims",
+    "MDE (rel)": "MDE",
+}
+
+
 @dataclass
 class Table:
-    """One table: columns are (row key, header); empty columns are dropped when rendered."""
+    """One table: columns are (row key, header); empty columns are dropped when rendered.
+
+    `priority` ranks columns for narrow outputs (lower is kept longer; KEY_COLUMNS are never dropped; unranked
+    columns drop from the right); `footnotes` collects what moved out of the cells (see `with_footnotes`)."""
 
     title: str
     columns: list[tuple[str, str]]
@@ -43,6 +65,8 @@ class Table:
     caption: str = ""
     notes: list[str] = field(default_factory=list)
     section_key: str | None = None  # rich: start a new section where this column's value changes
+    priority: dict[str, int] = field(default_factory=dict)
+    keep: set[str] = field(default_factory=set)  # more columns never dropped (besides KEY_COLUMNS)
 
 
 def visible_columns(table: Table) -> list[tuple[str, str]]:
@@ -50,6 +74,54 @@ def visible_columns(table: Table) -> list[tuple[str, str]]:
     has a value, so an empty table keeps its header."""
     cols = [(k, h) for k, h in table.columns if any(r.get(k) not in ("", None) for r in table.rows)]
     return cols or list(table.columns)
+
+
+def with_footnotes(table: Table) -> tuple[Table, list[str]]:
+    """The table with each cell of a FOOTNOTE_COLUMNS column replaced by its number ("[1]"), and the footnotes in
+    order; equal texts share a number."""
+    cols = [k for k, _ in table.columns if k in FOOTNOTE_COLUMNS]
+    if not cols:
+        return table, []
+    notes: list[str] = []
+    rows = []
+    for r in table.rows:
+        r = dict(r)
+        for k in cols:
+            text = str(r.get(k) or "").strip()
+            if not text:
+                continue
+            if text not in notes:
+                notes.append(text)
+            r[k] = f"[{notes.index(text) + 1}]"
+        rows.append(r)
+    return (
+        Table(
+            table.title,
+            table.columns,
+            rows,
+            table.caption,
+            list(table.notes),
+            table.section_key,
+            dict(table.priority),
+            set(table.keep),
+        ),
+        notes,
+    )
+
+
+def key_columns(table: Table) -> set[str]:
+    """The columns every output must show (a narrow terminal, a 1280-pixel page): the key columns, the table's own
+    `keep`, and its top-priority columns (priority 2 or less)."""
+    top = {k for k, p in table.priority.items() if p <= 2}
+    return {k for k, _ in table.columns if k in KEY_COLUMNS or k in table.keep or k in top}
+
+
+def drop_order(table: Table, cols: list[tuple[str, str]]) -> list[str]:
+    """Keys of the columns a narrow output may drop, first to go first: highest priority number first, then the
+    rightmost; key columns never."""
+    kept = KEY_COLUMNS | FOOTNOTE_COLUMNS | table.keep  # a footnote's number stays with its row
+    droppable = [(i, k) for i, (k, _) in enumerate(cols) if k not in kept]
+    return [k for _, k in sorted(droppable, key=lambda ik: (-table.priority.get(ik[1], 50), -ik[0]))]
 
 
 def fmt(x: float | None, digits: int = 4) -> str:

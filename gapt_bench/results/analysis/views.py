@@ -15,6 +15,7 @@ from gapt_bench.results.analysis.groups import (
     metric_sort_key,
 )
 from gapt_bench.results.analysis.leaderboard import MARKS
+from gapt_bench.results.analysis.run_views import runs_tables, summary_tables
 from gapt_bench.results.analysis.tables import (
     ARROWS,
     Table,
@@ -58,7 +59,7 @@ def _possible(c: dict) -> bool:
 # ---------------------------------------------------------------------------------------------------------------
 # report
 
-REPORT_COLUMNS = [
+REPORT_COLUMNS = [  # the answer first (the verdict before the power columns), so a page or a terminal shows it
     ("metric", "metric"),
     ("dir", ""),
     ("setup", "setup"),
@@ -66,16 +67,31 @@ REPORT_COLUMNS = [
     ("method", "method"),
     ("value", "value"),
     ("delta", "Δ (rel)"),
-    ("ci", "95% CI of Δ"),
     ("rel_ci", "95% CI (rel)"),
-    ("test", "test"),
+    ("verdict", "verdict"),
     ("p_report", P_REPORT),
+    ("ci", "95% CI of Δ"),
+    ("test", "test"),
     ("p_claims", P_CLAIMS),
     ("mde", "MDE (rel)"),
     ("seeds", "seeds needed"),
-    ("verdict", "verdict"),
     ("note", "note"),
 ]
+# Narrow terminals keep these first (lower first); the key columns (metric, method, setup, verdict) always.
+REPORT_PRIORITY = {
+    "dir": 0,
+    "delta": 1,
+    "rel_ci": 2,
+    "value": 3,
+    "reference": 4,
+    "p_report": 5,
+    "note": 6,
+    "mde": 7,
+    "seeds": 8,
+    "ci": 9,
+    "p_claims": 10,
+    "test": 11,
+}
 
 
 def _report_row(
@@ -184,6 +200,7 @@ def report_tables(rep: dict, include_layers: bool = False) -> list[Table]:
                 _report_rows(rep, task, include_layers),
                 _report_caption(rep, task, include_layers),
                 section_key="metric",
+                priority=REPORT_PRIORITY,
             )
         )
     if tables:
@@ -198,20 +215,31 @@ def report_tables(rep: dict, include_layers: bool = False) -> list[Table]:
 
 PAPER_COLUMNS = [
     ("claim", "claim"),
-    ("role", "row"),
     ("setup", "setup"),
     ("claimed_text", "claimed"),
     ("measured_text", "measured"),
     ("ci_text", "95% CI"),
+    ("verdict", "verdict"),
     ("n", "n"),
     ("scale", "preset / scale"),
     ("p_claims", P_CLAIMS),
     ("p_report", P_REPORT),
     ("mde_text", "MDE"),
     ("seeds_text", "seeds for claim"),
-    ("verdict", "verdict"),
     ("note", "note"),
 ]
+PAPER_PRIORITY = {
+    "measured_text": 0,
+    "ci_text": 1,
+    "claimed_text": 2,
+    "n": 3,
+    "note": 4,
+    "p_claims": 5,
+    "scale": 6,
+    "seeds_text": 7,
+    "mde_text": 8,
+    "p_report": 9,
+}
 
 
 def _scale(preset: object, n_params: float | None) -> str:
@@ -236,8 +264,7 @@ def _paper_row(row: dict) -> dict:
         ci, mde, seeds = fmt_interval(row["ci_low"], row["ci_high"], show), fmt(row.get("mde"), 3), "—"
     return {
         "_claim": row["claim"],
-        "claim": row["claim"] if row["role"] == "claim" else "",
-        "role": "claim" if row["role"] == "claim" else f"↳ control: {row['method']} · {row['metric']}",
+        "claim": row["claim"] if row["role"] == "claim" else f"↳ control: {row['method']} · {row['metric']}",
         "setup": row.get("setup") or "",
         "claimed_text": "" if row["claimed"] is None else show(row["claimed"]),
         "measured_text": measured,
@@ -283,6 +310,9 @@ def paper_tables(paper: dict, include_layers: bool = False) -> list[Table]:
             [_paper_row(r) for r in paper["rows"]],
             caption,
             section_key="_claim",
+            priority=PAPER_PRIORITY,
+            keep={"measured_text", "ci_text"},
+            notes=list(paper.get("notes") or []),
         )
     ]
 
@@ -328,6 +358,7 @@ def leaderboard_tables(board: dict, include_layers: bool = False) -> list[Table]
                 evidence,
                 f"{MARKS['better']} significantly better than {board['reference']}, {MARKS['worse']} significantly worse, "
                 f"{MARKS['no significant difference']} no significant difference (Holm, same family)",
+                keep={"where", "value"},
             )
         )
     tables.append(_diagnostics_table(board, include_layers))
@@ -379,6 +410,7 @@ REGRESSION_COLUMNS = [
     ("verdict", "verdict"),
     ("note", "note"),
 ]
+REGRESSION_PRIORITY = {"dir": 0, "rel": 1, "p_text": 2, "cand": 3, "base": 4, "note": 5}
 
 
 def _regression_row(r: dict, is_regression: bool) -> dict:
@@ -433,6 +465,7 @@ def regression_tables(res: dict, include_layers: bool = False) -> list[Table]:
             [_regression_row(r, is_regression) for r in res["rows"]],
             f"{caption}; {machines}" if machines else caption,
             notes=list(res.get("notes") or []),
+            priority=REGRESSION_PRIORITY,
         )
     ]
 
@@ -453,4 +486,6 @@ TABLES: dict[str, Callable[..., list[Table]]] = {
     "compare": regression_tables,
     "capacity": capacity_tables,
     "memorization": memorization_tables,
+    "summary": summary_tables,
+    "runs": runs_tables,
 }

@@ -12,11 +12,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from gapt_bench.results.analysis import Table
-from gapt_bench.results.analysis.tables import VERDICT_TONE, visible_columns
+from gapt_bench.results.analysis.tables import VERDICT_TONE, key_columns, visible_columns, with_footnotes
 
 GENERATOR = '<meta name="generator" content="gapt-bench site">'  # marks the pages a rebuild may replace
-# Long-text columns of the analysis tables may wrap; every other cell stays on one line.
-WRAP = {"note", "claim", "reason", "caption"}
+# Long-text columns of the analysis tables may wrap; every other cell stays on one line. Notes are footnotes.
+WRAP = {"claim", "reason", "caption", "what", "memu", "dd", "ex", "fit", "paper", "stop"}
+# Cells that may break at their spaces when a page is narrow (a sweep's setup, "mean ± half-width (n=3)").
+SOFT = {"setup", "where", "role", "reference", "value", "scale"}
 
 CSS = """
 :root { color-scheme: light; --fg: #1d2430; --muted: #5b6472; --line: #d9dee5; --head: #f3f5f8; --accent: #1d3557; }
@@ -40,7 +42,11 @@ table.sortable th { cursor: pointer; user-select: none; }
 table.sortable th[data-dir="asc"]::after { content: " \\25B2"; font-size: 10px; }
 table.sortable th[data-dir="desc"]::after { content: " \\25BC"; font-size: 10px; }
 td { white-space: nowrap; } td.num { text-align: right; }
-td.wrap { white-space: normal; min-width: 260px; max-width: 520px; }
+td.wrap { white-space: normal; min-width: 240px; max-width: 420px; }
+td.soft { white-space: normal; }
+ol.footnotes { color: var(--muted); font-size: 12px; margin: 4px 0 12px; padding-left: 26px; max-width: 1100px; }
+ol.footnotes li:target { background: #fff6d6; }
+a.fn { text-decoration: none; }
 tr.section td { border-top: 2px solid #aab3bf; }
 td.good { color: #146c2e; font-weight: 600; } td.bad { color: #b3261e; font-weight: 600; }
 td.warn { color: #8a6100; }
@@ -115,28 +121,46 @@ def notes_list(notes: Iterable[str]) -> str:
 
 
 def table_html(table: Table, *, id_: str | None = None, sortable: bool = True, heading: str = "h3") -> str:
-    """An analysis `Table` as HTML: title, header, rows, caption and notes; the text exactly as the CLI prints it."""
+    """An analysis `Table` as HTML: title, header, rows, caption and notes; the text exactly as the CLI prints it.
+    Notes are numbered footnotes under the table (each number links to its note), so no row grows tall; the
+    table's key columns (`key_columns`) carry class "key" in the header."""
+    table, footnotes = with_footnotes(table)
     cols = visible_columns(table) or list(table.columns)  # empty columns dropped, as the CLI drops them
-    head = "".join(f"<th>{esc(h or k)}</th>" for k, h in cols)
+    keys = key_columns(table)
+    anchor = f"fn-{id_ or _slug(table.title)}"
+    head = "".join(f"<th{attrs(class_='key' if k in keys else None)}>{esc(h or k)}</th>" for k, h in cols)
     body, prev = [], None
     for i, row in enumerate(table.rows):
         section = table.section_key and i and row.get(table.section_key) != prev
         prev = row.get(table.section_key) if table.section_key else None
-        cells = "".join(_td(k, row.get(k, "")) for k, _ in cols)
+        cells = "".join(_td(k, row.get(k, ""), anchor) for k, _ in cols)
         body.append(f"<tr{attrs(class_='section' if section else None)}>{cells}</tr>")
     if not body:
         body.append(f'<tr><td colspan="{len(cols)}" class="muted">no rows</td></tr>')
     title = f"<{heading}>{esc(table.title)}</{heading}>" if table.title else ""
     caption = f"<caption>{esc(table.caption)}</caption>" if table.caption else ""
     cls = "sortable" if sortable else None
+    notes = "".join(f'<li id="{anchor}-{i}">{esc(n)}</li>' for i, n in enumerate(footnotes, 1))
     return (
         f'{title}<div class="scroll"><table{attrs(id=id_, class_=cls)}>{caption}<thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table></div>{notes_list(table.notes)}"
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+        + (f'<ol class="footnotes">{notes}</ol>' if notes else "")
+        + notes_list(table.notes)
     )
 
 
-def _td(key: str, value: Any) -> str:
-    cls = VERDICT_TONE.get(str(value)) if key == "verdict" else "wrap" if key in WRAP else None
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower())[:48].strip("-") or "table"
+
+
+def _td(key: str, value: Any, anchor: str = "fn") -> str:
+    text = str(value)
+    if key == "note" and text.startswith("[") and text.endswith("]") and text[1:-1].isdigit():
+        return f'<td><a class="fn" href="#{anchor}-{text[1:-1]}">{esc(text)}</a></td>'
+    if key == "verdict":
+        cls = VERDICT_TONE.get(text)
+    else:
+        cls = "wrap" if key in WRAP else "soft" if key in SOFT else None
     return f"<td{attrs(class_=cls)}>{esc(value)}</td>"
 
 
@@ -148,12 +172,13 @@ def simple_table(
     sort_keys: Sequence[Sequence[Any]] | None = None,
     raw_cols: Iterable[int] = (),
     wrap_cols: Iterable[int] = (),
+    key_cols: Iterable[int] = (),
 ) -> str:
     """A sortable table of plain cells; `sort_keys[i][j]` (when not None) becomes cell (i, j)'s data-sort;
     the columns in `raw_cols` hold HTML built by the caller (links), every other cell is escaped; the columns in
-    `wrap_cols` may wrap (long text)."""
-    raw_cols, wrap_cols = set(raw_cols), set(wrap_cols)
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    `wrap_cols` may wrap (long text); the headers of `key_cols` carry class "key" (shown on a 1280-pixel page)."""
+    raw_cols, wrap_cols, key_cols = set(raw_cols), set(wrap_cols), set(key_cols)
+    head = "".join(f"<th{attrs(class_='key' if j in key_cols else None)}>{esc(h)}</th>" for j, h in enumerate(headers))
     body = []
     for i, row in enumerate(rows):
         keys = sort_keys[i] if sort_keys else [None] * len(row)

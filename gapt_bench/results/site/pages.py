@@ -73,12 +73,11 @@ def _where(col: dict) -> str:
 
 
 def leaderboard_table(board: dict) -> str:
-    """Methods ranked (best first): mean win rate, wins/losses/ties, then per (task, setup, primary metric) the
-    mean [95% CI] (n) with ✓/✗/~ against the reference. Sortable; a cell sorts by its mean."""
-    cols = board["columns"]
-    head = ["#", "method", "mean win rate", "wins/losses/ties"]
-    head_html = "".join(f"<th>{esc(h)}</th>" for h in head)
-    head_html += "".join(f"<th>{esc(_where(c))} {ARROWS.get(c['direction'], '')}</th>" for c in cols)
+    """Methods ranked (best first): mean win rate, wins/losses/ties, then each task's win rate and rank, as
+    `gapt-bench leaderboard` prints them. Sortable; a cell sorts by its number."""
+    tasks = sorted({t for r in board["rows"] for t in r["tasks"]})
+    head = ["#", "method", "mean win rate", "wins/losses/ties", *tasks]
+    head_html = "".join(f"<th{attrs(class_='key' if i < 4 else None)}>{esc(h)}</th>" for i, h in enumerate(head))
     body = []
     for r in board["rows"]:
         cells = [
@@ -88,9 +87,37 @@ def leaderboard_table(board: dict) -> str:
             f"task{'s' if r['n_tasks'] != 1 else ''})</td>",
             f'<td class="num" data-sort="{r["wins"]}">{r["wins"]}/{r["losses"]}/{r["ties"]}</td>',
         ]
-        for c in cols:
-            cell = c["cells"].get(r["method"])
-            text = r["evidence"].get(_where(c), "")
+        for t in tasks:
+            tt = r["tasks"].get(t)
+            cells.append(
+                f'<td class="num" data-sort="{tt["win_rate"]!r}">{tt["win_rate"]:.2f} (#{tt["rank"]})</td>'
+                if tt
+                else '<td class="num">—</td>'
+            )
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    if not body:
+        body.append(f'<tr><td colspan="{len(head)}" class="muted">nothing ranked (see the notes below)</td></tr>')
+    return (
+        f'<div class="scroll"><table id="leaderboard" class="sortable"><thead><tr>{head_html}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def primary_table(board: dict) -> str:
+    """The primary metrics: one row per (task, setup, metric), one column per method in rank order, each cell the
+    mean [95% CI] (n) with ✓/✗/~ against the reference (coloured); sortable, a cell sorts by its mean. Rows, not
+    columns, grow with the tasks' setups, so the page stays as wide as the methods."""
+    methods = [r["method"] for r in board["rows"]]
+    evidence = {r["method"]: r["evidence"] for r in board["rows"]}
+    head = ["task / primary metric", *methods]
+    head_html = "".join(f'<th class="key">{esc(h)}</th>' for h in head)
+    body = []
+    for c in board["columns"]:
+        where = _where(c)
+        cells = [f'<td class="soft">{esc(where)} {ARROWS.get(c["direction"], "")}</td>']
+        for m in methods:
+            cell = c["cells"].get(m)
+            text = evidence[m].get(where, "")
             if cell is None or not text:
                 cells.append('<td class="num">—</td>')
                 continue
@@ -99,11 +126,9 @@ def leaderboard_table(board: dict) -> str:
             cells.append(f"<td{attrs(class_='num' + cls, data_sort=sort)}>{esc(text)}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
     if not body:
-        body.append(
-            f'<tr><td colspan="{len(head) + len(cols)}" class="muted">nothing ranked (see the notes below)</td></tr>'
-        )
+        return ""
     return (
-        f'<div class="scroll"><table id="leaderboard" class="sortable"><thead><tr>{head_html}</tr></thead>'
+        f'<div class="scroll"><table id="primary" class="sortable"><thead><tr>{head_html}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table></div>"
     )
 
@@ -113,19 +138,20 @@ def index_body(c: Content) -> str:
     parts = [
         "<h1>Leaderboard</h1>",
         "<p class=\"lead\">Methods ranked on each task's primary metrics by significant wins (HELM's mean win "
-        "rate, counting only wins that beat the seed noise: Holm over every pairwise test). Each cell: mean "
-        "[95% CI] (n seeds) and the test against the reference. Click a column header to sort.</p>",
+        "rate, counting only wins that beat the seed noise: Holm over every pairwise test); below, each primary "
+        "metric per method: mean [95% CI] (n seeds) and the test against the reference. Click a column header to "
+        "sort.</p>",
     ]
     if board is None:
         parts.append(f'<p class="muted">No leaderboard: {esc(c.errors.get("leaderboard", ""))}</p>')
     else:
         tables = analysis.tables_of(board)
         parts.append(leaderboard_table(board))
-        parts.append(
-            f'<p class="caption">{esc(tables[0].caption)}'
-            + (f"; {esc(tables[1].caption)}" if len(tables) > 2 else "")
-            + "</p>"
-        )
+        parts.append(f'<p class="caption">{esc(tables[0].caption)}</p>')
+        primary = primary_table(board)
+        if primary:
+            parts.append("<h2>Primary metrics</h2>" + primary)
+            parts.append(f'<p class="caption">{esc(tables[1].caption)}</p>' if len(tables) > 2 else "")
         parts.append(notes_list(board.get("notes") or []))
         parts.append("<h2>As <code>gapt-bench leaderboard</code> prints it</h2>")
         parts += [table_html(t) for t in (tables if board["rows"] else tables[-1:])]  # no empty ranking twice
