@@ -13,8 +13,8 @@ from gapt_bench.cli.common import (
     load_all,
     load_records,
     print_result,
-    write_markdown,
     resolve_reference,
+    write_markdown,
 )
 from gapt_bench.data.files import StoreError
 from gapt_bench.results import analysis
