@@ -21,6 +21,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINES = {
+    "verdict": (
+        "The verdict tier on CPU",
+        "`gapt-bench run --preset cpu-verdict` (each task's tier preset names its methods, controls and seeds; run "
+        "task by task, `--tasks T`, and resumable with `--resume`)",
+        ROOT / "baselines" / "cpu-verdict.jsonl",
+    ),
     "quick": (
         "Quick suite on CPU",
         "`gapt-bench run` (every task x {baseline, gapt} x seeds 0-2, preset `quick`)",
@@ -65,8 +71,23 @@ def provenance(path: Path) -> str:
     return (
         f"{len(recs)} runs ({', '.join(f'{n} {s}' for s, n in sorted(status.items()))}), finished "
         f"{' to '.join(dict.fromkeys([days[0], days[-1]]))} at commit {', '.join(shas)} on "
-        f"{'; '.join(machines)}; {wall / 60:.0f} CPU-minutes of runs in all. Records: `{path.relative_to(ROOT)}`."
+        f"{'; '.join(machines)}; {wall / 60:.0f} worker-minutes of runs in all, {elapsed(recs)}. "
+        f"Records: `{path.relative_to(ROOT)}`."
     )
+
+
+def elapsed(recs: list[dict]) -> str:
+    """The wall-clock span of each task's sweep: first start to last finish."""
+    import datetime as dt
+
+    spans = []
+    for task in sorted({r["task"] for r in recs}):
+        times = [(r.get("started_at"), r.get("finished_at")) for r in recs if r["task"] == task]
+        starts = [dt.datetime.fromisoformat(a) for a, _ in times if a]
+        ends = [dt.datetime.fromisoformat(b) for _, b in times if b]
+        if starts and ends:
+            spans.append(f"{task} {(max(ends) - min(starts)).total_seconds() / 60:.0f} min")
+    return "wall clock per task: " + ", ".join(spans) if spans else "wall clock unknown"
 
 
 def section(key: str) -> list[str]:
