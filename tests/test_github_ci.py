@@ -107,11 +107,12 @@ def test_the_workflow_runs_the_readme_test_command_through_one_script():
 
 def test_ci_run_calls_the_scripts_of_scripts_ci_in_order():
     """.ci/run: the README's test command first, then lint, the workflow lint, browser, speed ratios, the
-    regression check, slow tests, each through the script the workflow runs too."""
+    regression check, slow tests, the real Slurm, each through the script the workflow runs too."""
     text = (ROOT / ".ci" / "run").read_text()
     called = re.findall(r"^(scripts/ci/[\w-]+\.sh)\b", text, re.M)
     assert called == [
-        f"scripts/ci/{name}.sh" for name in ("test", "lint", "lint-workflows", "browser", "bench", "regression", "slow")
+        f"scripts/ci/{name}.sh"
+        for name in ("test", "lint", "lint-workflows", "browser", "bench", "regression", "slow", "slurm")
     ]
     for script in called:
         assert os.access(ROOT / script, os.X_OK), f"{script} is missing or not executable"
