@@ -15,7 +15,19 @@ import gapt_bench
 PACKAGE = Path(gapt_bench.__file__).resolve().parent
 TASKS = PACKAGE.parent / "tasks"
 # Lowest first. A module may import its own layer and the layers below it.
-LAYERS = ["config", "data", "measures", "training", "methods", "tasks", "results", "launch", "cli"]
+LAYERS = [
+    "config",
+    "data",
+    "measures",
+    "training",
+    "methods",
+    "integrations",
+    "tasks",
+    "results",
+    "evaluation",
+    "launch",
+    "cli",
+]
 TOP = len(LAYERS)  # the package root: the lazy public API, __main__ and the deprecated shims
 
 
