@@ -1,10 +1,56 @@
-"""gapt_bench: does compressing representations improve generalization, and how much can a model memorize?"""
+"""gapt_bench: does compressing representations improve generalization, and how much can a model memorize?
+
+The public API (docs/api.md), importable from here and loaded on first use, so `import gapt_bench` and the CLI's
+start-up do not pay for torch and transformers:
+
+    from gapt_bench import matrix_entropy, layer_entropies, forward_with_hidden   # MBE of any causal LM
+    from gapt_bench import GAPTController, GAPTConfig                             # the phase gate, in your loop
+    from gapt_bench import GAPTTrainer                                            # ... or in transformers.Trainer
+    from gapt_bench import unintended_memorization, membership_scores_report      # memorization measures
+"""
 
 import importlib.util as _util
 import sys as _sys
 from pathlib import Path as _Path
 
 __version__ = "0.2.0"
+
+# public name -> the module that defines it (one home per concept: the module's docstring says why it is so)
+_PUBLIC = {
+    "matrix_entropy": "gapt_bench.measures.entropy",
+    "layer_entropies": "gapt_bench.measures.entropy",
+    "matrix_entropy_per_patch": "gapt_bench.measures.entropy",
+    "forward_with_hidden": "gapt_bench.measures.hidden_states",
+    "GAPTController": "gapt_bench.methods.phase_gate",
+    "GAPTConfig": "gapt_bench.config",
+    "phase_summary": "gapt_bench.methods.phase_gate",
+    "GAPTTrainer": "gapt_bench.integrations.hf_trainer",
+    "sequence_nll_bits": "gapt_bench.measures.memorization",
+    "token_statistics": "gapt_bench.measures.memorization",
+    "unintended_memorization": "gapt_bench.measures.memorization",
+    "extraction_rate": "gapt_bench.measures.memorization",
+    "attack_scores": "gapt_bench.measures.membership",
+    "roc_metrics": "gapt_bench.measures.membership",
+    "membership_scores_report": "gapt_bench.measures.membership",
+    "membership_inference": "gapt_bench.measures.membership",
+    "load_model": "gapt_bench.evaluation.load",
+    "parse_model_args": "gapt_bench.evaluation.load",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'gapt_bench' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value  # the next access is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})
 
 
 def _source_tree_tasks() -> None:

@@ -203,6 +203,25 @@ class Task:
         count the same steps."""
         return None
 
+    # -- saving (train.save_model) ---------------------------------------------------------------------------------
+    def transformers_tokenizer(self) -> Any:
+        """The run's tokenizer as a transformers tokenizer, saved with the model (None: the task has no text
+        tokenizer). Default: the text tokenizer of the task's data (`self.data.tokenizer`), if it has one."""
+        suite_tokenizer = getattr(getattr(self, "data", None), "tokenizer", None)
+        if suite_tokenizer is None:
+            return None
+        from gapt_bench.data.hf_tokenizers import to_transformers
+
+        return to_transformers(suite_tokenizer)
+
+    def save_model(self, model: Any, ctx: RunContext) -> None:
+        """Write the trained model to the run folder's model/ (`gapt_bench.training.save`)."""
+        from gapt_bench.training.save import MODEL_FOLDER, save_trained
+
+        save_trained(
+            model, ctx.run_dir / MODEL_FOLDER, tokenizer=self.transformers_tokenizer(), run_config=self.cfg.to_dict()
+        )
+
     # -- after the runs ------------------------------------------------------------------------------------------
     @classmethod
     def analyses(cls, records: Sequence[dict], reference: str = "baseline") -> dict[str, Any]:
@@ -273,6 +292,8 @@ class LMTask(Task):
         method = self.make_method(method_cls, self.cfg.model.n_layer, ctx)
         trained = train_lm(model, self, method, self.cfg, ctx)
         ev = self.evaluate(trained.model, ctx, trained)
+        if self.cfg.train.save_model and ctx.is_main:
+            self.save_model(trained.model, ctx)
         summary = {**method.summary(), **trained.summary, **ev.summary, **self.summary(trained, ctx)}
         return TaskResult(
             metrics=ev.metrics,

@@ -24,8 +24,8 @@ LAYERS = [
     "integrations",
     "tasks",
     "results",
-    "evaluation",
     "launch",
+    "evaluation",
     "cli",
 ]
 TOP = len(LAYERS)  # the package root: the lazy public API, __main__ and the deprecated shims

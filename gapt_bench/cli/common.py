@@ -13,7 +13,7 @@ from gapt_bench.data import DataError
 from gapt_bench.data.files import StoreError
 from gapt_bench.results import analysis
 from gapt_bench.results.analysis import ReportError
-from gapt_bench.results.store import read_records
+from gapt_bench.results.store import read_records, split_kinds
 
 
 class UsageError(Exception):
@@ -25,12 +25,21 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def load_records(path: str) -> list[dict]:
-    """The records at `path`; none at all is an error (nothing to report on is not a result)."""
+def load_records(path: str, evaluations: list[dict] | None = None) -> list[dict]:
+    """The training runs at `path`; none at all is an error (nothing to report on is not a result). Evaluations of
+    saved models (`gapt-bench eval`) never enter the analyses of runs: they are appended to `evaluations` when a
+    list is given (a verb that shows them), else left out."""
     records = read_records(path)
+    runs, evals = split_kinds(records)
+    if evaluations is not None:
+        evaluations.extend(evals)
     if not records:
         raise StoreError(f"no run records in {path}; point at a results folder that `gapt-bench run --out` filled")
-    return records
+    if not runs and evaluations is None:
+        raise StoreError(
+            f"{path} holds only evaluations of saved models, no training runs: `gapt-bench report {path}` shows them"
+        )
+    return runs
 
 
 def resolve_reference(records: list[dict], reference: str | None) -> tuple[str, list[str]]:

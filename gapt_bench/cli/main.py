@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS", help="checkpoint interval (0 = off)")
     r.add_argument("--resume", action="store_true", help="continue interrupted runs, skip finished ones")
     r.add_argument(
+        "--save-model",
+        action="store_true",
+        help="save each trained model in its run folder (runs/<id>/model/: a transformers folder with its tokenizer, "
+        "for `gapt-bench eval`; = --set train.save_model=true)",
+    )
+    r.add_argument(
         "--no-progress", action="store_true", help="no live display or periodic lines: one line per finished run"
     )
     r.add_argument("--quiet", action="store_true", help="no progress at all; only the summary (and errors)")
@@ -218,6 +224,76 @@ def build_parser() -> argparse.ArgumentParser:
         "--runs", action="store_true", help="also one table per task with a row per run (the setup fields that vary)"
     )
 
+    ev = sub.add_parser(
+        "eval", help="measure a saved model (any transformers causal LM): CE, bits/byte, MBE, memorization"
+    )
+    ev.add_argument("--model", default="hf", choices=("hf",), help="model type (hf: transformers, as lm-eval's)")
+    ev.add_argument(
+        "--model-args",
+        required=True,
+        metavar="pretrained=DIR_OR_NAME[,dtype=..,device=..,revision=..,tokenizer=..,label=..]",
+        help="the model: a save_pretrained folder or a hub id; dtype auto (as saved)|float32|bfloat16|float16; "
+        "trust_remote_code=true runs the model's own code (off by default)",
+    )
+    ev.add_argument(
+        "--measure", default="ce,bpb,mbe", help="comma list of ce, bpb, mbe, memorization (default ce,bpb,mbe)"
+    )
+    ev.add_argument(
+        "--data",
+        default="offline",
+        help="corpus as run's data.source: offline (bundled), a local "
+        "parquet/jsonl file or folder with a text column, or a datasets hub id (default offline)",
+    )
+    ev.add_argument("--data-name", default=None, help="the hub dataset's config name (e.g. sample-10BT)")
+    ev.add_argument(
+        "--split",
+        default="val",
+        choices=("val", "train", "all"),
+        help="the suite's document split (val: what suite runs never train on; default val)",
+    )
+    ev.add_argument("--seq-len", type=int, default=256, help="tokens per window (default 256)")
+    ev.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
+    ev.add_argument("--max-tokens", type=int, default=65_536, help="corpus tokens to evaluate (default 65536)")
+    ev.add_argument(
+        "--windowing",
+        default="chunks",
+        choices=("chunks", "rolling", "both"),
+        help="chunks: a run's validation (token stream, fixed windows); rolling: lm-eval's per-document "
+        "rolling log-likelihood; both (default chunks; docs/evaluate.md)",
+    )
+    ev.add_argument("--alpha", type=float, default=2.0, help="MBE's Renyi order (default 2)")
+    ev.add_argument("--patch-size", type=int, default=8, help="MBE's tokens per patch (default 8)")
+    ev.add_argument("--mbe-windows", type=int, default=64, help="windows MBE is measured on (default 64)")
+    mg = ev.add_argument_group("memorization (--measure memorization)")
+    mg.add_argument(
+        "--members", metavar="FILE", help="texts the model was trained on (.txt one per line, .jsonl, .parquet)"
+    )
+    mg.add_argument("--non-members", dest="nonmembers", metavar="FILE", help="texts it never saw (same formats)")
+    mg.add_argument(
+        "--reference-args",
+        metavar="pretrained=...",
+        default=None,
+        help="a reference model (same tokenizer) for unintended memorization and the reference score",
+    )
+    mg.add_argument("--member-tokens", type=int, default=64, help="tokens per member/non-member sequence (default 64)")
+    mg.add_argument("--prefix-lengths", default="8,16,32", help="k-extractability prefixes (default 8,16,32)")
+    mg.add_argument("--min-k", type=float, default=0.2, help="Min-K%% and Min-K%%++ fraction (default 0.2)")
+    mg.add_argument(
+        "--calib-fraction",
+        type=float,
+        default=0.5,
+        help="share of each set that calibrates the F1 threshold (default 0.5)",
+    )
+    ev.add_argument("--out", default="results", help="results folder (default results/)")
+    ev.add_argument("--resume", action="store_true", help="skip an evaluation already in --out with these settings")
+    ev.add_argument(
+        "--log-samples",
+        action="store_true",
+        help="also write per-example numbers to runs/<id>/samples.jsonl (recompute AUCs, ROCs from them)",
+    )
+    ev.add_argument("--format", default="rich", choices=("rich", "md", "json"))
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+
     pa = sub.add_parser("paper", help="the papers' claims side by side with what the results show")
     pa.add_argument("results", nargs="?", default="results")
     pa.add_argument("--format", default="rich", choices=("rich", "md", "json"))
@@ -283,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
 # verb -> "module:function" of gapt_bench.cli, imported when the verb runs: a reading verb never pays for torch.
 COMMANDS = {
     "run": "run:cmd_run",
+    "eval": "evaluate:cmd_eval",
     "status": "plans:cmd_status",
     "validate": "plans:cmd_validate",
     "ls": "plans:cmd_ls",

@@ -23,10 +23,19 @@ from gapt_bench.results.store import check_writable
 
 
 def cmd_report(args) -> int:
-    records = load_records(args.results)
-    reference, notes = resolve_reference(records, args.reference)
+    evaluations: list[dict] = []
+    records = load_records(args.results, evaluations)
     if args.plots:  # refused before the report is printed, not after
         check_writable(Path(args.plots), flag="--plots")
+    if evaluations:
+        from gapt_bench.results.analysis.evaluations import evaluation_result
+
+        shown = evaluation_result(evaluations)
+        if not records:  # evaluations only
+            write_markdown(args.markdown, shown, args.include_layers)
+            print_result(shown, args.format, args.include_layers)
+            return 0
+    reference, notes = resolve_reference(records, args.reference)
     if args.summary:
         result = analysis.summary(records, reference, results=args.results)
         result["notes"] = notes + list(result.get("notes") or [])
@@ -37,6 +46,8 @@ def cmd_report(args) -> int:
     if args.runs:
         print_result(analysis.runs_table(records, reference, args.include_layers), args.format, args.include_layers)
     print_result(result, args.format, args.include_layers)
+    if evaluations:
+        print_result(shown, args.format, args.include_layers)
     if args.plots:
         _write_plots(args.results, Path(args.plots), "--plots")
     return 0
@@ -109,7 +120,13 @@ def cmd_site(args) -> int:
     """The static site of a results folder (gapt_bench/results/site/)."""
     from gapt_bench.results.site import build_site
 
-    records = load_records(args.results)
+    evaluations: list[dict] = []
+    records = load_records(args.results, evaluations)
+    if not records:
+        raise StoreError(
+            f"{args.results} holds only evaluations of saved models; the site needs training runs beside them "
+            f"(`gapt-bench report {args.results}` shows the evaluations)"
+        )
     reference, notes = resolve_reference(records, args.reference)
     for note in notes:
         print(f"gapt-bench: note: {note}", file=sys.stderr)
@@ -126,6 +143,7 @@ def cmd_site(args) -> int:
             reference=reference,
             command=shlex.join(command),
             figures=not args.no_figures,
+            evaluations=evaluations,
         )
     except USER_ERRORS:
         raise

@@ -17,7 +17,7 @@ from gapt_bench.launch.plan import check_matches, run_key
 from gapt_bench.launch.progress import SweepProgress
 from gapt_bench.results import analysis
 from gapt_bench.results.analysis.task_analyses import report_with_analyses
-from gapt_bench.results.store import check_writable, read_records
+from gapt_bench.results.store import check_writable, read_records, split_kinds
 
 
 def cmd_run(args) -> int:
@@ -28,6 +28,8 @@ def cmd_run(args) -> int:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     if args.checkpoint_every < 0:
         raise UsageError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+    if getattr(args, "save_model", False):
+        args.overrides = [*args.overrides, "train.save_model=true"]
     try:
         given = {
             name: getattr(args, name)
@@ -180,10 +182,10 @@ def _finish(args, out, plan, outcomes, sub, rows, problems, status_cmd, say) -> 
     with say.guard():
         if rows and args.full:
             print_result(analysis.runs_table([r for _, r in rows]), "rich")
-            print_result(report_with_analyses(read_records(out))[0], "rich")
+            print_result(report_with_analyses(split_kinds(read_records(out))[0])[0], "rich")
         elif rows and not args.no_report:
             print()
-            print_result(analysis.summary(read_records(out), results=str(out)), "rich")
+            print_result(analysis.summary(split_kinds(read_records(out))[0], results=str(out)), "rich")
     _track(out, [r for _, r in rows], args.track)
     if rows:
         worker_s = sum(r.get("wall_time_s") or 0.0 for _, r in rows)

@@ -91,6 +91,9 @@ class TrainConfig:
     fused: str = opt("auto", "fused AdamW kernel: auto (on CUDA), always or never", choices=("auto", "always", "never"))
     threads: int = opt(1, "torch CPU threads per run (one per parallel worker)", min=1)
     log_every: int = opt(10, "steps between training-curve rows", min=1)
+    save_model: bool = opt(
+        False, "save the trained model in the run folder (runs/<id>/model/: a transformers folder, safetensors)"
+    )
     eval_every: int = opt(0, "steps between task checks on training-side data (0 = end only)", min=0)
 
 
@@ -192,8 +195,8 @@ SETUP_SECTIONS = ("data", "model", "train", "mbe")
 METHOD_SECTIONS = ("reg", "gapt", "periodic")
 # Measured alongside training, never changing it (gradient alignment uses autograd.grad): in no hash.
 DIAGNOSTIC_SECTIONS = ("align",)
-# Execution-only fields: they change how fast a run goes, not what it measures.
-EXECUTION_FIELDS = {"train": ("threads", "log_every", "compile", "fused")}
+# Execution-only fields: they change how fast a run goes or what it leaves on disk, not what it measures.
+EXECUTION_FIELDS = {"train": ("threads", "log_every", "compile", "fused", "save_model")}
 
 
 @dataclass

@@ -262,6 +262,7 @@ def _make_record(cfg, task_cls, run_id, status, error, result, wall, started, en
         summary["preset_about"] = cfg.about
     return RunRecord(
         schema_version=SCHEMA_VERSION,
+        kind="training",
         run_id=run_id,
         task=cfg.task,
         task_version=task_cls.version,

@@ -16,6 +16,8 @@ membership-inference law, the double-descent locator) in `gapt_bench.results.ana
   never occur in the training pool).
 - `sequence_scores`: code lengths and greedy extraction from one forward pass (what a task evaluates; the one
   implementation of both: `sequence_nll_bits` and teacher-forced `greedy_extraction` read one of its outputs).
+- `token_statistics`: per-token log p of the true token and the mean/sd of log p under the model, what the
+  Min-K% and Min-K%++ membership scores (`membership.attack_scores`) read.
 
 Units: all code lengths are bits (log base 2).
 """
@@ -269,6 +271,51 @@ def sequence_scores(
                 for p in prefixes:
                     hits_out[p][i : i + x.shape[0]] = correct[:, p - 1 :].all(dim=1).cpu().numpy()
     return nll_out / math.log(2), hits_out
+
+
+def token_statistics(
+    model: torch.nn.Module,
+    tokens: torch.Tensor,
+    *,
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+    context: Any = None,
+) -> dict[str, np.ndarray]:
+    """Per-token statistics for the membership attacks: {"logp", "mu", "sigma"}, each float64 (N, S - 1), nats.
+
+    Column t - 1 is the prediction of token t + 1 from tokens 1..t, t = 1..S-1 (strict convention, as
+    `sequence_scores`: token 1 is context only): `logp` = log p(x_{t+1} | x_1..x_t), and `mu` = E_{z~p}[log p(z)]
+    (minus the entropy) and `sigma` = sqrt(Var_{z~p}[log p(z)]) of the same next-token distribution p. Min-K% (Shi et al. 2024) needs `logp`, Min-K%++
+    (Zhang et al. 2024) standardises it by `mu` and `sigma`; `gapt_bench.measures.membership.attack_scores` reads
+    this dict. Tokens outside the support (log p = -inf) add nothing to `mu`/`sigma`.
+
+    Unlike `sequence_scores` this keeps a few (B, S - 1, V) float32 tensors per batch, hence the smaller default
+    `batch_size`. `context`, eval mode, no_grad, device and precision handling as in `sequence_scores`.
+    """
+    import torch
+
+    x_all = _as_tokens(tokens, 2)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    dev = torch.device(device) if device is not None else _model_device(model)
+    shape = (x_all.shape[0], x_all.shape[1] - 1)
+    out = {key: np.empty(shape, dtype=np.float64) for key in ("logp", "mu", "sigma")}
+    with _EvalMode(model):
+        for i in range(0, x_all.shape[0], batch_size):
+            x = x_all[i : i + batch_size].to(dev)
+            with context() if context is not None else contextlib.nullcontext():
+                logits = model(input_ids=x, use_cache=False).logits
+            lp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, S-1, V): position t predicts token t+1
+            logp = lp.gather(-1, x[:, 1:, None]).squeeze(-1)
+            p = lp.exp()
+            lp = lp.nan_to_num_(neginf=0.0)  # p = 0 there: 0 * log 0 counts as 0, not NaN
+            mu = (p * lp).sum(dim=-1)
+            var = lp.sub_(mu[..., None]).square_().mul_(p).sum(dim=-1)  # centred: no E[l^2] - mu^2 cancellation
+            rows = slice(i, i + x.shape[0])
+            out["logp"][rows] = logp.double().cpu().numpy()
+            out["mu"][rows] = mu.double().cpu().numpy()
+            out["sigma"][rows] = var.clamp_min(0.0).sqrt().double().cpu().numpy()
+    return out
 
 
 # -- data ---------------------------------------------------------------------------------------

@@ -533,12 +533,12 @@ def _representative(g: Group) -> dict:
 def plot_all(results_dir: Path | str, out_dir: Path | str) -> list[Path]:
     """Every figure the results allow: curves per group, alignment and layer bars per setup, capacity plateau,
     the text-memorization figures. Records are read as the store merges them (runs.jsonl and OUT/records)."""
-    from gapt_bench.results.store import has_results, read_records, runs_file
+    from gapt_bench.results.store import has_results, read_records, runs_file, split_kinds
 
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     runs = runs_file(results_dir)
     results_dir = runs.parent
-    records = read_records(runs, warn=False) if has_results(runs) else []
+    records = split_kinds(read_records(runs, warn=False))[0] if has_results(runs) else []
     groups = [g for g in group_records(records) if g.ok]
     written: list[Path] = []
     by_setup: dict[tuple, list[Group]] = defaultdict(list)

@@ -57,7 +57,10 @@ from typing import Any, TypedDict
 # The errors of a results folder (defined with the files they come from); callers catch them from here too.
 from gapt_bench.data.files import DiskFullError, StoreError, write_error  # noqa: F401
 
-SCHEMA_VERSION = 1
+# 2: `kind` ("training" | "evaluation": `gapt-bench eval`'s records of saved models); a record without it is a
+# training run (schema 1).
+SCHEMA_VERSION = 2
+KINDS = ("training", "evaluation")
 RUNS_FILE = "runs.jsonl"
 RECORDS_DIR = "records"  # one <run_id>.json per record, written by atomic rename (see the module docstring)
 FINISHED = ("ok", "diverged")  # terminal and deterministic: never trained again
@@ -68,6 +71,7 @@ class RunRecord(TypedDict):
     """One line of `runs.jsonl`: everything needed to read a run without its folder."""
 
     schema_version: int  # SCHEMA_VERSION of the writer
+    kind: str  # training | evaluation (gapt_bench.evaluation.evaluate: task "evaluation", method = the model)
     run_id: str  # the run folder's name under OUT/runs/
     task: str  # registered task name
     task_version: str  # bumped by the task when its data or evaluation changes
@@ -107,6 +111,16 @@ _REQUIRED_TYPES: dict[str, tuple[type, ...]] = {
     "metrics": (dict,),
     "status": (str,),
 }
+
+
+def kind_of(record: dict) -> str:
+    """ "training" or "evaluation" (records of schema 1 have no kind: they are training runs)."""
+    return str(record.get("kind") or "training")
+
+
+def split_kinds(records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(training runs, evaluations of saved models): the analyses of training runs never see evaluations."""
+    return [r for r in records if kind_of(r) != "evaluation"], [r for r in records if kind_of(r) == "evaluation"]
 
 
 def runs_file(results: Path | str) -> Path:
@@ -247,6 +261,8 @@ def record_problem(rec: Any) -> str | None:
         return f"status {rec['status']!r} is not one of {', '.join(STATUSES)}"
     if rec["seed"] < 0:
         return "negative seed"
+    if rec.get("kind") is not None and rec["kind"] not in KINDS:
+        return f"kind {rec['kind']!r} is not one of {', '.join(KINDS)}"
     sv = rec.get("schema_version", SCHEMA_VERSION)
     if not isinstance(sv, int) or isinstance(sv, bool):
         return f"schema_version is {type(sv).__name__}, not int"

@@ -97,6 +97,18 @@ def decode(ids: Sequence[int]) -> str:
     return "".join(VOCAB[int(i)] for i in ids)
 
 
+def transformers_tokenizer():
+    """The arithmetic vocabulary as a transformers tokenizer (saved with a model): one id per character, <bos> and
+    <eos> as special tokens; encodes as `encode` does."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(vocab=dict(_TOKEN_ID), unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"<bos>|<eos>|[\s\S]"), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>")
+
+
 def answer_tokens(c: int, eos: bool = True) -> list[int]:
     """The answer targets of an example: ' ' + digits of c (+ <eos>)."""
     return [SPACE] + [DIGIT0 + int(d) for d in str(c)] + ([EOS] if eos else [])
@@ -376,6 +388,9 @@ class ArithmeticOOD(LMTask):
             raise ConfigError(f"model.n_positions={m.n_positions} < train.seq_len={t.seq_len}")
 
     # -- data ------------------------------------------------------------------------------------------------------
+    def transformers_tokenizer(self):
+        return transformers_tokenizer()
+
     def setup(self, ctx=None) -> None:
         d = self.cfg.data
         seed = self.cfg.seed if d.data_seed is None else d.data_seed

@@ -504,6 +504,8 @@ class ForgettingSeparation(Task):
             "ref_separation": ref_post.separation,
         }
         n_params = sum(p.numel() for p in model.parameters())
+        if cfg.train.save_model:
+            self.save_model(model, ctx)
         return TaskResult(
             metrics=metrics, n_params=n_params, tokens=total * d.batch_size * d.grad_accum, steps=total, summary=summary
         )

@@ -15,7 +15,7 @@ from gapt_bench.results.site import names, pages, provenance
 from gapt_bench.results.site.content import gather
 from gapt_bench.results.site.figures import task_figures
 from gapt_bench.results.site.html import GENERATOR, page
-from gapt_bench.results.store import read_records, runs_file
+from gapt_bench.results.store import read_records, runs_file, split_kinds
 
 
 @dataclass
@@ -43,14 +43,18 @@ def build_site(
     reference: str = "baseline",
     command: str | None = None,
     figures: bool = True,
+    evaluations: Sequence[dict] = (),
 ) -> Site:
     """Write the site of the records at `results` (a folder with runs.jsonl, or a .jsonl file) into `out`.
 
     `records`: already read from `results` (else read here). `command` is the command line printed on every page
     as the way to rebuild it (default: the plain `gapt-bench site RESULTS -o OUT`). `figures=False` skips the
-    matplotlib figures (the per-run curves stay). The pages are built aside and swapped in at the end: a build
+    matplotlib figures (the per-run curves stay). `evaluations`: records of saved models (`gapt-bench eval`), shown
+    on a page of their own; the training pages never see them. The pages are built aside and swapped in at the end: a build
     that fails midway leaves the folder's previous site whole."""
-    records = list(records) if records is not None else read_records(results)
+    if records is None:
+        records, evaluations = split_kinds(read_records(results))
+    records = list(records)
     if not records:
         raise StoreError(f"no run records in {results}; point at a results folder that `gapt-bench run --out` filled")
     results_dir = runs_file(results).parent
@@ -61,6 +65,7 @@ def build_site(
         (names.INDEX, "Leaderboard"),
         (names.PAPER, "Papers' claims"),
         *[(names.task_page(t), t) for t in content.tasks],
+        *([(names.EVALUATIONS, "Evaluated models")] if evaluations else []),
     ]
     site = Site(Path(out), n_runs=len(records))
     site.out.mkdir(parents=True, exist_ok=True)
@@ -73,6 +78,8 @@ def build_site(
 
         write(names.INDEX, "Leaderboard", pages.index_body(content))
         write(names.PAPER, "Papers' claims", pages.paper_body(content))
+        if evaluations:
+            write(names.EVALUATIONS, "Evaluated models", pages.evaluations_body(evaluations))
         for task in content.tasks:
             figs = task_figures(results_dir, content.records_of(task)) if figures else []
             site.n_figures += len(figs)

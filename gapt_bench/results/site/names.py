@@ -10,6 +10,7 @@ import re
 
 INDEX = "index.html"
 PAPER = "paper.html"
+EVALUATIONS = "evaluations.html"  # saved models measured by `gapt-bench eval`
 
 
 def slug(text: str) -> str:

@@ -207,6 +207,21 @@ def paper_body(c: Content) -> str:
     return "".join(parts)
 
 
+def evaluations_body(evaluations: Sequence[dict]) -> str:
+    """Saved models measured by `gapt-bench eval`: one row per model (no seeds, so no statistics)."""
+    from gapt_bench.results.analysis.evaluations import evaluation_result
+
+    parts = [
+        "<h1>Evaluated models</h1>",
+        '<p class="lead">Models measured by <code>gapt-bench eval</code> (a saved checkpoint, a suite run saved with '
+        "<code>--save-model</code>, a hub model): one measurement each, so models compare by value, never paired "
+        "over seeds.</p>",
+    ]
+    result = evaluation_result(list(evaluations))
+    parts += [table_html(t, id_=f"evaluations-{i}") for i, t in enumerate(analysis.tables_of(result, True))]
+    return "".join(parts)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # task
 
