@@ -19,6 +19,15 @@ MODEL_KINDS = ("hf",)
 MODEL_ARGS = ("pretrained", "dtype", "device", "revision", "tokenizer", "trust_remote_code", "label")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+# A folder holds a tokenizer when it has one of these (fast tokenizer, or the slow ones' vocab files).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+    "spiece.model",
+    "tokenizer_config.json",
+)
 
 
 class ModelError(ValueError):
@@ -134,6 +143,12 @@ def load_model(args: ModelArgs, *, role: str = "model") -> LoadedModel:
     except (OSError, ValueError, KeyError) as e:
         raise ModelError(f"{role}: cannot load {source} as a causal LM ({_first_line(e)})") from None
     tok_source = args.tokenizer or source
+    tok_folder = Path(tok_source).expanduser()
+    if tok_folder.is_dir() and not any((tok_folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelError(
+            f"{role}: {tok_source} has no tokenizer (no tokenizer.json or vocab files); save one there with "
+            f"tokenizer.save_pretrained, or pass tokenizer=PATH in the model arguments"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             tok_source, revision=args.revision, trust_remote_code=args.trust_remote_code

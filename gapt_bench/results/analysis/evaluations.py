@@ -60,24 +60,26 @@ def evaluation_tables(result: dict, include_layers: bool = False) -> list[Table]
             "mbe_centered": _num(m.get("mbe_centered")),
         }
         lang_rows.append(row)
-    tables = [
-        Table(
-            "Evaluated models",
-            [
-                ("model", "model"),
-                ("params", "params"),
-                ("dtype", "dtype"),
-                ("corpus", "corpus:split"),
-                *LANGUAGE,
-                ("mbe", "MBE (mean over layers)"),
-                ("mbe_centered", "MBE centred"),
-            ],
-            lang_rows,
-            priority={"ce": 0, "bpb": 0, "mbe": 1, "params": 2, "mbe_centered": 3, "dtype": 4, "corpus": 5},
-            caption="one measurement per model (no seeds): compare models by value; CE in nats per token, "
-            "chunks = a run's validation windows, rolling = lm-eval's per-document log-likelihood",
+    tables = []
+    if any(k in e["metrics"] for e in rows for k in ("ce", "bpb", "ce_rolling", "bpb_rolling", "mbe")):
+        tables.append(
+            Table(
+                "Evaluated models",
+                [
+                    ("model", "model"),
+                    ("params", "params"),
+                    ("dtype", "dtype"),
+                    ("corpus", "corpus:split"),
+                    *LANGUAGE,
+                    ("mbe", "MBE (mean over layers)"),
+                    ("mbe_centered", "MBE centred"),
+                ],
+                lang_rows,
+                priority={"ce": 0, "bpb": 0, "mbe": 1, "params": 2, "mbe_centered": 3, "dtype": 4, "corpus": 5},
+                caption="one measurement per model (no seeds): compare models by value; CE in nats per token, "
+                "chunks = a run's validation windows, rolling = lm-eval's per-document log-likelihood",
+            )
         )
-    ]
     if include_layers:
         n = max((sum(1 for k in e["metrics"] if k.startswith("mbe_layer_")) for e in rows), default=0)
         if n:
@@ -121,6 +123,7 @@ def evaluation_tables(result: dict, include_layers: bool = False) -> list[Table]
                     ("tpr", "loss TPR@1% FPR"),
                 ],
                 mem_rows,
+                priority={"loss": 0, "reference": 0, "memu": 1, "ex8": 2, "min_k_plus_plus": 3, "tpr": 4, "zlib": 5},
                 caption="membership AUC: 0.5 = chance, 1 = every member ranked above every non-member; scores on the "
                 "evaluation split, thresholds and F1 in the record (gapt-bench report --format json)",
             )
