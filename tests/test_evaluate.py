@@ -65,7 +65,7 @@ def _windows(suite_tokenizer) -> torch.Tensor:
     followed by EOT, cut to MAX_TOKENS + 1, in windows of SEQ + 1 with stride SEQ."""
     stream: list[int] = []
     for doc in load_texts("offline", split="val"):
-        stream += suite_tokenizer.encode(doc.text) + [suite_tokenizer.eot_id]
+        stream += [*suite_tokenizer.encode(doc.text), suite_tokenizer.eot_id]
         if len(stream) >= MAX_TOKENS + 1:
             break
     stream = stream[: MAX_TOKENS + 1]
@@ -146,7 +146,7 @@ def test_a_suite_run_saved_with_save_model_evaluates_to_its_recorded_validation_
     args = ["--seq-len", str(c["train"]["seq_len"]), "--max-tokens", str(c["data"]["val_tokens"])]
     args += ["--batch-size", "32", "--mbe-windows", str(c["mbe"]["eval_batches"] * c["data"]["eval_batch_size"])]
     assert main(["eval", "--model-args", f"pretrained={folder}", *args, "--out", str(runs), "--quiet"]) == 0
-    evaluation = [r for r in read_records(runs) if r.get("kind") == "evaluation"][0]
+    evaluation = next(r for r in read_records(runs) if r.get("kind") == "evaluation")
     assert evaluation["method"] == run["run_id"]
     assert evaluation["metrics"]["ce"] == pytest.approx(run["metrics"]["val_ce"], rel=1e-6)
     assert evaluation["metrics"]["bpb"] == pytest.approx(run["metrics"]["val_bpb"], rel=1e-6)
