@@ -158,7 +158,7 @@ def load_model(args: ModelArgs, *, role: str = "model") -> LoadedModel:
             f"{role}: {tok_source} has no usable tokenizer ({_first_line(e)}); save one there with "
             f"tokenizer.save_pretrained, or pass tokenizer=PATH in the model arguments"
         ) from None
-    n_embed = model.get_input_embeddings().weight.shape[0]
+    n_embed = int(model.get_input_embeddings().weight.shape[0])  # type: ignore[index]
     if len(tokenizer) > n_embed:
         raise ModelError(
             f"{role}: the tokenizer of {tok_source} has {len(tokenizer)} ids but the model only {n_embed} "
@@ -167,7 +167,7 @@ def load_model(args: ModelArgs, *, role: str = "model") -> LoadedModel:
     if tokenizer.eos_token_id is None:
         raise ModelError(f"{role}: the tokenizer of {tok_source} has no eos token (documents are separated by it)")
     try:
-        model.to(args.device)
+        model.to(args.device)  # type: ignore[arg-type]
     except (RuntimeError, AssertionError) as e:
         raise ModelError(f"{role}: cannot put the model on device={args.device} ({_first_line(e)})") from None
     model.eval()

@@ -56,6 +56,8 @@ def causal_lm_ce(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of the token CEs, number of targets), shifted as `ForCausalLMLoss`: position i predicts labels[i + 1]."""
     if shift_labels is None:
+        if labels is None:
+            raise ValueError("GAPTTrainer needs labels (or shift_labels) in each batch to compute the CE")
         shift_labels = F.pad(labels, (0, 1), value=-100)[..., 1:]
     targets = shift_labels.reshape(-1).to(logits.device)
     total = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets, ignore_index=-100, reduction="sum")
@@ -129,7 +131,9 @@ class GAPTTrainer(Trainer):
         return (loss, {"logits": logits}) if return_outputs else loss
 
     def _feed_gate(self) -> None:
-        obs = [self.gapt_last["ce"], *self.gapt_last["mbe"]]
+        last = self.gapt_last
+        assert last is not None, "the gate is fed after a training micro-batch"
+        obs = [last["ce"], *last["mbe"]]
         if self.accelerator.num_processes > 1:  # one decision on every rank: the mean observation
             obs = self.accelerator.reduce(torch.tensor(obs, device=self.args.device), reduction="mean").tolist()
         self.gate.update(obs[0], obs[1:])
