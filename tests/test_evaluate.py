@@ -283,3 +283,13 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, gpt2_folder, lla
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert not (tmp_path / "out" / "runs.jsonl").exists()
+
+
+def test_the_regression_check_shows_models_evaluated_in_both_sets_without_judging_them(gpt2_folder, tmp_path, capsys):
+    for side in ("a", "b"):
+        assert _eval(gpt2_folder, tmp_path / side, "--measure", "ce,bpb") == 0
+    capsys.readouterr()
+    argv = ["regression", "--baseline", str(tmp_path / "a"), "--candidate", str(tmp_path / "b"), "--format", "md"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "### Evaluated models in both sets" in text and "| tiny | ce |" in text and "| same |" in text

@@ -84,17 +84,29 @@ def cmd_compare(args) -> int:
 def cmd_regression(args) -> int:
     """Exit 1 on a significant regression of the candidate against the baseline (0 pass, 3 inconclusive under
     --strict)."""
+    from gapt_bench.results.analysis.evaluations import evaluation_changes
+
     check_regression_args(args)
+    base_evals: list[dict] = []
+    cand_evals: list[dict] = []
+    baseline, candidate = load_records(args.baseline, base_evals), load_records(args.candidate, cand_evals)
+    changes = evaluation_changes(base_evals, cand_evals)
+    if not baseline or not candidate:  # evaluations only: shown, nothing to test
+        if not changes["rows"]:
+            raise StoreError(
+                "no training runs to check and no model evaluated in both sets with the same settings; "
+                "point --baseline and --candidate at results of the same plan"
+            )
+        write_markdown(args.markdown, changes)
+        print_result(changes, args.format)
+        return 0
     res = analysis.regression(
-        load_records(args.baseline),
-        load_records(args.candidate),
-        tolerance=args.tolerance,
-        alpha=args.alpha,
-        min_n=args.min_n,
-        strict=args.strict,
+        baseline, candidate, tolerance=args.tolerance, alpha=args.alpha, min_n=args.min_n, strict=args.strict
     )
     write_markdown(args.markdown, res)
     print_result(res, args.format)
+    if changes["rows"]:
+        print_result(changes, args.format)
     return res["exit_code"]
 
 

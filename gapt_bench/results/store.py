@@ -162,6 +162,7 @@ def run_key(record: dict) -> tuple:
 def append_record(results: Path | str, record: dict[str, Any]) -> None:
     """Write one record: its own file in OUT/records (atomic rename: the commit point), then one line of runs.jsonl.
     On any write error nothing is left behind (the record file is removed again; the runs file is as it was)."""
+    record = {"kind": "training", **record}  # a record written without a kind is a training run, as in schema 1
     missing = [f for f in RECORD_FIELDS if f not in record]
     if missing:
         raise ValueError(f"record lacks fields {missing}")

@@ -129,3 +129,63 @@ def evaluation_tables(result: dict, include_layers: bool = False) -> list[Table]
             )
         )
     return tables
+
+
+def evaluation_changes(baseline: list[dict], candidate: list[dict]) -> dict[str, Any]:
+    """The "evaluation_changes" result: each model evaluated in both sets under the same settings (same label and
+    setup hash), metric by metric: baseline, candidate and the difference. One measurement per side, so no test
+    and no verdict: a change is shown, never judged (the regression check's exit code ignores it)."""
+    base = {(r.get("method"), r.get("setup_hash")): r for r in baseline}
+    rows = []
+    for r in candidate:
+        b = base.get((r.get("method"), r.get("setup_hash")))
+        if b is None:
+            continue
+        for metric in sorted(set(b.get("metrics") or {}) & set(r.get("metrics") or {})):
+            if metric.startswith(("mbe_layer_", "mbe_centered_layer_")) or metric.endswith(("_low", "_high")):
+                continue
+            x, y = b["metrics"][metric], r["metrics"][metric]
+            if not isinstance(x, (int, float)) or not isinstance(y, (int, float)):
+                continue
+            rows.append(
+                {
+                    "model": r.get("method"),
+                    "metric": metric,
+                    "baseline": x,
+                    "candidate": y,
+                    "delta": y - x,
+                    "same_weights": (b.get("config") or {}).get("model", {}).get("content_hash")
+                    == (r.get("config") or {}).get("model", {}).get("content_hash"),
+                }
+            )
+    return {"kind": "evaluation_changes", "rows": rows}
+
+
+def evaluation_change_tables(result: dict, include_layers: bool = False) -> list[Table]:
+    rows = [
+        {
+            "model": r["model"],
+            "metric": r["metric"],
+            "baseline": _num(r["baseline"]),
+            "candidate": _num(r["candidate"]),
+            "delta": f"{r['delta']:+.4g}",
+            "weights": "same" if r["same_weights"] else "changed",
+        }
+        for r in result["rows"]
+    ]
+    return [
+        Table(
+            "Evaluated models in both sets",
+            [
+                ("model", "model"),
+                ("metric", "metric"),
+                ("baseline", "baseline"),
+                ("candidate", "candidate"),
+                ("delta", "Δ"),
+                ("weights", "weights"),
+            ],
+            rows,
+            section_key="model",
+            caption="one measurement per side: changes are shown, not tested (no seeds); they do not set the exit code",
+        )
+    ]

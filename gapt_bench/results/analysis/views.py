@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from gapt_bench.results import stats
 from gapt_bench.results.analysis.duty import duty_text
-from gapt_bench.results.analysis.evaluations import evaluation_tables
+from gapt_bench.results.analysis.evaluations import evaluation_change_tables, evaluation_tables
 from gapt_bench.results.analysis.families import P_CLAIMS, P_REPORT
 from gapt_bench.results.analysis.groups import (
     is_layer_metric,
@@ -490,4 +490,5 @@ TABLES: dict[str, Callable[..., list[Table]]] = {
     "summary": summary_tables,
     "runs": runs_tables,
     "evaluations": evaluation_tables,
+    "evaluation_changes": evaluation_change_tables,
 }
