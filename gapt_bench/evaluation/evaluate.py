@@ -77,6 +77,11 @@ def evaluation_key(identity: dict, cfg: EvalConfig) -> tuple[str, str, str, int]
     return EVALUATION_TASK, identity["label"], _hash({"model": model_id, "settings": settings}), 0
 
 
+def _tokens_evaluated(summary: dict) -> int:
+    corpus = summary.get("corpus") or {}
+    return int(corpus.get("chunk_tokens") or corpus.get("rolling_tokens") or 0)
+
+
 def run_evaluation(
     model_args: ModelArgs,
     cfg: EvalConfig,
@@ -193,9 +198,7 @@ def run_evaluation(
         "status": "ok",
         "error": None,
         "n_params": loaded.identity["n_params"],
-        "tokens": int(
-            summary.get("corpus", {}).get("chunk_tokens") or summary.get("corpus", {}).get("rolling_tokens") or 0
-        ),
+        "tokens": _tokens_evaluated(summary),
         "steps": None,
         "stop_reason": None,
         "wall_time_s": round(wall, 3),

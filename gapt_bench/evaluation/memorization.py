@@ -111,9 +111,8 @@ def memorization_metrics(
         seed=seed,
         n_boot=n_boot,
     )
-    scores = report.get("scores", report)
-    for name, res in scores.items():
-        if not isinstance(res, dict):
+    for name, res in report.items():
+        if not isinstance(res, dict):  # the split sizes beside the per-score results
             continue
         for key, value in res.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -130,7 +129,7 @@ def memorization_metrics(
         "min_k_fraction": k,
         "calib_fraction": calib_fraction,
         "split_seed": seed,
-        "membership": {k2: v for k2, v in report.items() if k2 != "scores" and not isinstance(v, dict)},
+        "membership": {k2: v for k2, v in report.items() if not isinstance(v, dict)},
     }
     # per sequence: every score (higher = member) and the split it fell in, so AUCs and ROCs can be recomputed
     split = calibration_split(len(m_rows), len(n_rows), calib_fraction, seed)
