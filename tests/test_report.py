@@ -331,8 +331,11 @@ def test_gate_incompatible_exit_2():
     assert code == 2 and any("weight" in r["note"] for r in rows if r["verdict"] == "INCOMPATIBLE")
     schema = copy.deepcopy(base)
     for r in schema:
-        r["schema_version"] = 2
+        r["schema_version"] = 3  # a schema whose metrics may mean something else
     assert gate_rows(base, schema)[1] == 2
+    for r in schema:  # schema 2 only added `kind`: a training record's metrics mean what they meant in 1
+        r["schema_version"], r["kind"] = 2, "training"
+    assert gate_rows(base, schema)[1] == 0
 
 
 def test_compare_two_result_sets():

@@ -61,6 +61,18 @@ from gapt_bench.data.files import DiskFullError, StoreError, write_error  # noqa
 # training run (schema 1).
 SCHEMA_VERSION = 2
 KINDS = ("training", "evaluation")
+# What a training record's metrics mean changed with none of these versions: schema 2 only added `kind`. Records
+# whose versions map to the same measurement version compare (the regression check); others are INCOMPATIBLE.
+MEASUREMENT_VERSION = {1: 1, 2: 1}
+
+
+def measurement_version(schema_version: Any) -> Any:
+    """The version of what a record's metrics mean (unknown versions stand for themselves)."""
+    return (
+        MEASUREMENT_VERSION.get(schema_version, schema_version) if isinstance(schema_version, int) else schema_version
+    )
+
+
 RUNS_FILE = "runs.jsonl"
 RECORDS_DIR = "records"  # one <run_id>.json per record, written by atomic rename (see the module docstring)
 FINISHED = ("ok", "diverged")  # terminal and deterministic: never trained again

@@ -3,7 +3,8 @@ regression check `regression` (one-sided, tolerance and significance, with an ex
 
 Matching. Groups pair up when task, method, task_version and config_hash agree (seeds excluded). A candidate
 group that matches none is INCOMPATIBLE when the baseline holds an unmatched group of the same task and method (a
-different version or config), else NEW; the same schema_version is required too. A baseline group that nothing
+different version or config), else NEW; the same measurement version is required too (schema versions that only
+changed the record's envelope, e.g. 1 and 2, compare: `store.MEASUREMENT_VERSION`). A baseline group that nothing
 matched or named is MISSING.
 Comparing nothing at all is an error, never a pass.
 
@@ -32,6 +33,7 @@ from gapt_bench.results.analysis.groups import (
     metric_sort_key,
     pair_by_seed,
 )
+from gapt_bench.results.store import measurement_version
 
 UNKNOWN_MACHINE = "unknown"
 
@@ -95,7 +97,9 @@ def _match(base: list[Group], cand: list[Group]) -> tuple[list[tuple[Group, Grou
                 unmatched_c.append(c)
                 continue
             matched_b.add(id(b))
-            if b.schema_versions != c.schema_versions:
+            if {measurement_version(v) for v in b.schema_versions} != {
+                measurement_version(v) for v in c.schema_versions
+            }:
                 rows.append(
                     _status_row(
                         c,
