@@ -25,12 +25,12 @@ THRESHOLD_RULES = ("balanced_accuracy", "f1", "median")
 
 
 # -- ----------------------------------------------------------------------------------------
-def _losses(values: Any, name: str) -> np.ndarray:
+def _losses(values: Any, name: str, what: str = "losses") -> np.ndarray:
     x = np.asarray(values, dtype=np.float64)
     if x.ndim != 1 or x.size == 0:
         raise ValueError(f"{name} must be a non-empty 1-D array, got shape {x.shape}")
     if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name} contains non-finite losses")
+        raise ValueError(f"{name} contains non-finite {what}")
     return x
 
 
@@ -304,12 +304,7 @@ def attack_scores(
 
 
 def _scores(values: Any, name: str) -> np.ndarray:
-    x = np.asarray(values, dtype=np.float64)
-    if x.ndim != 1 or x.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name} contains non-finite scores")
-    return x
+    return _losses(values, name, "scores")
 
 
 def _auc_rows(member: np.ndarray, nonmember: np.ndarray) -> np.ndarray:
