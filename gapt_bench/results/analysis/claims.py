@@ -54,9 +54,10 @@ def claim_verdict(
     - "replicates": significant after Holm, same sign as the claim, the CI reaches the claimed magnitude
       (contains it or lies beyond it) and excludes no effect.
     - "opposite effect": significant, with the opposite sign.
+    - "smaller effect": significant, same sign, the CI excludes 0 but stops short of the claimed magnitude: real,
+      smaller (also when it lies within the equivalence margin: a significant effect is not "no effect").
     - "no effect": the 90% CI lies within +-margin * |claimed| (equivalence by two one-sided tests at alpha 0.05;
       a margin set before the runs, not the MDE of an underpowered run), so the claimed effect is ruled out.
-    - "smaller effect": significant, same sign, but the CI stops short of the claimed magnitude: real, smaller.
     - "smaller or none": not significant, and the CI stops short of the claim: the claimed size is ruled out, but
       the run shows neither a smaller effect nor equivalence.
     - "inconclusive": otherwise (no test possible, or a CI wide enough to hold both 0 and the claim).
@@ -77,6 +78,8 @@ def claim_verdict(
     holds_zero = lo <= 0 <= hi
     if reaches and significant and not holds_zero:
         return "replicates", "significant, CI reaches the claim"
+    if not reaches and significant and not holds_zero:  # real and smaller, even where also within the margin
+        return "smaller effect", "significant, but the CI stops short of the claimed effect"
     if equivalent:
         return "no effect", f"90% CI within ±{bound:.3g} ({margin:g} × the claim): equivalent to no effect"
     if not reaches:
