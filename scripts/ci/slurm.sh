@@ -4,11 +4,12 @@
 # runs the slurm tests against it, and stops exactly the daemons it started (their pid files) whatever happens.
 # Run from .ci/run after the venv is made; PYTEST overrides the pytest to use (default .venv/bin/pytest).
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 pytest="${PYTEST:-.venv/bin/pytest}"
 dir="$(mktemp -d "${TMPDIR:-/tmp}/gapt-bench-slurm-ci.XXXXXX")" \
   || { echo "ci: cannot create a folder for Slurm's files" >&2; exit 1; }
 keep=""
+# shellcheck disable=SC2329  # invoked by the EXIT trap below
 cleanup() {
   if ! scripts/slurm-up down --dir "$dir" >>"$dir/slurm-up.log" 2>&1; then
     echo "ci: scripts/slurm-up down failed; its daemons' pid files and logs are in $dir" >&2
