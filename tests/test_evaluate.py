@@ -249,7 +249,16 @@ def test_a_pickled_payload_is_refused_and_never_executed(gpt2_folder, tmp_path, 
 
 @pytest.mark.parametrize(
     "case",
-    ["not_a_model", "no_tokenizer", "tokenizer_mismatch", "short_corpus", "overlap", "bad_measure", "bad_args"],
+    [
+        "not_a_model",
+        "no_tokenizer",
+        "tokenizer_mismatch",
+        "short_corpus",
+        "overlap",
+        "bad_measure",
+        "bad_args",
+        "longer_than_context",
+    ],
 )
 def test_bad_input_is_one_line_exit_2_and_nothing_written(case, gpt2_folder, llama_folder, tmp_path, capsys):
     folder, extra, model_args = gpt2_folder, [], ""
@@ -279,6 +288,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, gpt2_folder, lla
         extra = ["--measure", "ce,perplexity"]
     elif case == "bad_args":
         model_args = "dtype=float8"
+    elif case == "longer_than_context":  # the tiny GPT-2 has 64 positions
+        extra = ["--seq-len", "128"]
     assert _eval(folder, tmp_path / "out", *extra, model_args=model_args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err

@@ -29,6 +29,8 @@ def _config(args):
             raise UsageError(f"{flag} must be >= {low}, got {value}")
     if not 0 < args.min_k <= 1:
         raise UsageError(f"--min-k must lie in (0, 1], got {args.min_k}")
+    if not 0 < args.val_fraction < 1:
+        raise UsageError(f"--val-fraction must lie in (0, 1), got {args.val_fraction}")
     if not 0 < args.calib_fraction < 1:
         raise UsageError(f"--calib-fraction must lie in (0, 1), got {args.calib_fraction}")
     try:
@@ -38,7 +40,9 @@ def _config(args):
     reference = None
     if args.reference_args:
         try:
-            reference = vars(parse_model_args(args.reference_args, "--reference-args"))
+            parsed = vars(parse_model_args(args.reference_args, "--reference-args"))
+            given = {part.split("=", 1)[0].strip() for part in args.reference_args.split(",")}
+            reference = {k: v for k, v in parsed.items() if k in given}  # device, dtype: the model's unless given
         except ModelError as e:
             raise UsageError(str(e)) from None
     return EvalConfig(
@@ -46,6 +50,7 @@ def _config(args):
         data=args.data,
         data_name=args.data_name,
         split=args.split,
+        val_fraction=args.val_fraction,
         seq_len=args.seq_len,
         batch_size=args.batch_size,
         max_tokens=args.max_tokens,

@@ -251,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("val", "train", "all"),
         help="the suite's document split (val: what suite runs never train on; default val)",
     )
+    ev.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="share of documents that are validation candidates in the split (a run's data.val_fraction; default 0.1)",
+    )
     ev.add_argument("--seq-len", type=int, default=256, help="tokens per window (default 256)")
     ev.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
     ev.add_argument("--max-tokens", type=int, default=65_536, help="corpus tokens to evaluate (default 65536)")

@@ -15,7 +15,9 @@ import datetime as dt
 import hashlib
 import json
 import re
+import shutil
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +38,7 @@ class EvalConfig:
     data: str = "offline"  # as `run`'s data.source: offline, a local parquet/jsonl file or folder, a hub id
     data_name: str | None = None
     split: str = "val"  # all | train | val: the suite's keyed-hash document split (val: what runs never train on)
-    val_fraction: float = 0.1
+    val_fraction: float = 0.1  # the split's share of validation candidates (a run's data.val_fraction)
     seq_len: int = 256
     batch_size: int = 8
     max_tokens: int = 65_536
@@ -71,10 +73,16 @@ def _hash(d: dict) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def evaluation_key(identity: dict, cfg: EvalConfig) -> tuple[str, str, str, int]:
+_IDENTITY_KEYS = ("pretrained", "revision", "content_hash", "dtype", "tokenizer")
+
+
+def evaluation_key(identity: dict, cfg: EvalConfig, reference: dict | None = None) -> tuple[str, str, str, int]:
+    """(task, method, config_hash, seed) of an evaluation: the model's and the reference's identity and every
+    setting (the same model measured alike has the same key, so `--resume` skips it)."""
     settings = dataclasses.asdict(cfg)
-    model_id = {k: identity.get(k) for k in ("pretrained", "revision", "content_hash", "dtype", "tokenizer")}
-    return EVALUATION_TASK, identity["label"], _hash({"model": model_id, "settings": settings}), 0
+    model_id = {k: identity.get(k) for k in _IDENTITY_KEYS}
+    ref_id = {k: reference.get(k) for k in _IDENTITY_KEYS} if reference else None
+    return EVALUATION_TASK, identity["label"], _hash({"model": model_id, "reference": ref_id, "settings": settings}), 0
 
 
 def _tokens_evaluated(summary: dict) -> int:
@@ -110,20 +118,30 @@ def run_evaluation(
                 f"membership is undefined for them: remove them from one file"
             )
     loaded = load_model(model_args)
-    key = evaluation_key(loaded.identity, cfg)
-    if resume and key in finished_keys(out):
-        return None, f"{loaded.label}: already evaluated with these settings in {out} (skipped under --resume)"
-    reference = None
+    context = loaded.identity.get("context_length")
+    for flag, length in (("--seq-len", cfg.seq_len), ("--member-tokens", cfg.member_tokens)):
+        used = flag == "--seq-len" and any(m in cfg.measures for m in ("ce", "bpb", "mbe"))
+        used = used or (flag == "--member-tokens" and "memorization" in cfg.measures)
+        if used and context is not None and length > context:
+            raise ModelError(
+                f"{flag} {length} is longer than the model's context ({context} tokens); pass {flag} <= {context}"
+            )
+    reference = ref_identity = None
     if cfg.reference is not None and "memorization" in cfg.measures:
-        ref = load_model(ModelArgs(**cfg.reference), role="reference")
+        ref_args = {"device": model_args.device, "dtype": model_args.dtype, **cfg.reference}
+        ref = load_model(ModelArgs(**ref_args), role="reference")
+        ref_identity = ref.identity
         if ref.tokenizer.get_vocab() != loaded.tokenizer.get_vocab():
             raise ModelError(
                 "the reference model's tokenizer differs from the model's; unintended memorization compares code "
                 "lengths of the same tokens: pass a reference trained with the same tokenizer"
             )
         reference = ref.model
+    key = evaluation_key(loaded.identity, cfg, ref_identity)
+    if resume and key in finished_keys(out):
+        return None, f"{loaded.label}: already evaluated with these settings in {out} (skipped under --resume)"
     metrics: dict[str, float] = {}
-    summary: dict[str, Any] = {"model": loaded.identity}
+    summary: dict[str, Any] = {"model": loaded.identity, "reference": ref_identity}
     samples: list[dict] = []
     language = [m for m in cfg.measures if m in ("ce", "bpb", "mbe")]
     if language:
@@ -177,7 +195,7 @@ def run_evaluation(
             progress("memorization", 1, 1)
     wall = time.perf_counter() - t0
     task, label, config_hash, seed = key
-    run_id = f"eval-{re.sub(r'[^A-Za-z0-9_.-]+', '_', label)[:40]}-{config_hash[:8]}"
+    run_id = f"eval-{re.sub(r'[^A-Za-z0-9_.-]+', '_', label)[:40]}-{config_hash[:8]}-{uuid.uuid4().hex[:6]}"
     settings = dataclasses.asdict(cfg)
     record = {
         "schema_version": SCHEMA_VERSION,
@@ -188,7 +206,7 @@ def run_evaluation(
         "method": label,
         "seed": seed,
         "preset": "eval",
-        "config": {"model": loaded.identity, "evaluation": settings},
+        "config": {"model": loaded.identity, "reference": ref_identity, "evaluation": settings},
         "config_hash": config_hash,
         "setup_hash": _hash(settings),
         "metrics": metrics,
@@ -209,11 +227,15 @@ def run_evaluation(
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     run_dir = out / "runs" / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(record["config"], indent=2, default=str) + "\n")
-    if log_samples:
-        with open(run_dir / "samples.jsonl", "w", encoding="utf-8") as f:
-            for row in samples:
-                f.write(json.dumps(row) + "\n")
-    append_record(out, record)
+    try:  # the folder first, the record last (the commit point); a failure in between leaves neither
+        run_dir.mkdir(parents=True, exist_ok=False)
+        (run_dir / "config.json").write_text(json.dumps(record["config"], indent=2, default=str) + "\n")
+        if log_samples:
+            with open(run_dir / "samples.jsonl", "w", encoding="utf-8") as f:
+                for row in samples:
+                    f.write(json.dumps(row) + "\n")
+        append_record(out, record)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     return record, f"{label}: evaluated in {wall:.1f} s -> {out}/runs.jsonl"

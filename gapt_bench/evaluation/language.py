@@ -35,7 +35,8 @@ class Documents:
 
 
 def take_documents(texts: Any, tokenizer: Any, max_tokens: int, batch: int = 64) -> Documents:
-    """Whole documents, in order, until their tokens plus one EOS each reach `max_tokens + 1`."""
+    """Whole documents, in order, until their tokens plus one EOS each reach `max_tokens` (the token cache's rule
+    for a run's validation split: `data/token_cache.py`)."""
     out_texts: list[str] = []
     out_ids: list[list[int]] = []
     total, pending = 0, []
@@ -47,7 +48,7 @@ def take_documents(texts: Any, tokenizer: Any, max_tokens: int, batch: int = 64)
             out_texts.append(text)
             out_ids.append(list(ids))
             total += len(ids) + 1
-            if total >= max_tokens + 1:
+            if total >= max_tokens:
                 return True
         pending.clear()
         return False
@@ -107,10 +108,15 @@ def language_metrics(
     summary: dict[str, Any] = {"documents": len(docs.texts), "bytes": docs.n_bytes, "seq_len": seq_len}
     samples: list[dict] = []
     eos = tokenizer.eos_token_id
+    # lm-eval's first context token: BOS where the tokenizer has one, else EOS (the suite's tokenizers: EOT both)
+    prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos
     rows: list[tuple[list[int], list[int], int, int]] = []  # inputs, targets, targets scored, document
     if windowing in ("rolling", "both"):
         for d, ids in enumerate(docs.ids):
-            rows += [(x, y, k, d) for x, y, k in rolling_windows(ids, eos, seq_len)]
+            rows += [(x, y, k, d) for x, y, k in rolling_windows(ids, prefix, seq_len)]
+        if not rows:
+            raise ValueError("the corpus has no tokens to score; pass a corpus with text (--data, --split)")
+        summary["rolling_prefix_id"] = prefix
     stream = chunk_stream(docs, eos, max_tokens) if windowing in ("chunks", "both") or mbe else None
     n_chunks = (len(stream) - 1) // seq_len if stream is not None else 0
     if stream is not None and n_chunks < 1:
@@ -134,7 +140,10 @@ def language_metrics(
                 w = np.arange(i, min(i + batch_size, chunk_work))
                 block = torch.from_numpy(stream[w[:, None] * seq_len + np.arange(seq_len + 1)[None, :]]).to(device)
                 x, y = block[:, :-1], block[:, 1:]
-                logits, hidden = forward_with_hidden(model, x)
+                if bool((w < n_mbe).any()):
+                    logits, hidden = forward_with_hidden(model, x)
+                else:  # CE only: any causal LM, whether or not its blocks can be found
+                    logits, hidden = model(input_ids=x, use_cache=False).logits, []
                 per_row = _cross_entropy_rows(logits, y)
                 nll += float(per_row.sum())
                 n_tgt += y.numel()

@@ -83,9 +83,11 @@ def _weight_files(folder: Path) -> list[Path]:
 
 
 def content_hash(folder: Path) -> str:
-    """SHA-256 (16 hex) over the names and bytes of a folder's weight files: the same weights, the same hash."""
+    """SHA-256 (16 hex) over the names and bytes of a folder's weight, config and tokenizer files: the same model,
+    the same hash (a changed config or tokenizer is another model)."""
     h = hashlib.sha256()
-    for path in _weight_files(folder):
+    extra = [folder / n for n in ("config.json", *TOKENIZER_FILES, "merges.txt") if (folder / n).is_file()]
+    for path in sorted({*_weight_files(folder), *extra}):
         h.update(path.name.encode())
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -111,7 +113,7 @@ def check_folder(folder: Path) -> None:
     for path in weights:
         try:
             torch.load(path, map_location="meta", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, AttributeError, ValueError) as e:
+        except (pickle.UnpicklingError, RuntimeError, AttributeError, ValueError, EOFError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelError(
                 f"{path} is not a plain tensor file (torch.load(weights_only=True) refused it: {first[:120]}); "
@@ -181,12 +183,22 @@ def load_model(args: ModelArgs, *, role: str = "model") -> LoadedModel:
         "architecture": type(model).__name__,
         "n_params": params,
         "n_layer": getattr(model.config, "num_hidden_layers", None),
+        "context_length": context_length(model.config),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "device": args.device,
         "tokenizer": tok_source if args.tokenizer else "own",
         "vocab_size": len(tokenizer),
     }
     return LoadedModel(model, tokenizer, identity)
+
+
+def context_length(config: Any) -> int | None:
+    """The longest sequence the model was built for (learned positions) or trained at (rotary), if the config says."""
+    for name in ("n_positions", "max_position_embeddings", "n_ctx", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def _folder_label(folder: Path) -> str:

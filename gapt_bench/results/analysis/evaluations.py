@@ -154,11 +154,17 @@ def evaluation_changes(baseline: list[dict], candidate: list[dict]) -> dict[str,
                     "baseline": x,
                     "candidate": y,
                     "delta": y - x,
-                    "same_weights": (b.get("config") or {}).get("model", {}).get("content_hash")
-                    == (r.get("config") or {}).get("model", {}).get("content_hash"),
+                    "same_weights": _same_model(b, r),
                 }
             )
     return {"kind": "evaluation_changes", "rows": rows}
+
+
+def _same_model(a: dict, b: dict) -> bool | None:
+    """Whether two evaluations measured the same files (None: unknown, e.g. a hub model without a content hash)."""
+    ha = ((a.get("config") or {}).get("model") or {}).get("content_hash")
+    hb = ((b.get("config") or {}).get("model") or {}).get("content_hash")
+    return None if ha is None or hb is None else ha == hb
 
 
 def evaluation_change_tables(result: dict, include_layers: bool = False) -> list[Table]:
@@ -169,7 +175,7 @@ def evaluation_change_tables(result: dict, include_layers: bool = False) -> list
             "baseline": _num(r["baseline"]),
             "candidate": _num(r["candidate"]),
             "delta": f"{r['delta']:+.4g}",
-            "weights": "same" if r["same_weights"] else "changed",
+            "weights": {True: "same", False: "changed", None: "unknown"}[r["same_weights"]],
         }
         for r in result["rows"]
     ]
