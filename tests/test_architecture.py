@@ -137,3 +137,17 @@ def test_the_checks_see_function_level_and_type_checking_imports(tmp_path):
     tree = ast.parse(text)
     seen = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert seen == {"gapt_bench.cli", "gapt_bench.results"}
+
+
+def test_the_package_root_and_the_cli_start_without_torch():
+    """`import gapt_bench` (its public names load lazily) and the CLI's parser stay light: no torch, no
+    transformers until a verb needs them (`gapt-bench --help` in well under a second)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, importlib, gapt_bench; importlib.import_module('gapt_bench.cli.main').build_parser(); "
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -15,7 +15,6 @@ from gapt_bench.results.analysis.claims import paper_table
 from gapt_bench.results.analysis.common import ReportError, clean, unique
 from gapt_bench.results.analysis.groups import controls_by_method, method_order
 from gapt_bench.results.analysis.leaderboard import leaderboard
-from gapt_bench.results.analysis.task_analyses import report_with_analyses
 
 MAX_SETUPS = 2  # a task with more setups than this is condensed to one line per (method, metric)
 
@@ -91,6 +90,8 @@ def summary(records: Sequence[dict], reference: str = "baseline", *, results: st
         raise ReportError("no run records to summarise; run `gapt-bench run` first or point at a results folder")
     reference, note = pick_reference(records, reference)
     notes = [note] if note else []
+    from gapt_bench.results.analysis.task_analyses import report_with_analyses  # the tasks (torch): when used
+
     rep, _ = report_with_analyses(records, reference)
     tasks = []
     for task in sorted({r["task"] for r in records}):
