@@ -52,11 +52,14 @@ def memorization_metrics(
     n_boot: int = 1000,
 ) -> tuple[dict[str, float], dict[str, Any], list[dict]]:
     """(metrics, summary, samples): see the module docstring. Raises OverlapError / ValueError on bad sets."""
-    import zlib
-
     import torch
 
-    from gapt_bench.measures.membership import attack_scores, calibration_split, membership_scores_report
+    from gapt_bench.measures.membership import (
+        attack_scores,
+        calibration_split,
+        membership_scores_report,
+        zlib_length,
+    )
     from gapt_bench.measures.memorization import (
         rows_in,
         sequence_scores,
@@ -95,8 +98,8 @@ def memorization_metrics(
         mem = unintended_memorization(bits_m, ref_bits)
         metrics["unintended_memorization_bits"] = float(mem.sum())
         metrics["unintended_memorization_bits_per_seq"] = float(mem.mean())
-    zlib_m = np.asarray([len(zlib.compress(t.encode("utf-8"))) for t in m_texts], dtype=np.float64)
-    zlib_n = np.asarray([len(zlib.compress(t.encode("utf-8"))) for t in n_texts], dtype=np.float64)
+    zlib_m = np.asarray([zlib_length(t) for t in m_texts], dtype=np.float64)
+    zlib_n = np.asarray([zlib_length(t) for t in n_texts], dtype=np.float64)
     for p in prefixes:
         metrics[f"extraction_rate_p{p}"] = float(hits[p].mean())
     report = membership_scores_report(
