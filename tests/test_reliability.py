@@ -619,3 +619,16 @@ def test_a_full_disk_says_so_in_one_line_and_leaves_no_debris(tiny_disk):
     for state in out.glob("runs/*/state.json"):  # a folder left "running" must be resumable
         if json.loads(state.read_text())["status"] == "running":
             assert (state.parent / "checkpoint.pt").exists()
+
+
+def test_a_control_whose_reference_diverged_leaves_no_record_and_the_command_fails(tmp_path, capsys):
+    # gapt diverges in wave 1; its matched periodic control has no schedule to copy: it is not run and not recorded
+    # as failed (a later --resume is refused by the plan check with the reason, rather than training it blind)
+    args = ["run", *SMALL, "--methods", "gapt,periodic", "--seeds", "0", "--set", "train.diverge_grad_norm=1e-12"]
+    code = cli.main([*args, "--out", str(tmp_path)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "periodic seed 0 not run: the gapt run it is matched to has no ok record" in err
+    assert [(r["method"], r["status"]) for r in read_records(tmp_path)] == [("gapt", "diverged")]
+    assert cli.main([*args, "--out", str(tmp_path), "--resume"]) == 2
+    assert "recorded as diverged" in capsys.readouterr().err

@@ -28,7 +28,7 @@ from gapt_bench.launch.execute import (
 )
 from gapt_bench.launch.plan import reference_config, run_key
 from gapt_bench.launch.plugins import included, load_plugins
-from gapt_bench.results.store import finished_keys
+from gapt_bench.results.store import finished_keys, ok_keys
 
 
 def _die_with_parent(parent: int) -> None:
@@ -140,9 +140,11 @@ def run_plan(
         workers = 1
     # Two waves: matched controls run after every run they could copy has finished.
     waves = [[c for c in todo if reference_config(c) is None], [c for c in todo if reference_config(c) is not None]]
-    for wave in waves:
+    for number, wave in enumerate(waves):
         if _STOP["flag"] or not wave:
             continue
+        if number == 1:
+            wave = _controls_with_reference(wave, out, outcomes, on_done)
         if workers <= 1:
             for cfg in wave:
                 if _STOP["flag"]:
@@ -158,6 +160,30 @@ def run_plan(
         else:
             outcomes += _run_pool(wave, out, workers, checkpoint_every, resume, on_done, on_progress)
     return outcomes
+
+
+def _controls_with_reference(wave: list[RunConfig], out: Path, outcomes: list, on_done) -> list[RunConfig]:
+    """The matched controls whose reference run is recorded ok; the others are not run and leave no record (an
+    error outcome, so the sweep exits non-zero): their reference failed or never finished, and `--resume` runs them
+    once it has, instead of a failed record per control."""
+    ok = ok_keys(out)
+    ready = []
+    for cfg in wave:
+        ref = reference_config(cfg)
+        if ref is None or run_key(ref) in ok:
+            ready.append(cfg)
+            continue
+        o = RunOutcome(
+            None,
+            error=True,
+            message=f"{cfg.task} {cfg.method} seed {cfg.seed} not run: the {ref.method} run it is matched to has no "
+            f"ok record in {out} (it diverged, failed or was stopped); it runs once that run is recorded ok, or set "
+            f"{cfg.method}.match=none",
+        )
+        outcomes.append(o)
+        if on_done:
+            on_done(cfg, o)
+    return ready
 
 
 def _forward_progress(queue, todo: list[RunConfig], on_progress, stop: threading.Event) -> None:
