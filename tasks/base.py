@@ -192,6 +192,16 @@ class Task:
     def run(self, method_cls: type, ctx: RunContext) -> TaskResult:
         raise NotImplementedError
 
+    # A task that can train several seeds of one config as one batched model sets this and implements run_group.
+    batchable: ClassVar[bool] = False
+
+    def run_group(self, method_cls: type, cfgs: Sequence[RunConfig], ctxs: Sequence[RunContext]) -> list[TaskResult]:
+        """Train runs whose configs differ only in the seed as one batched model (self.cfg is cfgs[0]); one
+        TaskResult per run, each what that run trained alone gives (same data order, initialisation, method
+        decisions and metrics, up to float rounding), and each run's curve in its own ctx. Raise on anything that
+        would make a member differ from its lone run (e.g. Diverged): the launcher then runs every member alone."""
+        raise NotImplementedError
+
     def make_method(self, method_cls: type, n_layer: int, ctx: RunContext):
         """The method of this run; a matched control receives the summary of the run it copies (ctx.matched)."""
         return method_cls(self.cfg, n_layer, matched=ctx.matched)

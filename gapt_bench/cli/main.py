@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         "for `gapt-bench eval`; = --set train.save_model=true)",
     )
     r.add_argument(
+        "--no-batch",
+        action="store_true",
+        help="train every run alone (default: the seeds of a task that supports it, today the forgetting MLP, train "
+        "as one batched model on CPU; = --set train.batched=false)",
+    )
+    r.add_argument(
         "--no-progress", action="store_true", help="no live display or periodic lines: one line per finished run"
     )
     r.add_argument("--quiet", action="store_true", help="no progress at all; only the summary (and errors)")

@@ -30,6 +30,8 @@ def cmd_run(args) -> int:
         raise UsageError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
     if getattr(args, "save_model", False):
         args.overrides = [*args.overrides, "train.save_model=true"]
+    if getattr(args, "no_batch", False):
+        args.overrides = [*args.overrides, "train.batched=false"]
     try:
         given = {
             name: getattr(args, name)

@@ -95,6 +95,9 @@ class TrainConfig:
         False, "save the trained model in the run folder (runs/<id>/model/: a transformers folder, safetensors)"
     )
     eval_every: int = opt(0, "steps between task checks on training-side data (0 = end only)", min=0)
+    batched: bool = opt(
+        True, "train this run with the other seeds of its config as one batched model where the task supports it"
+    )
 
 
 @dataclass
@@ -196,7 +199,7 @@ METHOD_SECTIONS = ("reg", "gapt", "periodic")
 # Measured alongside training, never changing it (gradient alignment uses autograd.grad): in no hash.
 DIAGNOSTIC_SECTIONS = ("align",)
 # Execution-only fields: they change how fast a run goes or what it leaves on disk, not what it measures.
-EXECUTION_FIELDS = {"train": ("threads", "log_every", "compile", "fused", "save_model")}
+EXECUTION_FIELDS = {"train": ("threads", "log_every", "compile", "fused", "save_model", "batched")}
 
 
 @dataclass

@@ -152,18 +152,24 @@ def _claim(cfg: RunConfig, out: Path):
     return None, claim
 
 
-def _execute_claimed(cfg, out, dist, checkpoint_every, resume, progress, quiet) -> RunOutcome:
+@dataclass
+class _OpenRun:
+    """A claimed run with its folder, log and context, before training."""
+
+    run_dir: Path
+    created: bool
+    logger: Any
+    ctx: Any
+    started: dt.datetime
+    t0: float
+
+
+def _open_run(cfg, out, dist, checkpoint_every, resume, progress, quiet) -> _OpenRun:
+    """The run's folder (new, or the unfinished one to resume), log and RunContext."""
     import torch
 
-    from gapt_bench.launch import environment as envmod
     from gapt_bench.training import distributed
-    from gapt_bench.training.runtime import (
-        CheckpointError,
-        Diverged,
-        Interrupted,
-        RunContext,
-        resolve_device,
-    )
+    from gapt_bench.training.runtime import RunContext, resolve_device
 
     torch.set_num_threads(cfg.train.threads)
     # DDP (torchrun): rank 0 alone creates and writes the run folder; the others learn its path by broadcast.
@@ -183,10 +189,7 @@ def _execute_claimed(cfg, out, dist, checkpoint_every, resume, progress, quiet) 
                 raise
     if dist.enabled:
         run_dir, resuming = distributed.broadcast_object((run_dir, resuming))
-    run_id = run_dir.name
     logger = _RunLog(run_dir / "log.txt" if dist.is_main else None, echo=not quiet and dist.is_main)
-    log = logger.write
-
     device = resolve_device(cfg.train.device, dist.local_rank if dist.enabled else None)
     ctx = RunContext(
         run_dir=run_dir,
@@ -195,19 +198,36 @@ def _execute_claimed(cfg, out, dist, checkpoint_every, resume, progress, quiet) 
         resume=resuming,
         progress=progress,
         stop_requested=lambda: _STOP["flag"],
-        log=log,
+        log=logger.write,
         rank=dist.rank,
         world_size=dist.world_size,
     )
-    task_cls, method_cls = TASKS.get(cfg.task), METHODS.get(cfg.method)
-    started = dt.datetime.now(dt.timezone.utc)
-    t0 = time.perf_counter()
     ranks = f", world_size={dist.world_size}" if dist.enabled else ""
-    log(f"start {run_id} on {device} (resume={resuming}{ranks})")
+    logger.write(f"start {run_dir.name} on {device} (resume={resuming}{ranks})")
+    return _OpenRun(run_dir, created, logger, ctx, dt.datetime.now(dt.timezone.utc), time.perf_counter())
+
+
+def _execute_claimed(cfg, out, dist, checkpoint_every, resume, progress, quiet) -> RunOutcome:
+    run = _open_run(cfg, out, dist, checkpoint_every, resume, progress, quiet)
+
+    def train():
+        run.ctx.matched = matched_summary(cfg, out)
+        return TASKS.get(cfg.task)(cfg).run(METHODS.get(cfg.method), run.ctx)
+
+    return _finish_run(cfg, out, dist, run, train)
+
+
+def _finish_run(cfg, out, dist, run: _OpenRun, train: Callable[[], Any], wall: float | None = None) -> RunOutcome:
+    """Train (`train()` returns the TaskResult), then write the record; a diverged or failed run is recorded, an
+    interrupted one is not. `wall`: the run's share of a batched group's time (default: this call's)."""
+    from gapt_bench.launch import environment as envmod
+    from gapt_bench.training import distributed
+    from gapt_bench.training.runtime import CheckpointError, Diverged, Interrupted
+
+    run_dir, logger, log, run_id = run.run_dir, run.logger, run.logger.write, run.run_dir.name
     status, error, result = "ok", None, None
     try:
-        ctx.matched = matched_summary(cfg, out)
-        result = task_cls(cfg).run(method_cls, ctx)
+        result = train()
     except Interrupted as e:
         log(str(e))
         logger.close()
@@ -229,21 +249,24 @@ def _execute_claimed(cfg, out, dist, checkpoint_every, resume, progress, quiet) 
             log(traceback.format_exc())
         else:
             logger.close()
-            _clean_after_disk_full(run_dir, created)
+            _clean_after_disk_full(run_dir, run.created)
             raise DiskFullError(
                 f"disk full while training {run_id} (in {out}); free space, then rerun the same command with --resume"
             ) from e
     except Exception as e:  # a failed run is recorded, the sweep goes on
         status, error = "failed", {"message": f"{type(e).__name__}: {e}"}
         log(traceback.format_exc())
-    wall = time.perf_counter() - t0
-    record = _make_record(cfg, task_cls, run_id, status, error, result, wall, started, envmod.capture(device))
+    wall = time.perf_counter() - run.t0 if wall is None else wall
+    task_cls = TASKS.get(cfg.task)
+    record = _make_record(
+        cfg, task_cls, run_id, status, error, result, wall, run.started, envmod.capture(run.ctx.device)
+    )
     if dist.is_main:
         try:
             append_record(out, record)
         except DiskFullError:
             logger.close()
-            _clean_after_disk_full(run_dir, created)
+            _clean_after_disk_full(run_dir, run.created)
             raise
         _write_state(run_dir, cfg, "done")
         (run_dir / CHECKPOINT).unlink(missing_ok=True)
@@ -251,6 +274,76 @@ def _execute_claimed(cfg, out, dist, checkpoint_every, resume, progress, quiet) 
         logger.close()
     distributed.barrier(long=True)  # DDP: the record exists before any rank moves on
     return RunOutcome(record)
+
+
+def execute_group(
+    cfgs: list[RunConfig],
+    out: Path,
+    *,
+    checkpoint_every: int = 0,
+    resume: bool = False,
+    progress: list[Callable[..., None] | None] | None = None,
+    quiet: bool = True,
+) -> list[RunOutcome]:
+    """Train runs that differ only in their seed as one batched model (`Task.run_group`; see
+    `gapt_bench.launch.plan.batch_groups`), each with its own folder, curve, log and record, as if run alone; a
+    record's `summary.batch_members` says how many trained together and its wall time is its share of the group's.
+    Finished or elsewhere-claimed members are skipped. When the group cannot train as one (a member diverges, a
+    matched control has no reference, any error) its folders are removed and every member runs alone, so what is
+    recorded is what separate runs record."""
+    from gapt_bench.training import distributed
+
+    dist = distributed.setup()
+    progress = progress or [None] * len(cfgs)
+    outcomes: list[RunOutcome | None] = [None] * len(cfgs)
+    claims, members = [], []
+    try:
+        for i, cfg in enumerate(cfgs):
+            decision, claim = _claim(cfg, out)
+            if decision is not None:
+                outcomes[i] = decision
+            else:
+                claims.append(claim)
+                members.append(i)
+        alone = len(members) < 2 or dist.enabled or any(resume and find_unfinished(out, cfgs[i]) for i in members)
+        if not alone:
+            outcomes_group = _train_group([cfgs[i] for i in members], out, dist, [progress[i] for i in members])
+            if outcomes_group is not None:
+                for i, o in zip(members, outcomes_group):
+                    outcomes[i] = o
+                members = []
+        for i in members:  # alone: a group of one, a resumed member, or a group that could not train as one
+            outcomes[i] = _execute_claimed(cfgs[i], out, dist, checkpoint_every, resume, progress[i], quiet)
+    finally:
+        for claim in claims:
+            claim.release()
+    return [o for o in outcomes if o is not None]
+
+
+def _train_group(cfgs: list[RunConfig], out: Path, dist, progress: list) -> list[RunOutcome] | None:
+    """The members trained as one; None (their folders removed) when the group cannot train as one."""
+    from gapt_bench.training.runtime import Interrupted
+
+    runs = [_open_run(cfg, out, dist, 0, False, p, True) for cfg, p in zip(cfgs, progress)]
+    try:
+        for cfg, run in zip(cfgs, runs):
+            run.ctx.matched = matched_summary(cfg, out)
+        t0 = time.perf_counter()
+        results = TASKS.get(cfgs[0].task)(cfgs[0]).run_group(METHODS.get(cfgs[0].method), cfgs, [r.ctx for r in runs])
+        share = (time.perf_counter() - t0) / len(cfgs)
+    except Interrupted as e:  # stopped: nothing recorded, nothing to resume from (a group keeps no checkpoint)
+        for run in runs:
+            run.logger.write(str(e))
+            run.logger.close()
+            _remove_tree(run.run_dir)
+        return [RunOutcome(None, interrupted=True, message=f"{run.run_dir.name}: {e}") for run in runs]
+    except Exception as e:  # every member again, alone: a diverged member is then recorded as it would be alone
+        for run in runs:
+            run.logger.write(f"the batched group of {len(cfgs)} could not train as one ({type(e).__name__}: {e})")
+            run.logger.close()
+            _remove_tree(run.run_dir)
+        return None
+    return [_finish_run(cfg, out, dist, run, lambda r=r: r, wall=share) for cfg, run, r in zip(cfgs, runs, results)]
 
 
 def _make_record(cfg, task_cls, run_id, status, error, result, wall, started, env) -> RunRecord:

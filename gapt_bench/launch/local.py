@@ -24,9 +24,10 @@ from gapt_bench.launch.execute import (
     _WORKER,
     RunOutcome,
     execute,
+    execute_group,
     install_signal_handlers,
 )
-from gapt_bench.launch.plan import reference_config, run_key
+from gapt_bench.launch.plan import batch_groups, reference_config, run_key
 from gapt_bench.launch.plugins import included, load_plugins
 from gapt_bench.results.store import finished_keys, ok_keys
 
@@ -82,27 +83,41 @@ def throttled(send: Callable[[int, int, str], None], every: float = PROGRESS_EVE
     return report
 
 
-def _worker(cfg: RunConfig, out: str, checkpoint_every: int, resume: bool, index: int = -1) -> RunOutcome:
+def _worker(cfgs: list[RunConfig], out: str, checkpoint_every: int, resume: bool, first: int = -1) -> list[RunOutcome]:
+    """One unit of the plan in a pool worker: a run alone, or a batched group of seeds (`plan.batch_groups`);
+    `first` is the index of its first run in the pool's list (progress reports name runs by index)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     _WORKER["in_run"] = True
     queue = _PROGRESS["queue"]
-    progress = None
-    if queue is not None and index >= 0:
+    progress: list = [None] * len(cfgs)
+    if queue is not None and first >= 0:
 
-        def send(step: int, total: int, stage: str) -> None:
-            try:
-                queue.put_nowait((index, step, total, stage))
-            except Exception:  # a full or closed queue costs the display a report, never the run
-                pass
+        def sender(index: int) -> Callable[[int, int, str], None]:
+            def send(step: int, total: int, stage: str) -> None:
+                try:
+                    queue.put_nowait((index, step, total, stage))
+                except Exception:  # a full or closed queue costs the display a report, never the run
+                    pass
 
-        send(0, 0, "train")  # started
-        progress = throttled(send)
+            return send
+
+        progress = []
+        for i in range(len(cfgs)):
+            send = sender(first + i)
+            send(0, 0, "train")  # started
+            progress.append(throttled(send))
     try:
-        return execute(cfg, Path(out), checkpoint_every=checkpoint_every, resume=resume, progress=progress)
+        return _execute_unit(cfgs, Path(out), checkpoint_every, resume, progress)
     finally:
         _WORKER["in_run"] = False
         if _WORKER["parent"] is not None and os.getppid() != _WORKER["parent"]:
             os._exit(143)  # orphaned: the run has checkpointed; nobody is left to read a result
+
+
+def _execute_unit(cfgs: list[RunConfig], out: Path, checkpoint_every: int, resume: bool, progress: list):
+    if len(cfgs) == 1:
+        return [execute(cfgs[0], out, checkpoint_every=checkpoint_every, resume=resume, progress=progress[0])]
+    return execute_group(cfgs, out, checkpoint_every=checkpoint_every, resume=resume, progress=progress)
 
 
 def run_plan(
@@ -145,20 +160,25 @@ def run_plan(
             continue
         if number == 1:
             wave = _controls_with_reference(wave, out, outcomes, on_done)
+        units = batch_groups(wave, workers)
         if workers <= 1:
-            for cfg in wave:
+            for unit in units:
                 if _STOP["flag"]:
                     break
-                progress = None
+                progress: list = [None] * len(unit)
                 if on_progress is not None:
-                    on_progress(cfg, 0, 0, "train")
-                    progress = throttled(lambda step, total, stage, cfg=cfg: on_progress(cfg, step, total, stage))
-                o = execute(cfg, out, checkpoint_every=checkpoint_every, resume=resume, progress=progress)
-                outcomes.append(o)
+                    for i, cfg in enumerate(unit):
+                        on_progress(cfg, 0, 0, "train")
+                        progress[i] = throttled(
+                            lambda step, total, stage, cfg=cfg: on_progress(cfg, step, total, stage)
+                        )
+                unit_outcomes = _execute_unit(unit, out, checkpoint_every, resume, progress)
+                outcomes += unit_outcomes
                 if on_done:
-                    on_done(cfg, o)
+                    for cfg, o in zip(unit, unit_outcomes):
+                        on_done(cfg, o)
         else:
-            outcomes += _run_pool(wave, out, workers, checkpoint_every, resume, on_done, on_progress)
+            outcomes += _run_pool(units, out, workers, checkpoint_every, resume, on_done, on_progress)
     return outcomes
 
 
@@ -203,12 +223,13 @@ def _forward_progress(queue, todo: list[RunConfig], on_progress, stop: threading
             pass
 
 
-def _run_pool(todo, out, workers, checkpoint_every, resume, on_done, on_progress=None) -> list[RunOutcome]:
+def _run_pool(units, out, workers, checkpoint_every, resume, on_done, on_progress=None) -> list[RunOutcome]:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     import torch
 
+    todo = [cfg for unit in units for cfg in unit]
     for cfg in todo:
         cfg.train.threads = 1  # execution-only field: not part of the config hash
     ctx = mp.get_context("spawn")
@@ -248,15 +269,18 @@ def _run_pool(todo, out, workers, checkpoint_every, resume, on_done, on_progress
         # runs; the handlers before it are back afterwards, when there is no pool left to forward to.
         previous = {sig: signal.signal(sig, forward_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            for i, cfg in enumerate(todo):
-                futures[pool.submit(_worker, cfg, str(out), checkpoint_every, resume, i)] = cfg
+            first = 0
+            for unit in units:
+                futures[pool.submit(_worker, unit, str(out), checkpoint_every, resume, first)] = unit
+                first += len(unit)
             for fut in as_completed(futures):
                 if fut.cancelled():
                     continue
-                o = fut.result()
-                outcomes.append(o)
+                unit_outcomes = fut.result()
+                outcomes += unit_outcomes
                 if on_done:
-                    on_done(futures[fut], o)
+                    for cfg, o in zip(futures[fut], unit_outcomes):
+                        on_done(cfg, o)
         except (DiskFullError, StoreError):
             forward_stop(signal.SIGTERM, None)
             raise

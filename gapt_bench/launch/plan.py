@@ -267,6 +267,39 @@ def matched_summary(cfg: RunConfig, out: Path) -> dict | None:
     return {"run_id": rec["run_id"], "summary": rec.get("summary") or {}}
 
 
+MAX_GROUP = 8  # members of one batched group at most (the forgetting MLP's gain flattens beyond ~5)
+
+
+def batch_groups(plan: list[RunConfig], workers: int = 1) -> list[list[RunConfig]]:
+    """The plan as units of work: runs that differ only in their seed, of a task and method that can train as one
+    batched model (`Task.batchable`, `Method.batchable`, `train.batched` on, CPU), in groups of at most MAX_GROUP,
+    split evenly, and so that a plan of few configs still gives every worker work; every other run alone. Plan
+    order is kept (matched controls after their references stays true)."""
+    units: list[list[RunConfig]] = []
+    groups: dict[tuple, list[RunConfig]] = {}
+    for cfg in plan:
+        if (
+            cfg.train.batched
+            and cfg.train.device in ("auto", "cpu")
+            and TASKS.get(cfg.task).batchable
+            and METHODS.get(cfg.method).batchable
+        ):
+            key = (cfg.task, cfg.method, cfg.config_hash())
+            if key not in groups:
+                groups[key] = []
+                units.append(groups[key])
+            groups[key].append(cfg)
+        else:
+            units.append([cfg])
+    n_groups = sum(len(u) > 1 for u in units)
+    out: list[list[RunConfig]] = []
+    for unit in units:
+        chunks = max(-(-len(unit) // MAX_GROUP), min(workers // max(n_groups, 1), len(unit) // 2), 1)
+        size = -(-len(unit) // chunks)
+        out += [unit[i : i + size] for i in range(0, len(unit), size)]
+    return out
+
+
 def run_key(cfg: RunConfig) -> tuple:
     """The store's key of a run: (task, method, config_hash, seed)."""
     return (cfg.task, cfg.method, cfg.config_hash(), cfg.seed)

@@ -46,6 +46,9 @@ class Method:
     description: ClassVar[str] = ""
     config_sections: ClassVar[tuple[str, ...]] = ()
     controls: ClassVar[tuple[str, ...]] = ()
+    # May several seeds' instances train side by side in one batched group (`Task.run_group`)? True only for a
+    # method whose loss and observations read nothing but their own arguments (no global RNG, no shared state).
+    batchable: ClassVar[bool] = False
 
     def __init__(self, cfg: RunConfig, n_layer: int, matched: dict | None = None) -> None:
         self.cfg = cfg

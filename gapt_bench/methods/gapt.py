@@ -16,6 +16,7 @@ from gapt_bench.methods.phase_gate import GAPTController, phase_summary
 @register_method("gapt")
 class GAPT(Method):
     description = "gated phase transition: CE until CE plateaus, then CE+lambda*MBE until a CE spike or MBE plateau"
+    batchable = True
     config_sections = ("reg", "gapt")
     controls = ("periodic", "mbe")
 

@@ -8,6 +8,7 @@ from gapt_bench.methods.base import Method, register_method
 @register_method("mbe")
 class FixedMBE(Method):
     description = "CE + lambda*MBE always on (fixed-weight IBLM control)"
+    batchable = True
     config_sections = ("reg",)
 
     def loss(self, ce, hidden, step):

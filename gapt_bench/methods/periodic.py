@@ -19,6 +19,7 @@ from gapt_bench.methods.phase_gate import COMPRESS, MEMORIZE, phase_summary
 @register_method("periodic")
 class Periodic(Method):
     description = "fixed schedule of CE and CE+lambda*MBE steps; matched to gapt's realised duty cycle (control)"
+    batchable = True
     config_sections = ("reg", "gapt", "periodic")
 
     def __init__(self, cfg, n_layer, matched=None):

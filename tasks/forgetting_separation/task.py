@@ -56,13 +56,14 @@ Runs on the CPU whatever `train.device` says: the model is tiny.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import IO, TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -72,6 +73,9 @@ from gapt_bench.config import ConfigError, opt
 from gapt_bench.measures.entropy import matrix_entropy
 from gapt_bench.tasks.base import Task, TaskResult, register_task
 from gapt_bench.training.runtime import Diverged
+
+if TYPE_CHECKING:
+    from gapt_bench.config import RunConfig
 
 INPUT_DIM = 10
 GROUP_A, GROUP_B = 0, 1
@@ -246,6 +250,52 @@ class Student(nn.Module):
         return self.fc2(h), h
 
 
+class StackedStudents(nn.Module):
+    """k students as one model, each weight with a leading member dimension: one batched matmul and one Adam step
+    for all k (batched seeds). Members never mix: a member's forward, gradient and Adam update are its own, and on
+    this CPU they equal the lone student's bit for bit (tests/test_batched_seeds.py)."""
+
+    def __init__(self, students: Sequence[Student]) -> None:
+        super().__init__()
+        self.w1 = nn.Parameter(torch.stack([s.fc1.weight.detach() for s in students]).clone())  # (k, H, 10)
+        self.b1 = nn.Parameter(torch.stack([s.fc1.bias.detach() for s in students]).clone())  # (k, H)
+        self.w2 = nn.Parameter(torch.stack([s.fc2.weight.detach() for s in students]).clone())  # (k, O, H)
+        self.b2 = nn.Parameter(torch.stack([s.fc2.bias.detach() for s in students]).clone())  # (k, O)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (k, batch, 10) -> outputs (k, batch, O), hidden (k, batch, H)."""
+        h = F.relu(torch.baddbmm(self.b1.unsqueeze(1), x, self.w1.transpose(1, 2)))
+        return torch.baddbmm(self.b2.unsqueeze(1), h, self.w2.transpose(1, 2)), h
+
+    def member(self, i: int) -> Student:
+        """Member i as a lone Student (a copy)."""
+        student = Student(self.w1.shape[1], self.w2.shape[1])
+        student.load_state_dict(self.member_state(i))
+        return student
+
+    def member_state(self, i: int) -> dict[str, torch.Tensor]:
+        """Member i's weights as a Student's state dict (copies)."""
+        w = {"fc1.weight": self.w1, "fc1.bias": self.b1, "fc2.weight": self.w2, "fc2.bias": self.b2}
+        return {k: v[i].detach().clone() for k, v in w.items()}
+
+
+@dataclass
+class _Lane:
+    """One member of a trained group: its run's config (seed), problem, curve file and progress report."""
+
+    cfg: RunConfig
+    prob: Problem
+    progress: Callable[..., None] | None = None
+    curve: IO[str] | None = None
+    done: int = 0
+
+    def tick(self, total: int | None) -> None:
+        """One optimizer step done, of the run's planned steps (the progress display)."""
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, total)
+
+
 @dataclass
 class Snapshot:
     l1: tuple[float, float]
@@ -283,6 +333,7 @@ class ForgettingSeparation(Task):
     }
     primary = ("retained_l1", "finetuned_l1")
     ignored_sections = ("model", "train")  # the MLP's sizes, steps, batch and lr are data.* options
+    batchable = True  # run_group trains a group of seeds as one StackedStudents
 
     @classmethod
     def plan_summary(cls, cfg) -> str:
@@ -328,104 +379,131 @@ class ForgettingSeparation(Task):
             return own
         return own + (d.steps_second if d.pretrain == "shared" else own)
 
-    def _tick(self) -> None:
-        """One optimizer step done, of the run's planned steps (the progress display)."""
-        self._done = getattr(self, "_done", 0) + 1
-        progress = getattr(self, "_progress", None)
-        if progress is not None:
-            progress(self._done, self.planned_steps(self.cfg))
-
     # -- training ----------------------------------------------------------------------------------------------
+    # Every stage trains a group of members as one StackedStudents: the seeds of a batched group (run_group), or
+    # one member (run). A member is a run: its own config (seed), problem, method, batch generator and curve.
+
     def _steps(
         self,
-        model: Student,
+        model: StackedStudents,
         opt,
-        method,
-        prob: Problem,
+        lanes: Sequence[_Lane],
+        methods: Sequence,
         stage: int,
         n_steps: int,
-        g: torch.Generator,
+        gens: Sequence[torch.Generator],
         step0: int,
-        curve=None,
+        curves: bool = True,
     ) -> None:
-        """`n_steps` optimizer steps of protocol stage `stage` (0: the first groups, 1: the second); method None
-        is plain L1 (the in-run baseline). Batches come from the explicit generator `g`."""
+        """`n_steps` optimizer steps of protocol stage `stage` (0: the first groups, 1: the second) for every member;
+        a member's method None is plain L1 (the in-run baseline). Member i's batches come from its explicit
+        generator gens[i]. A non-finite loss of any member raises Diverged."""
         cfg, d = self.cfg, self.cfg.data
         groups = PROTOCOLS[d.protocol][stage]
         total = d.steps_first + d.steps_second
         samples_per_step = d.batch_size * d.grad_accum
+        k = len(lanes)
         for step in range(step0, step0 + n_steps):
-            infos, losses, last_h, ce_sum = [], [], None, 0.0
+            infos: list[list] = [[] for _ in range(k)]
+            losses: list[list[float]] = [[] for _ in range(k)]
+            ce_sum = [0.0] * k
+            last_h = None
             for _ in range(d.grad_accum):
-                idx, lab = build_batch(groups, d.batch_size, d.batch_layout, d.n_train, g)
-                x = torch.where((lab == GROUP_A)[:, None], prob.x[0][idx], prob.x[1][idx])
-                y = torch.where((lab == GROUP_A)[:, None], prob.y[0][idx], prob.y[1][idx])
-                out, h = model(x)
-                l1 = F.l1_loss(out, y)
-                hidden = [h.reshape(1, d.batch_size, d.hidden)]
-                if method is None:
-                    loss, info = l1, None
-                else:
-                    loss, info = method.loss(l1, hidden, step)
-                    infos.append(info)
-                if not torch.isfinite(loss):
-                    raise Diverged(step, f"loss is {float(loss)}")
-                (loss / d.grad_accum).backward()
-                if method is not None:
-                    method.observe_micro(info, step)
-                losses.append(float(loss.detach()))
-                ce_sum += float(l1.detach())
+                xs, ys = [], []
+                for lane, g in zip(lanes, gens):
+                    idx, lab = build_batch(groups, d.batch_size, d.batch_layout, d.n_train, g)
+                    in_a = (lab == GROUP_A)[:, None]
+                    xs.append(torch.where(in_a, lane.prob.x[0][idx], lane.prob.x[1][idx]))
+                    ys.append(torch.where(in_a, lane.prob.y[0][idx], lane.prob.y[1][idx]))
+                out, h = model(torch.stack(xs))
+                l1 = (out - torch.stack(ys)).abs().mean((1, 2))  # per member: F.l1_loss's mean
+                member_losses = []
+                for i, method in enumerate(methods):
+                    if method is None:
+                        loss_i = l1[i]
+                    else:
+                        loss_i, info = method.loss(l1[i], [h[i].reshape(1, d.batch_size, d.hidden)], step)
+                        infos[i].append(info)
+                    if not torch.isfinite(loss_i):
+                        raise Diverged(
+                            step, f"loss is {float(loss_i)}" + (f" (seed {lanes[i].cfg.seed})" if k > 1 else "")
+                        )
+                    member_losses.append(loss_i)
+                (sum(member_losses) / d.grad_accum).backward()
+                for i, method in enumerate(methods):
+                    if method is not None:
+                        method.observe_micro(infos[i][-1], step)
+                    losses[i].append(float(member_losses[i].detach()))
+                    ce_sum[i] += float(l1[i].detach())
                 last_h = h.detach()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            self._tick()
-            if method is not None:
-                method.observe(infos, step)
-            if curve is not None and ((step + 1) % d.log_every == 0 or step + 1 == total):
-                row = {
-                    "step": step + 1,
-                    "tokens": (step + 1) * samples_per_step,
-                    "ce": ce_sum / d.grad_accum,
-                    "loss": sum(losses) / len(losses),
-                    "phase": infos[-1].phase if infos else None,
-                    "stage": stage + 1,
-                    "mbe": float(
-                        matrix_entropy(last_h.reshape(1, d.batch_size, d.hidden), cfg.mbe.alpha, cfg.mbe.patch_size)
-                    ),
-                }
-                curve.write(json.dumps(row) + "\n")
+            for i, (lane, method) in enumerate(zip(lanes, methods)):
+                lane.tick(self.planned_steps(lane.cfg))
+                if method is not None:
+                    method.observe(infos[i], step)
+                if curves and lane.curve is not None and ((step + 1) % d.log_every == 0 or step + 1 == total):
+                    row = {
+                        "step": step + 1,
+                        "tokens": (step + 1) * samples_per_step,
+                        "ce": ce_sum[i] / d.grad_accum,
+                        "loss": sum(losses[i]) / len(losses[i]),
+                        "phase": infos[i][-1].phase if infos[i] else None,
+                        "stage": stage + 1,
+                        "mbe": float(
+                            matrix_entropy(
+                                last_h[i].reshape(1, d.batch_size, d.hidden), cfg.mbe.alpha, cfg.mbe.patch_size
+                            )
+                        ),
+                    }
+                    lane.curve.write(json.dumps(row) + "\n")
 
-    def _student(self) -> tuple[Student, torch.optim.Optimizer, torch.Generator]:
-        """The student, its optimizer and the batch generator: the same for every method of a seed."""
-        torch.manual_seed(self.cfg.seed)
-        model = Student(self.cfg.data.hidden, self.cfg.data.outputs)
-        g = torch.Generator().manual_seed(1_000_003 * self.cfg.seed + 12_345)
-        return model, torch.optim.Adam(model.parameters(), lr=self.cfg.data.lr), g
+    def _students(self, lanes: Sequence[_Lane]) -> tuple[StackedStudents, torch.optim.Optimizer, list]:
+        """The members' students (each built right after torch is seeded with its run seed), one Adam over them,
+        and each member's batch generator: a member's are the same for every method of its seed."""
+        students, gens = [], []
+        for lane in lanes:
+            torch.manual_seed(lane.cfg.seed)
+            students.append(Student(self.cfg.data.hidden, self.cfg.data.outputs))
+            gens.append(torch.Generator().manual_seed(1_000_003 * lane.cfg.seed + 12_345))
+        model = StackedStudents(students)
+        return model, torch.optim.Adam(model.parameters(), lr=self.cfg.data.lr), gens
 
-    def _train_per_method(self, method, prob: Problem, curve=None) -> tuple[Student, Snapshot, Snapshot]:
+    def _train_per_method(
+        self, lanes: Sequence[_Lane], methods: Sequence, curves: bool = True
+    ) -> tuple[StackedStudents, list[Snapshot], list[Snapshot]]:
         """pretrain=per_method (round one's protocol): the method in both stages, one optimizer throughout."""
         d = self.cfg.data
-        model, opt, g = self._student()
-        self._steps(model, opt, method, prob, 0, d.steps_first, g, 0, curve)
-        pre = self.snapshot(model, prob)
-        self._steps(model, opt, method, prob, 1, d.steps_second, g, d.steps_first, curve)
-        return model, pre, self.snapshot(model, prob)
+        model, opt, gens = self._students(lanes)
+        self._steps(model, opt, lanes, methods, 0, d.steps_first, gens, 0, curves)
+        pre = self._snapshots(model, lanes)
+        self._steps(model, opt, lanes, methods, 1, d.steps_second, gens, d.steps_first, curves)
+        return model, pre, self._snapshots(model, lanes)
 
-    def _pretrain_shared(self, prob: Problem, curve=None) -> tuple[dict, Snapshot]:
+    def _pretrain_shared(self, lanes: Sequence[_Lane]) -> tuple[list[dict], list[Snapshot]]:
         """pretrain=shared: stage 1 with plain L1, identical for every arm of a seed; its weights and snapshot."""
-        model, opt, g = self._student()
-        self._steps(model, opt, None, prob, 0, self.cfg.data.steps_first, g, 0, curve)
-        return {k: v.clone() for k, v in model.state_dict().items()}, self.snapshot(model, prob)
+        model, opt, gens = self._students(lanes)
+        self._steps(model, opt, lanes, [None] * len(lanes), 0, self.cfg.data.steps_first, gens, 0)
+        return [model.member_state(i) for i in range(len(lanes))], self._snapshots(model, lanes)
 
-    def _finetune(self, start: dict, method, prob: Problem, curve=None) -> tuple[Student, Snapshot]:
+    def _finetune(
+        self, starts: Sequence[dict], lanes: Sequence[_Lane], methods: Sequence, curves: bool = True
+    ) -> tuple[StackedStudents, list[Snapshot]]:
         """pretrain=shared: stage 2 from the shared weights with a fresh optimizer and the fine-tuning batches."""
         d = self.cfg.data
-        model = Student(d.hidden, d.outputs)
-        model.load_state_dict(start)
+        students = []
+        for start in starts:
+            student = Student(d.hidden, d.outputs)
+            student.load_state_dict(start)
+            students.append(student)
+        model = StackedStudents(students)
         opt = torch.optim.Adam(model.parameters(), lr=d.lr)
-        g = torch.Generator().manual_seed(1_000_003 * self.cfg.seed + 54_321)
-        self._steps(model, opt, method, prob, 1, d.steps_second, g, d.steps_first, curve)
-        return model, self.snapshot(model, prob)
+        gens = [torch.Generator().manual_seed(1_000_003 * lane.cfg.seed + 54_321) for lane in lanes]
+        self._steps(model, opt, lanes, methods, 1, d.steps_second, gens, d.steps_first, curves)
+        return model, self._snapshots(model, lanes)
+
+    def _snapshots(self, model: StackedStudents, lanes: Sequence[_Lane]) -> list[Snapshot]:
+        return [self.snapshot(model.member(i), lane.prob) for i, lane in enumerate(lanes)]
 
     @torch.no_grad()
     def snapshot(self, model: Student, prob: Problem) -> Snapshot:
@@ -445,28 +523,52 @@ class ForgettingSeparation(Task):
         )
 
     def run(self, method_cls: type, ctx) -> TaskResult:
-        cfg, d = self.cfg, self.cfg.data
-        self._progress, self._done = ctx.progress, 0
-        prob = make_problem(d, cfg.seed if d.data_seed is None else d.data_seed)
+        return self.run_group(method_cls, [self.cfg], [ctx])[0]
+
+    def run_group(self, method_cls: type, cfgs: Sequence, ctxs: Sequence) -> list[TaskResult]:
+        """Train runs that differ only in their seed as one batched model (see Task.run_group); one run is a group
+        of one. A member's numbers are those of its run trained alone."""
+        d = self.cfg.data
+        lanes = [
+            _Lane(cfg, make_problem(d, cfg.seed if d.data_seed is None else d.data_seed), ctx.progress)
+            for cfg, ctx in zip(cfgs, ctxs)
+        ]
         t0 = time.perf_counter()
         baseline_arm = getattr(method_cls, "name", "") == "baseline"
-        with open(ctx.curve_path, "w") as curve:
+        with contextlib.ExitStack() as files:
+            for lane, ctx in zip(lanes, ctxs):
+                lane.curve = files.enter_context(open(ctx.curve_path, "w"))
             if d.pretrain == "shared":
-                start, pre = self._pretrain_shared(prob, curve)
-                ft_cfg = copy.deepcopy(cfg)  # the regulariser's patch during fine-tuning (the author's 32)
-                ft_cfg.mbe.patch_size = d.finetune_patch_size or cfg.mbe.patch_size
-                method = method_cls(ft_cfg, 1, matched=ctx.matched)
-                model, post = self._finetune(start, method, prob, curve)
+                starts, pre = self._pretrain_shared(lanes)
+                methods = []
+                for lane, ctx in zip(lanes, ctxs):
+                    ft_cfg = copy.deepcopy(lane.cfg)  # the regulariser's patch during fine-tuning (the author's 32)
+                    ft_cfg.mbe.patch_size = d.finetune_patch_size or lane.cfg.mbe.patch_size
+                    methods.append(method_cls(ft_cfg, 1, matched=ctx.matched))
+                model, post = self._finetune(starts, lanes, methods)
             else:
-                method = self.make_method(method_cls, 1, ctx)
-                model, pre, post = self._train_per_method(method, prob, curve)
+                methods = [method_cls(lane.cfg, 1, matched=ctx.matched) for lane, ctx in zip(lanes, ctxs)]
+                model, pre, post = self._train_per_method(lanes, methods)
         elapsed = time.perf_counter() - t0
+        plain = [None] * len(lanes)
         if baseline_arm:
             ref_pre, ref_post = pre, post
         elif d.pretrain == "shared":
-            ref_pre, (_, ref_post) = pre, self._finetune(start, None, prob)
+            ref_pre, (_, ref_post) = pre, self._finetune(starts, lanes, plain, curves=False)
         else:
-            _, ref_pre, ref_post = self._train_per_method(None, prob)
+            _, ref_pre, ref_post = self._train_per_method(lanes, plain, curves=False)
+        results = []
+        for i, ctx in enumerate(ctxs):
+            result = self._result(pre[i], post[i], ref_pre[i], ref_post[i], methods[i], elapsed / len(lanes))
+            result.summary["batch_members"] = len(lanes)
+            if self.cfg.train.save_model:
+                self.save_model(model.member(i), ctx)
+            results.append(result)
+        return results
+
+    def _result(self, pre: Snapshot, post: Snapshot, ref_pre: Snapshot, ref_post: Snapshot, method, elapsed: float):
+        """A member's metrics and summary; `elapsed` is its share of the group's training time."""
+        cfg, d = self.cfg, self.cfg.data
         forget = 1 if d.protocol == "mix->A" else 0  # index of the group that can be forgotten
         ref_forgetting = ref_post.l1[forget] - ref_pre.l1[forget]
         alleviation = (
@@ -503,9 +605,7 @@ class ForgettingSeparation(Task):
             "ref_l1_forgotten_post": ref_post.l1[forget],
             "ref_separation": ref_post.separation,
         }
-        n_params = sum(p.numel() for p in model.parameters())
-        if cfg.train.save_model:
-            self.save_model(model, ctx)
+        n_params = (INPUT_DIM + 1) * d.hidden + (d.hidden + 1) * d.outputs
         return TaskResult(
             metrics=metrics, n_params=n_params, tokens=total * d.batch_size * d.grad_accum, steps=total, summary=summary
         )
