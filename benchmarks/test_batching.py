@@ -12,8 +12,9 @@ separate models' (float tolerance), so the figure compares like with like.
 
 Measured on the 2-core development machine (torch 2.13 CPU, one thread): the GPT-2 quick models gain nothing or
 lose (0.75-1.2x: at 2k-4k tokens per step their cost is matmul and element-wise work, which batching does not
-shrink); the forgetting MLP gains 2.5-3x (its steps are dispatch overhead). The suite therefore trains each seed as
-its own run, and took the cheaper levers (a fused GELU: 19-29% per GPT-2 step) instead; see the closing notes.
+shrink); the forgetting MLP gains 2.5-3x (its steps are dispatch overhead). So only the forgetting task batches its
+seeds (`Task.run_group`; the last test here measures it on whole runs of the task); the GPT-2 tasks took the cheaper
+levers (a fused GELU: 19-29% per GPT-2 step) instead (docs/benchmarks.md).
 """
 
 from __future__ import annotations
