@@ -19,6 +19,7 @@ from gapt_bench.data.hf_tokenizers import to_transformers
 from gapt_bench.data.sources import load_texts
 from gapt_bench.data.tokenizers import ByteTokenizer, GPT2Tokenizer
 from gapt_bench.measures.entropy import matrix_entropy
+from gapt_bench.measures.membership import zlib_length
 from gapt_bench.results.store import read_records
 
 SEQ, MAX_TOKENS, BATCH, PATCH = 32, 2048, 16, 8
@@ -221,6 +222,10 @@ def test_memorization_of_a_planted_model_and_samples_that_recompute_the_auc(tmp_
         b = [r[f"score_{score}"] for r in rows if r["set"] == "nonmember" and r["split"] == "eval"]
         pairs = [(x > y) + 0.5 * (x == y) for x in a for y in b]
         assert m[f"mi_{score}_auc"] == pytest.approx(sum(pairs) / len(pairs))
+    # the zlib score's denominator is the compressed size of the scored 40 tokens (bytes here), not the whole text
+    members = (tmp_path / "members.txt").read_text().splitlines()
+    scored = sorted(zlib_length(t[:40]) for t in members)
+    assert sorted(r["zlib_bytes"] for r in rows if r["set"] == "member") == scored != sorted(map(zlib_length, members))
 
 
 class _Payload:

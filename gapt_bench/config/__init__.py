@@ -33,6 +33,7 @@ from gapt_bench.config.schema import (
     coerce,
     from_dict,
     opt,
+    stable_hash,
 )
 
 __all__ = [
@@ -61,4 +62,5 @@ __all__ = [
     "read_preset_file",
     "resolve_preset",
     "split_plan_keys",
+    "stable_hash",
 ]

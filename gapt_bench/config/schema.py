@@ -242,17 +242,18 @@ class RunConfig:
 
     def config_hash(self) -> str:
         """Hash of setup + method without the seed: the seeds of one config form a group."""
-        return _hash({**self.setup_dict(), **self.method_dict()})
+        return stable_hash({**self.setup_dict(), **self.method_dict()})
 
     def setup_hash(self) -> str:
         """Hash of what every arm shares (task data, model, training budget, MBE measurement).
 
         Two groups are comparable only if their setup hashes agree: same tokens, batch, model and data.
         """
-        return _hash(self.setup_dict())
+        return stable_hash(self.setup_dict())
 
 
-def _hash(d: dict) -> str:
+def stable_hash(d: dict) -> str:
+    """16 hex digits of the SHA-256 of a dict's canonical JSON: config hashes and evaluation keys."""
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

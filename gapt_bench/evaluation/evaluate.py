@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import re
 import shutil
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gapt_bench.config import stable_hash
 from gapt_bench.evaluation.load import ModelArgs, ModelError, load_model
 from gapt_bench.results.store import SCHEMA_VERSION, append_record, finished_keys
 
@@ -69,10 +69,6 @@ def read_text_set(path: str, flag: str) -> list[str]:
     return [d.text for d in load_texts(resolve_source(str(p)))]
 
 
-def _hash(d: dict) -> str:
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 _IDENTITY_KEYS = ("pretrained", "revision", "content_hash", "dtype", "tokenizer")
 
 
@@ -82,7 +78,12 @@ def evaluation_key(identity: dict, cfg: EvalConfig, reference: dict | None = Non
     settings = dataclasses.asdict(cfg)
     model_id = {k: identity.get(k) for k in _IDENTITY_KEYS}
     ref_id = {k: reference.get(k) for k in _IDENTITY_KEYS} if reference else None
-    return EVALUATION_TASK, identity["label"], _hash({"model": model_id, "reference": ref_id, "settings": settings}), 0
+    return (
+        EVALUATION_TASK,
+        identity["label"],
+        stable_hash({"model": model_id, "reference": ref_id, "settings": settings}),
+        0,
+    )
 
 
 def _tokens_evaluated(summary: dict) -> int:
@@ -208,7 +209,7 @@ def run_evaluation(
         "preset": "eval",
         "config": {"model": loaded.identity, "reference": ref_identity, "evaluation": settings},
         "config_hash": config_hash,
-        "setup_hash": _hash(settings),
+        "setup_hash": stable_hash(settings),
         "metrics": metrics,
         "metric_directions": {k: "min" for k in metrics},
         "primary_metrics": [m for m in ("bpb", "bpb_rolling", "ce", "mbe") if m in metrics][:1],

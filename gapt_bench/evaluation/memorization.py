@@ -28,12 +28,13 @@ class OverlapError(ValueError):
 
 
 def token_rows(texts: list[str], tokenizer: Any, seq_len: int) -> tuple[np.ndarray, list[str]]:
-    """(N, seq_len) token ids of the texts with at least seq_len tokens, and those texts."""
+    """(N, seq_len) token ids of the texts with at least seq_len tokens, and the text of those ids (what is scored:
+    the zlib score divides the NLL of these tokens by the compressed size of this text, not of the whole text)."""
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    kept = [(ids[:seq_len], t) for ids, t in zip(encoded, texts) if len(ids) >= seq_len]
+    kept = [ids[:seq_len] for ids in encoded if len(ids) >= seq_len]
     if not kept:
         return np.zeros((0, seq_len), dtype=np.int64), []
-    return np.asarray([k[0] for k in kept], dtype=np.int64), [k[1] for k in kept]
+    return np.asarray(kept, dtype=np.int64), [tokenizer.decode(ids) for ids in kept]
 
 
 def memorization_metrics(
