@@ -297,3 +297,27 @@ def test_overrides_that_collapse_grid_points_give_one_run():
         ["model.n_layer=1", "model.n_embd=8", "model.n_head=2", "data.capacity_ratio=2"],
     )
     assert len(plan) == 2 and len({(c.config_hash(), c.seed) for c in plan}) == 2
+
+
+def test_bf16_on_cpu_uses_the_math_attention_kernel_in_forward_and_backward():
+    # torch's CPU flash-attention kernel in bf16 made a bf16 capacity step cost 3x its fp32 step (its backward alone
+    # 74%); autocast_context picks the math kernel there, and leaves fp32 and CUDA as they were
+    from torch.profiler import ProfilerActivity, profile
+
+    from gapt_bench.training.model import build_model
+    from gapt_bench.training.runtime import autocast_context
+
+    torch.manual_seed(0)
+    model = build_model(1, 16, 2, 32, 16)
+    x = torch.randint(0, 32, (4, 16))
+
+    def kernels(precision: str) -> str:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            with autocast_context(torch.device("cpu"), precision):
+                loss = model(input_ids=x, labels=x).loss
+            loss.backward()
+        return " ".join(e.key for e in prof.key_averages())
+
+    bf16, fp32 = kernels("bf16"), kernels("fp32")
+    assert "flash_attention" not in bf16 and "aten::bmm" in bf16
+    assert "flash_attention" in fp32  # fp32 keeps torch's default kernel (fast there)
