@@ -308,13 +308,13 @@ class _FakePool:
     def __exit__(self, *exc) -> None:
         self._processes = None  # as after shutdown
 
-    def submit(self, fn, cfg, *args):
+    def submit(self, fn, unit, *args):  # a unit of the plan: a run alone or a batched group
         from concurrent.futures import Future
 
         if _FakePool.on_submit:
             _FakePool.on_submit()
         fut = Future()
-        fut.set_result(cfg.seed)
+        fut.set_result([cfg.seed for cfg in unit])
         return fut
 
 
@@ -337,7 +337,7 @@ def test_the_pool_forwards_signals_only_while_it_runs(monkeypatch):
     execute.install_signal_handlers()
     installed = {s: signal.getsignal(s) for s in before}
     try:
-        assert sorted(local._run_pool(plan, "out", 2, 0, False, None)) == [0, 1]
+        assert sorted(local._run_pool([[c] for c in plan], "out", 2, 0, False, None)) == [0, 1]
         assert execute.stop_requested()
         assert seen[0] is not installed[signal.SIGINT]  # SIGINT is forwarded to the workers too
         assert {s: signal.getsignal(s) for s in before} == installed  # run_plan's handlers are back
