@@ -632,3 +632,23 @@ def test_a_control_whose_reference_diverged_leaves_no_record_and_the_command_fai
     assert [(r["method"], r["status"]) for r in read_records(tmp_path)] == [("gapt", "diverged")]
     assert cli.main([*args, "--out", str(tmp_path), "--resume"]) == 2
     assert "recorded as diverged" in capsys.readouterr().err
+
+
+def test_a_control_whose_reference_trains_in_a_concurrent_sweep_is_left_to_that_sweep(tmp_path, capsys):
+    # another sweep holds the gapt run's claim: this sweep skips it, and skips its matched control too (the other
+    # sweep's second wave runs it) instead of failing or recording it as failed
+    from gapt_bench.data.claims import try_claim
+    from gapt_bench.launch.plan import make_plan, run_key
+
+    plan = make_plan(["synthetic_capacity"], ["gapt", "periodic"], [0], "tiny")
+    gapt = next(c for c in plan if c.method == "gapt")
+    claim, _ = try_claim(tmp_path, run_key(gapt), heartbeat=False)
+    assert claim is not None
+    try:
+        args = ["run", *SMALL, "--methods", "gapt,periodic", "--seeds", "0", "--workers", "1", "--no-progress"]
+        assert cli.main([*args, "--out", str(tmp_path)]) == 0
+    finally:
+        claim.release()
+    out = capsys.readouterr().out
+    assert "waits for its gapt run, training in pid" in out
+    assert not (tmp_path / "runs.jsonl").exists() or read_records(tmp_path) == []

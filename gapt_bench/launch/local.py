@@ -183,9 +183,12 @@ def run_plan(
 
 
 def _controls_with_reference(wave: list[RunConfig], out: Path, outcomes: list, on_done) -> list[RunConfig]:
-    """The matched controls whose reference run is recorded ok; the others are not run and leave no record (an
-    error outcome, so the sweep exits non-zero): their reference failed or never finished, and `--resume` runs them
-    once it has, instead of a failed record per control."""
+    """The matched controls whose reference run is recorded ok. The others are not run and leave no record: skipped
+    while a concurrent sweep trains their reference (that sweep runs them after it), else an error outcome, so the
+    sweep exits non-zero (their reference diverged, failed or was stopped; `--resume` runs them once it is ok),
+    instead of a failed record per control."""
+    from gapt_bench.data.claims import live_claim
+
     ok = ok_keys(out)
     ready = []
     for cfg in wave:
@@ -193,13 +196,18 @@ def _controls_with_reference(wave: list[RunConfig], out: Path, outcomes: list, o
         if ref is None or run_key(ref) in ok:
             ready.append(cfg)
             continue
-        o = RunOutcome(
-            None,
-            error=True,
-            message=f"{cfg.task} {cfg.method} seed {cfg.seed} not run: the {ref.method} run it is matched to has no "
-            f"ok record in {out} (it diverged, failed or was stopped); it runs once that run is recorded ok, or set "
-            f"{cfg.method}.match=none",
-        )
+        owner = live_claim(out, run_key(ref))
+        if owner is not None:  # a concurrent sweep trains the reference; its second wave runs this control
+            where = f"pid {owner.get('pid')} on {owner.get('host')}" if owner else "another process"
+            o = RunOutcome(None, skipped=True, message=f"waits for its {ref.method} run, training in {where}")
+        else:
+            o = RunOutcome(
+                None,
+                error=True,
+                message=f"{cfg.task} {cfg.method} seed {cfg.seed} not run: the {ref.method} run it is matched to has "
+                f"no ok record in {out} (it diverged, failed or was stopped); it runs once that run is recorded ok, "
+                f"or set {cfg.method}.match=none",
+            )
         outcomes.append(o)
         if on_done:
             on_done(cfg, o)
