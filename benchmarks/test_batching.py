@@ -103,8 +103,8 @@ def _logits(out):
     return out.logits if hasattr(out, "logits") else out
 
 
-def _rounds(sequential, batched) -> list[float]:
-    for _ in range(2):  # warm-up
+def _rounds(sequential, batched, steps: int = STEPS, warmup: int = 2) -> list[float]:
+    for _ in range(warmup):
         sequential()
         batched()
     ratios = []
@@ -112,7 +112,7 @@ def _rounds(sequential, batched) -> list[float]:
         times = {}
         for name, fn in (("s", sequential), ("b", batched)) if r % 2 == 0 else (("b", batched), ("s", sequential)):
             t0 = time.process_time()
-            for _ in range(STEPS):
+            for _ in range(steps):
                 fn()
             times[name] = time.process_time() - t0
         ratios.append(times["s"] / times["b"])  # throughput of the batched group over the sequential models
@@ -175,15 +175,8 @@ def test_batched_seeds_speedup_forgetting_task(method, tmp_path):
     def batched():
         return task_cls(cfgs[0]).run_group(method_cls, cfgs, ctxs)
 
-    assert [r.metrics for r in sequential()] == [r.metrics for r in batched()]
-    ratios = []
-    for r in range(ROUNDS):
-        times = {}
-        for name, fn in (("s", sequential), ("b", batched)) if r % 2 == 0 else (("b", batched), ("s", sequential)):
-            t0 = time.process_time()
-            fn()
-            times[name] = time.process_time() - t0
-        ratios.append(times["s"] / times["b"])
+    assert [r.metrics for r in sequential()] == [r.metrics for r in batched()]  # also the warm-up
+    ratios = _rounds(sequential, batched, steps=1, warmup=0)
     found = stats.median_interval(ratios)
     assert found is not None
     med, low, high = found

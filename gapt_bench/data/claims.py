@@ -128,6 +128,11 @@ def live_claim(out: Path, key: tuple) -> dict | None:
     return None if _stale(path, owner) else (owner or {})
 
 
+def holder(owner: dict | None) -> str:
+    """Who holds a claim, for messages: "pid P on HOST", or "another process" when its file names no owner."""
+    return f"pid {owner.get('pid')} on {owner.get('host')}" if owner else "another process"
+
+
 def _identity(path: Path) -> tuple[int, int, bytes] | None:
     """(inode, mtime in ns, bytes) of a claim file, read through one descriptor; None when it is gone. A new claim
     differs in all three from a stale one, even one left empty by a writer that died (its inode may be reused)."""

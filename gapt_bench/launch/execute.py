@@ -27,7 +27,7 @@ from typing import Any
 from gapt_bench.config import (
     RunConfig,
 )
-from gapt_bench.data.claims import try_claim
+from gapt_bench.data.claims import holder, try_claim
 from gapt_bench.data.files import DiskFullError, is_disk_full
 from gapt_bench.launch.plan import matched_summary, run_key
 from gapt_bench.methods import METHODS
@@ -144,8 +144,7 @@ def _claim(cfg: RunConfig, out: Path):
         return RunOutcome(None, skipped=True, message="already recorded"), None
     claim, owner = try_claim(out, key)
     if claim is None:
-        where = f"pid {owner.get('pid')} on {owner.get('host')}" if owner else "another process"
-        return RunOutcome(None, skipped=True, message=f"running in {where}"), None
+        return RunOutcome(None, skipped=True, message=f"running in {holder(owner)}"), None
     if key in finished_keys(out):  # finished between the first check and the claim
         claim.release()
         return RunOutcome(None, skipped=True, message="already recorded"), None

@@ -187,7 +187,7 @@ def _controls_with_reference(wave: list[RunConfig], out: Path, outcomes: list, o
     while a concurrent sweep trains their reference (that sweep runs them after it), else an error outcome, so the
     sweep exits non-zero (their reference diverged, failed or was stopped; `--resume` runs them once it is ok),
     instead of a failed record per control."""
-    from gapt_bench.data.claims import live_claim
+    from gapt_bench.data.claims import holder, live_claim
 
     ok = ok_keys(out)
     ready = []
@@ -198,8 +198,7 @@ def _controls_with_reference(wave: list[RunConfig], out: Path, outcomes: list, o
             continue
         owner = live_claim(out, run_key(ref))
         if owner is not None:  # a concurrent sweep trains the reference; its second wave runs this control
-            where = f"pid {owner.get('pid')} on {owner.get('host')}" if owner else "another process"
-            o = RunOutcome(None, skipped=True, message=f"waits for its {ref.method} run, training in {where}")
+            o = RunOutcome(None, skipped=True, message=f"waits for its {ref.method} run, training in {holder(owner)}")
         else:
             o = RunOutcome(
                 None,

@@ -403,6 +403,7 @@ class ForgettingSeparation(Task):
         total = d.steps_first + d.steps_second
         samples_per_step = d.batch_size * d.grad_accum
         k = len(lanes)
+        planned = [self.planned_steps(lane.cfg) for lane in lanes]
         for step in range(step0, step0 + n_steps):
             infos: list[list] = [[] for _ in range(k)]
             losses: list[list[float]] = [[] for _ in range(k)]
@@ -439,7 +440,7 @@ class ForgettingSeparation(Task):
             opt.step()
             opt.zero_grad(set_to_none=True)
             for i, (lane, method) in enumerate(zip(lanes, methods)):
-                lane.tick(self.planned_steps(lane.cfg))
+                lane.tick(planned[i])
                 if method is not None:
                     method.observe(infos[i], step)
                 if curves and lane.curve is not None and ((step + 1) % d.log_every == 0 or step + 1 == total):
